@@ -1,0 +1,170 @@
+/**
+ * One schema for fhir-pdp's configuration (docs/decision-contract.md, "Configuration"). Every
+ * setting carries its description and default here, where it is defined (STYLE §9); docs and
+ * local.settings.sample.json are written from the same words.
+ */
+import { z } from 'zod';
+import { canonicalDataAction } from '../policy/data-actions.js';
+
+const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function isGuid(value: string): boolean {
+  return GUID.test(value);
+}
+
+/** 127.0.0.0/8, ::1 and localhost: the only hosts that may be reached over plain http. */
+export function isLoopbackHost(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127(?:\.\d{1,3}){3}$/.test(h);
+}
+
+/**
+ * An authority: https, or http on a loopback host (development and tests). No query, fragment or
+ * credentials, since discovery URLs are built by appending to it. Normalised without trailing slash.
+ */
+const authorityUrl = z
+  .string()
+  .trim()
+  .superRefine((value, ctx) => {
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `not an absolute URL: "${value}"` });
+      return;
+    }
+    if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname)))
+      ctx.addIssue({
+        code: 'custom',
+        message: `must use https (plain http is accepted only for loopback hosts): "${value}"`,
+      });
+    if (url.search || url.hash || url.username || url.password)
+      ctx.addIssue({ code: 'custom', message: `must not carry a query, fragment or credentials: "${value}"` });
+  })
+  .transform((value) => value.replace(/\/+$/, ''));
+
+const dataActionName = z
+  .string()
+  .refine((v) => v === '*' || canonicalDataAction(v) !== undefined, {
+    message: 'unknown data action (see the contract for the list)',
+  });
+
+const objectId = z
+  .string()
+  .trim()
+  .refine(isGuid, { message: 'must be an object id (a GUID)' })
+  .transform((v) => v.toLowerCase());
+
+const accessPolicy = z
+  .object({
+    objectId: objectId.describe('Object id of a user, security group or service principal (not an application id).'),
+    dataActions: z
+      .array(dataActionName)
+      .optional()
+      .describe('Data actions granted; omitted means all (`*`).'),
+    description: z.string().optional(),
+  })
+  .strict();
+
+const role = z
+  .object({
+    name: z.string().min(1).describe('A value of the token\'s `roles` claim.'),
+    dataActions: z.array(dataActionName),
+    notDataActions: z.array(dataActionName).default([]),
+    // roles.json of the Microsoft FHIR server carries `scopes: ["/"]`; only "/" is meaningful.
+    scopes: z.array(z.literal('/')).optional(),
+  })
+  .strict();
+
+const smartApplication = z
+  .object({
+    clientId: z.string().min(1).describe('Client id the provider puts in azp / appid / client_id / cid.'),
+    audience: z.string().min(1).describe('The audience this application\'s tokens must carry.'),
+    allowedDataActions: z.array(dataActionName).min(1),
+  })
+  .strict();
+
+const smartIdentityProvider = z
+  .object({
+    authority: authorityUrl,
+    applications: z.array(smartApplication).min(1),
+  })
+  .strict();
+
+const seconds = (def: number, max: number) => z.number().int().min(0).max(max).default(def);
+
+export const configSchema = z
+  .object({
+    fhirBaseUrl: z
+      .url({ protocol: /^https?$/ })
+      .optional()
+      .describe('Base URL of the FHIR server; accepted as an audience (with or without trailing slash); its path is stripped from request paths.'),
+    authority: authorityUrl.describe('Primary (Entra ID) authority, e.g. https://login.microsoftonline.com/<tenant-id>.'),
+    audience: z.string().min(1).optional().describe('Audience compared exactly with `aud`.'),
+    audiences: z.array(z.string().min(1)).default([]).describe('Further accepted audiences (client id, api://<client-id>).'),
+    accessPolicies: z.array(accessPolicy).default([]),
+    roles: z.array(role).default([]),
+    smartIdentityProviders: z.array(smartIdentityProvider).default([]),
+    graph: z
+      .object({
+        baseUrl: z.url({ protocol: /^https?$/ }).default('https://graph.microsoft.com'),
+      })
+      .strict()
+      .optional()
+      .describe('Microsoft Graph, for group membership; omitted means groups are resolved from the token claim only.'),
+    compartmentMode: z
+      .enum(['refuse', 'delegate'])
+      .default('refuse')
+      .describe('Patient-scoped requests whose compartment cannot be proven from the URL: refuse, or allow and send X-Auth-Compartment.'),
+    clockSkewSeconds: seconds(300, 3600).describe('Tolerance for exp, nbf and iat.'),
+    maxTokenBytes: z.number().int().min(1024).max(65536).default(16384).describe('Largest bearer token accepted.'),
+    jwksRefetchCooldownSeconds: seconds(30, 3600).describe('Least time between two unknown-kid refetches of one issuer\'s keys.'),
+    metadataRetrySeconds: seconds(10, 3600).describe('Least time between two attempts to load an authority that is down.'),
+    fetchTimeoutMs: z.number().int().min(100).max(60000).default(5000).describe('Timeout of one discovery or JWKS fetch.'),
+    maxStaleSeconds: seconds(86400, 30 * 86400).describe('Keys and group data older than this are no longer used.'),
+    directoryBudgetMs: z.number().int().min(0).max(30000).default(1000).describe('Longest a decision waits for Graph.'),
+    decisionBudgetMs: z.number().int().min(100).max(60000).default(5000).describe('Longest a decision may take before it is indeterminate.'),
+  })
+  .strict()
+  .superRefine((cfg, ctx) => {
+    if (!cfg.audience && !cfg.fhirBaseUrl)
+      ctx.addIssue({ code: 'custom', path: ['audience'], message: 'set `audience` or `fhirBaseUrl` (or both)' });
+    const seenObjects = new Map<string, number>();
+    cfg.accessPolicies.forEach((p, i) => {
+      const prior = seenObjects.get(p.objectId);
+      if (prior !== undefined)
+        ctx.addIssue({ code: 'custom', path: ['accessPolicies', i, 'objectId'], message: `listed twice (also at accessPolicies[${prior}])` });
+      else seenObjects.set(p.objectId, i);
+    });
+    const seenRoles = new Map<string, number>();
+    cfg.roles.forEach((r, i) => {
+      const prior = seenRoles.get(r.name);
+      if (prior !== undefined)
+        ctx.addIssue({ code: 'custom', path: ['roles', i, 'name'], message: `role defined twice (also at roles[${prior}])` });
+      else seenRoles.set(r.name, i);
+    });
+    const authorities = new Map<string, string>([[cfg.authority.toLowerCase(), 'authority']]);
+    const clientIds = new Map<string, string>();
+    cfg.smartIdentityProviders.forEach((p, i) => {
+      const here = `smartIdentityProviders[${i}]`;
+      const prior = authorities.get(p.authority.toLowerCase());
+      if (prior)
+        ctx.addIssue({ code: 'custom', path: ['smartIdentityProviders', i, 'authority'], message: `same authority as ${prior}` });
+      else authorities.set(p.authority.toLowerCase(), here);
+      p.applications.forEach((a, j) => {
+        const where = `${here}.applications[${j}]`;
+        const seen = clientIds.get(a.clientId);
+        // A token of one provider must never match another provider's application.
+        if (seen)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['smartIdentityProviders', i, 'applications', j, 'clientId'],
+            message: `client id must be unique across providers (also at ${seen})`,
+          });
+        else clientIds.set(a.clientId, where);
+      });
+    });
+  });
+
+export type PdpConfig = z.output<typeof configSchema>;
+export type PdpConfigInput = z.input<typeof configSchema>;

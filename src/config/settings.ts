@@ -1,0 +1,72 @@
+/**
+ * App settings (environment variables): how the service is hosted, as opposed to the policy JSON
+ * of schema.ts. Same rule: each setting is described where its default is defined;
+ * local.settings.sample.json and docs/configuration.md list exactly these
+ * (test/unit/settings.test.ts keeps them in sync).
+ */
+import { z } from 'zod';
+import { ConfigError } from './load.js';
+
+const optionalString = z.string().trim().min(1).optional();
+
+export const SETTINGS = {
+  PDP_CONFIG: { schema: optionalString, description: 'The configuration JSON, inline (or use PDP_CONFIG_FILE).' },
+  PDP_CONFIG_FILE: { schema: optionalString, description: 'Path of the configuration JSON file (contract JSON or ARM resource JSON).' },
+  PORT: { schema: z.coerce.number().int().min(0).max(65535).default(7071), description: 'Standalone host: port to listen on (default 7071).' },
+  PDP_HOST: {
+    schema: optionalString,
+    description: 'Standalone host: address to bind. Default 0.0.0.0 when keys are set, else 127.0.0.1 (loopback only).',
+  },
+  PDP_API_KEYS: { schema: optionalString, description: 'Comma-separated keys that may call /api/decide (x-functions-key header or code parameter).' },
+  PDP_ADMIN_KEYS: { schema: optionalString, description: 'Comma-separated admin keys: /api/refresh, /api/explain, and operator hints in answers.' },
+  PDP_LOG_DECISIONS: { schema: z.enum(['true', 'false']).default('true'), description: 'Write one JSON line per decision (never the token).' },
+  PDP_REFRESH_SCHEDULE: {
+    schema: z.string().trim().min(1).default('0 */5 * * * *'),
+    description: 'NCRONTAB schedule of the refresh timer function (default every 5 minutes).',
+  },
+  PDP_REFRESH_INTERVAL_SECONDS: {
+    schema: z.coerce.number().int().min(10).max(86400).default(300),
+    description: 'Standalone host: seconds between in-process refreshes (default 300).',
+  },
+  PDP_SNAPSHOT_STORE: {
+    schema: z.enum(['memory', 'blob']).default('memory'),
+    description: 'Where the refreshed snapshot lives: memory (each instance refreshes itself) or blob (shared by all instances).',
+  },
+  PDP_SNAPSHOT_CONNECTION: { schema: optionalString, description: 'Blob store connection string; default AzureWebJobsStorage.' },
+  PDP_SNAPSHOT_CONTAINER: { schema: optionalString, description: 'Blob container of the snapshot (default fhir-pdp).' },
+  PDP_SNAPSHOT_BLOB: { schema: optionalString, description: 'Blob name of the snapshot (default snapshot.json).' },
+  PDP_SNAPSHOT_POLL_SECONDS: {
+    schema: z.coerce.number().int().min(1).max(3600).default(30),
+    description: 'Blob store: seconds between conditional reads of the snapshot (default 30).',
+  },
+  AzureWebJobsStorage: { schema: optionalString, description: 'The Functions host storage; also the snapshot store unless PDP_SNAPSHOT_CONNECTION is set.' },
+  PDP_GRAPH_TENANT_ID: { schema: optionalString, description: 'Graph credential: tenant id for a client secret or certificate (else DefaultAzureCredential: managed identity, workload identity, Azure CLI).' },
+  PDP_GRAPH_CLIENT_ID: { schema: optionalString, description: 'Graph credential: application (client) id for a client secret or certificate; with managed identity, a user-assigned identity\'s client id.' },
+  PDP_GRAPH_CLIENT_SECRET: { schema: optionalString, description: 'Graph credential: client secret (prefer a certificate or managed identity).' },
+  PDP_GRAPH_CLIENT_CERTIFICATE_PATH: { schema: optionalString, description: 'Graph credential: path of a PEM certificate with its private key.' },
+} as const;
+
+export type SettingName = keyof typeof SETTINGS;
+
+const settingsSchema = z.object(
+  Object.fromEntries(Object.entries(SETTINGS).map(([k, v]) => [k, v.schema])) as { [K in SettingName]: (typeof SETTINGS)[K]['schema'] },
+);
+
+export type AppSettings = z.output<typeof settingsSchema>;
+
+/** Reads and validates the app settings; every problem is listed (nothing is half-applied). */
+export function readSettings(env: Record<string, string | undefined>): AppSettings {
+  const picked: Record<string, string | undefined> = {};
+  for (const k of Object.keys(SETTINGS)) picked[k] = env[k] === '' ? undefined : env[k];
+  const result = settingsSchema.safeParse(picked);
+  if (!result.success)
+    throw new ConfigError(
+      result.error.issues.map((i) => ({ path: String(i.path[0] ?? '$'), message: i.message })),
+      'app settings',
+    );
+  return result.data;
+}
+
+export function keyList(value: string | undefined): string[] {
+  return (value ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+}

@@ -1,0 +1,154 @@
+/**
+ * The three ways in to /api/decide (docs/decision-contract.md, "Asking: three ways in") and the one
+ * place where a Decision becomes HTTP (STYLE §8):
+ *  1. JSON: POST /api/decide with {method, path|url, headers, token}; always 200 with the decision,
+ *     except a malformed question (400 invalid_request).
+ *  2. Forward-auth (nginx auth_request, Traefik forwardAuth): X-Original-URI / X-Forwarded-Uri
+ *     present; the HTTP status is the decision's.
+ *  3. Envoy ext_authz HTTP service: /api/decide/<original path>; the HTTP status is the decision's.
+ */
+import { z } from 'zod';
+import type { Decision, DecisionInput, Pdp } from '../pdp.js';
+import { REASONS } from '../policy/reasons.js';
+import { firstHeader, json, type PdpHttpRequest, type PdpHttpResponse } from './types.js';
+
+export const DECIDE_PREFIX = '/api/decide';
+const REALM = 'fhir-pdp';
+
+export type DecideMode = 'json' | 'forward-auth' | 'envoy';
+
+export function modeOf(req: PdpHttpRequest, path: string): DecideMode {
+  if (path.startsWith(`${DECIDE_PREFIX}/`)) return 'envoy';
+  if (req.header('x-original-uri').length > 0 || req.header('x-forwarded-uri').length > 0) return 'forward-auth';
+  return 'json';
+}
+
+/** JSON mode's question. Bounded: a method is a token, a path fits a URL limit, headers are few. */
+const jsonQuestion = z
+  .object({
+    method: z.string().min(1).max(16).regex(/^[A-Za-z]+$/),
+    path: z.string().min(1).max(8192).optional(),
+    url: z.string().min(1).max(8192).optional(),
+    headers: z.record(z.string().max(256), z.union([z.string().max(65536), z.array(z.string().max(65536)).max(8)])).optional(),
+    token: z.string().max(65536).optional(),
+  })
+  .strict()
+  .refine((q) => (q.path === undefined) !== (q.url === undefined), { message: 'exactly one of `path` or `url` is required' });
+
+export interface DecideCallOptions {
+  /** The caller holds an admin key: operator hints are included. */
+  readonly admin: boolean;
+}
+
+export async function handleDecide(pdp: Pdp, req: PdpHttpRequest, path: string, query: string, options: DecideCallOptions): Promise<PdpHttpResponse> {
+  const mode = modeOf(req, path);
+  if (mode === 'json') return handleJson(pdp, req, options);
+  const input = mode === 'envoy' ? envoyInput(req, path, query) : forwardAuthInput(req);
+  const decision = await pdp.decide(input);
+  return gatewayAnswer(decision, options);
+}
+
+function invalidRequest(problem: string, admin: boolean): PdpHttpResponse {
+  const def = REASONS.invalid_request;
+  return json(400, { decision: def.decision, status: 400, reason: 'invalid_request', message: def.message, ...(admin ? { hint: problem } : {}) });
+}
+
+async function handleJson(pdp: Pdp, req: PdpHttpRequest, options: DecideCallOptions): Promise<PdpHttpResponse> {
+  if (req.method !== 'POST') return invalidRequest('JSON mode takes POST with a JSON body; gateways use the forward-auth headers or /api/decide/<path>', options.admin);
+  if (req.bodyTooLarge) return invalidRequest('the request body exceeds the size limit', options.admin);
+  if (!req.body || req.body.length === 0) return invalidRequest('the body is empty; send {"method","path","headers":{"authorization"}}', options.admin);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(req.body.toString('utf8'));
+  } catch {
+    return invalidRequest('the body is not JSON', options.admin);
+  }
+  const parsed = jsonQuestion.safeParse(raw);
+  if (!parsed.success)
+    return invalidRequest(parsed.error.issues.map((i) => `${i.path.join('.') || '$'}: ${i.message}`).join('; '), options.admin);
+  const q = parsed.data;
+  const authorization: string[] = [];
+  for (const [name, value] of Object.entries(q.headers ?? {}))
+    if (name.toLowerCase() === 'authorization') authorization.push(...(Array.isArray(value) ? value : [value]));
+  const target = q.path ?? q.url!;
+  const decision = await pdp.decide({
+    method: q.method.toUpperCase(),
+    target,
+    credentials: { authorization, ...(q.token !== undefined ? { token: q.token } : {}), queryToken: hasAccessTokenParam(target) },
+    mode: 'json',
+  });
+  return json(200, decisionBody(decision, options.admin), { 'x-decision-id': decision.decisionId });
+}
+
+function forwardAuthInput(req: PdpHttpRequest): DecisionInput {
+  // nginx: X-Original-Method + X-Original-URI (set in the auth_request location);
+  // Traefik forwardAuth: X-Forwarded-Method + X-Forwarded-Uri.
+  const uri = firstHeader(req, 'x-original-uri') ?? firstHeader(req, 'x-forwarded-uri') ?? '/';
+  const method = firstHeader(req, 'x-original-method') ?? firstHeader(req, 'x-forwarded-method') ?? req.method;
+  return { method: method.toUpperCase(), target: uri, credentials: credentialsOf(req, uri), mode: 'forward-auth' };
+}
+
+function envoyInput(req: PdpHttpRequest, path: string, query: string): DecisionInput {
+  const target = `${path.slice(DECIDE_PREFIX.length)}${query}`;
+  return { method: req.method.toUpperCase(), target, credentials: credentialsOf(req, target), mode: 'envoy' };
+}
+
+function credentialsOf(req: PdpHttpRequest, target: string): DecisionInput['credentials'] {
+  return { authorization: req.header('authorization'), queryToken: hasAccessTokenParam(target) };
+}
+
+function hasAccessTokenParam(target: string): boolean {
+  const q = target.indexOf('?');
+  if (q < 0) return false;
+  return new URLSearchParams(target.slice(q + 1)).has('access_token');
+}
+
+/** The JSON answer of the contract. `hint` only for admin callers. */
+export function decisionBody(d: Decision, admin: boolean): Record<string, unknown> {
+  return {
+    decision: d.decision,
+    status: d.status,
+    reason: d.reason,
+    message: d.message,
+    ...(admin && d.hint ? { hint: d.hint } : {}),
+    decisionId: d.decisionId,
+    ...(d.principal ? { principal: d.principal } : {}),
+    ...(d.dataActions ? { dataActions: d.dataActions } : {}),
+    ...(d.compartment ? { compartment: d.compartment } : {}),
+  };
+}
+
+function quoted(v: string): string {
+  return v.replace(/[\\"]/g, '');
+}
+
+/** RFC 6750 §3: the challenge for a denial. No `error` when the request had no token at all (§3.1). */
+export function wwwAuthenticate(d: Decision): string | undefined {
+  if (d.status !== 401 && d.status !== 403) return undefined;
+  const def = REASONS[d.reason];
+  if (d.reason === 'missing_token' || !('bearerError' in def)) return `Bearer realm="${REALM}"`;
+  return `Bearer realm="${REALM}", error="${def.bearerError}", error_description="${quoted(def.message)}"`;
+}
+
+/** Header values are caller-controlled in part (fhirUser, scopes): keep them to one safe line. */
+function headerValue(v: string): string {
+  return v.replace(/[^\x20-\x7e]/g, '').slice(0, 1024);
+}
+
+export function gatewayAnswer(d: Decision, options: DecideCallOptions): PdpHttpResponse {
+  const headers: Record<string, string> = { 'x-decision-id': d.decisionId, 'x-decision-reason': d.reason, 'cache-control': 'no-store' };
+  if (d.decision === 'allow') {
+    const p = d.principal;
+    if (p?.objectId) headers['x-auth-principal'] = headerValue(p.objectId);
+    else if (p?.applicationId) headers['x-auth-principal'] = headerValue(p.applicationId);
+    if (p?.tenantId) headers['x-auth-tenant'] = headerValue(p.tenantId);
+    if (p?.applicationId) headers['x-auth-application'] = headerValue(p.applicationId);
+    if (p?.fhirUser) headers['x-auth-fhir-user'] = headerValue(p.fhirUser);
+    if (p?.scopes?.length) headers['x-auth-scopes'] = headerValue(p.scopes.join(' '));
+    if (d.compartment) headers['x-auth-compartment'] = headerValue(d.compartment);
+  } else {
+    const challenge = wwwAuthenticate(d);
+    if (challenge) headers['www-authenticate'] = challenge;
+  }
+  return json(d.status, decisionBody(d, options.admin), headers);
+}

@@ -1,0 +1,56 @@
+/**
+ * API and admin keys, as Azure Functions carries them: the `x-functions-key` header or the `code`
+ * query parameter. Compared in constant time over SHA-256 digests, so neither content nor length
+ * leaks through timing.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { PdpHttpRequest } from './types.js';
+
+export type Access = 'none' | 'api' | 'admin';
+
+function digest(v: string): Buffer {
+  return createHash('sha256').update(v, 'utf8').digest();
+}
+
+export class KeyRing {
+  private readonly api: Buffer[];
+  private readonly admin: Buffer[];
+
+  constructor(apiKeys: readonly string[], adminKeys: readonly string[]) {
+    this.api = apiKeys.map(digest);
+    this.admin = adminKeys.map(digest);
+  }
+
+  static fromSettings(env: Record<string, string | undefined>): KeyRing {
+    const list = (v: string | undefined) => (v ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+    return new KeyRing(list(env.PDP_API_KEYS), list(env.PDP_ADMIN_KEYS));
+  }
+
+  /** With no API keys configured, /decide is open (the standalone host then binds loopback only). */
+  get decideIsOpen(): boolean {
+    return this.api.length === 0 && this.admin.length === 0;
+  }
+
+  get hasAnyKey(): boolean {
+    return this.api.length > 0 || this.admin.length > 0;
+  }
+
+  /** What the presented key grants. `fromQuery` is false where `code` must not be read (Envoy mode). */
+  accessOf(req: PdpHttpRequest, fromQuery = true): Access {
+    const presented = req.header('x-functions-key')[0] ?? (fromQuery ? codeParam(req.url) : undefined);
+    if (presented === undefined) return 'none';
+    const d = digest(presented);
+    let admin = false;
+    let api = false;
+    // Every key is compared, so the time taken does not say which matched.
+    for (const k of this.admin) admin = timingSafeEqual(k, d) || admin;
+    for (const k of this.api) api = timingSafeEqual(k, d) || api;
+    return admin ? 'admin' : api ? 'api' : 'none';
+  }
+}
+
+function codeParam(url: string): string | undefined {
+  const q = url.indexOf('?');
+  if (q < 0) return undefined;
+  return new URLSearchParams(url.slice(q + 1)).get('code') ?? undefined;
+}

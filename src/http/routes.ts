@@ -1,0 +1,65 @@
+/**
+ * Routing for every host: /api/decide (three modes), /api/health, /api/refresh (admin),
+ * /api/explain (admin). Keys are checked here, once, for both the standalone host and Azure.
+ */
+import type { Pdp } from '../pdp.js';
+import { DECIDE_PREFIX, handleDecide } from './decide-api.js';
+import type { KeyRing } from './keys.js';
+import { json, type PdpHttpRequest, type PdpHttpResponse } from './types.js';
+
+export interface HealthReport {
+  readonly ready: boolean;
+  readonly [key: string]: unknown;
+}
+
+/** What the HTTP layer needs from the running service (src/runtime.ts). */
+export interface PdpRuntime {
+  readonly pdp: Pdp;
+  health(): HealthReport;
+  refresh(): Promise<unknown>;
+  explain?(req: PdpHttpRequest): Promise<PdpHttpResponse>;
+  explainPage?(): PdpHttpResponse;
+}
+
+export interface RouteOptions {
+  readonly keys: KeyRing;
+  /**
+   * Set by the Azure adapter: the Functions host has already checked a function key for
+   * authLevel 'function' routes, so a missing PDP_API_KEYS match is not a reason to refuse.
+   */
+  readonly hostCheckedKey?: boolean;
+}
+
+const UNAUTHORIZED = json(401, { error: 'unauthorized', message: 'A valid key is required (x-functions-key header or code parameter).' });
+const NOT_FOUND = json(404, { error: 'not_found' });
+
+export function splitUrl(url: string): { path: string; query: string } {
+  const q = url.indexOf('?');
+  return q < 0 ? { path: url, query: '' } : { path: url.slice(0, q), query: url.slice(q) };
+}
+
+export async function route(runtime: PdpRuntime, req: PdpHttpRequest, options: RouteOptions): Promise<PdpHttpResponse> {
+  const { path, query } = splitUrl(req.url);
+  if (path === '/api/health') {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method_not_allowed' }, { allow: 'GET' });
+    const report = runtime.health();
+    return json(report.ready ? 200 : 503, report);
+  }
+  if (path === DECIDE_PREFIX || path.startsWith(`${DECIDE_PREFIX}/`)) {
+    // In Envoy mode the query string belongs to the original request; a key must come in a header.
+    const access = options.keys.accessOf(req, path === DECIDE_PREFIX);
+    if (!options.keys.decideIsOpen && access === 'none' && !options.hostCheckedKey) return UNAUTHORIZED;
+    return handleDecide(runtime.pdp, req, path, query, { admin: access === 'admin' });
+  }
+  if (path === '/api/refresh' || path === '/api/explain') {
+    if (options.keys.accessOf(req) !== 'admin') return UNAUTHORIZED;
+    if (path === '/api/refresh') {
+      if (req.method !== 'POST') return json(405, { error: 'method_not_allowed' }, { allow: 'POST' });
+      return json(200, await runtime.refresh());
+    }
+    if (req.method === 'GET' && runtime.explainPage) return runtime.explainPage();
+    if (req.method === 'POST' && runtime.explain) return runtime.explain(req);
+    return json(405, { error: 'method_not_allowed' }, { allow: 'GET, POST' });
+  }
+  return NOT_FOUND;
+}

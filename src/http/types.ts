@@ -1,0 +1,34 @@
+/**
+ * The HTTP shape every host speaks: the standalone node:http server and the Azure Functions adapter
+ * both turn their requests into a PdpHttpRequest and write a PdpHttpResponse back, so routing,
+ * modes, keys and the mapping of decisions to HTTP exist once.
+ */
+export interface PdpHttpRequest {
+  readonly method: string;
+  /** Path and query as received, e.g. `/api/decide/Patient/1?x=y`. */
+  readonly url: string;
+  /** Every value of a header, by lower-case name (a repeated header keeps all its values). */
+  header(name: string): readonly string[];
+  /** The body, already bounded by the host; undefined when there is none. */
+  readonly body?: Buffer;
+  /** True when the host had to stop reading because the body exceeded the limit. */
+  readonly bodyTooLarge?: boolean;
+}
+
+export interface PdpHttpResponse {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body?: string;
+}
+
+export function firstHeader(req: PdpHttpRequest, name: string): string | undefined {
+  return req.header(name)[0];
+}
+
+export function json(status: number, value: unknown, headers: Record<string, string> = {}): PdpHttpResponse {
+  return {
+    status,
+    headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers },
+    body: JSON.stringify(value),
+  };
+}

@@ -1,0 +1,450 @@
+/**
+ * The per-issuer key cache (Envoy's JwksCache): for each configured authority, its discovery
+ * documents (the authority's own and, where it exists, its `/v2.0` one, since Entra publishes a v1
+ * and a v2 issuer), and for each issuer its metadata and verification keys.
+ *
+ * Only configured URLs are ever fetched: a token's `iss`, `kid`, `jku`, `x5u` or `jwk` never causes
+ * a request. An unknown `kid` triggers one JWKS refetch of that (already trusted) issuer, at most
+ * once per cooldown, single-flight. Keys live until the next successful refresh replaces them (so
+ * a key removed by the issuer stops verifying then) or until they are older than maxStale.
+ */
+import { importJWK, type JWK } from 'jose';
+import type { IssuerRecord } from '../state/types.js';
+import { FetchJsonError, fetchJson, isAllowedFetchUrl } from './fetch-json.js';
+import { algorithmsForKey, filterVerificationKeys, isAsymmetricAlgorithm } from './keys.js';
+
+export interface IssuerRegistryOptions {
+  /** Configured authorities (normalised, no trailing slash). */
+  readonly authorities: readonly string[];
+  readonly fetchTimeoutMs: number;
+  readonly jwksRefetchCooldownMs: number;
+  readonly metadataRetryMs: number;
+  readonly maxStaleMs: number;
+  readonly clock: () => number;
+  readonly fetch?: typeof fetch;
+  readonly maxDocumentBytes?: number;
+  readonly onFetch?: (kind: 'discovery' | 'jwks', outcome: 'ok' | 'failed') => void;
+  /** Told which kids an issuer stopped publishing, so caches keyed by them can drop entries. */
+  readonly onKeysRemoved?: (issuer: string, kids: readonly string[]) => void;
+}
+
+const DEFAULT_MAX_DOCUMENT_BYTES = 256 * 1024;
+
+interface IssuerState {
+  record: IssuerRecord;
+  keysByKid: Map<string, JWK>;
+  imported: Map<string, Promise<CryptoKey | Uint8Array>>;
+  lastRefetchAt: number;
+  refetch?: Promise<void>;
+  lastError?: { at: number; message: string };
+}
+
+interface AuthorityState {
+  readonly authority: string;
+  /** Issuers this authority published at its last successful discovery (v1 and v2). */
+  issuers: string[];
+  loadedAt?: number;
+  lastAttemptAt?: number;
+  lastError?: { at: number; message: string };
+  loading?: Promise<string[]>;
+}
+
+export type IssuerLookup =
+  | { readonly state: 'found'; readonly issuer: string; readonly authority: string; readonly algorithms: readonly string[] }
+  | { readonly state: 'unknown'; readonly known: readonly string[] }
+  /** An authority has no metadata yet (down since start): the issuer may be one of its own. */
+  | { readonly state: 'unavailable'; readonly authorities: readonly string[]; readonly problems: readonly string[] };
+
+export type KeyLookup =
+  | { readonly ok: true; readonly key: CryptoKey | Uint8Array; readonly kid?: string }
+  | { readonly ok: false; readonly reason: 'unknown_key' | 'algorithm_not_allowed' | 'issuer_unavailable'; readonly hint: string };
+
+export interface IssuerHealth {
+  readonly authority: string;
+  readonly issuer?: string;
+  readonly discoveryUrl?: string;
+  readonly keys: number;
+  readonly keysFetchedAt?: string;
+  readonly ageSeconds?: number;
+  readonly stale: boolean;
+  readonly lastError?: { readonly at: string; readonly message: string };
+}
+
+interface Discovered {
+  discoveryUrl: string;
+  issuer: string;
+  jwksUri: string;
+  algorithms: string[];
+}
+
+export class IssuerRegistry {
+  private readonly authorities = new Map<string, AuthorityState>();
+  private readonly issuers = new Map<string, IssuerState>();
+  private readonly maxBytes: number;
+
+  constructor(private readonly options: IssuerRegistryOptions) {
+    for (const a of options.authorities) this.authorities.set(a, { authority: a, issuers: [] });
+    this.maxBytes = options.maxDocumentBytes ?? DEFAULT_MAX_DOCUMENT_BYTES;
+  }
+
+  /** Issuer records for the snapshot. */
+  records(): IssuerRecord[] {
+    return [...this.issuers.values()].map((s) => s.record);
+  }
+
+  /**
+   * Installs records from a snapshot (or a refresh made elsewhere). Records of authorities that are
+   * not configured are ignored. Keys an issuer no longer publishes are reported via onKeysRemoved.
+   */
+  load(records: readonly IssuerRecord[]): void {
+    const byAuthority = new Map<string, IssuerRecord[]>();
+    for (const r of records) {
+      if (!this.authorities.has(r.authority)) continue;
+      const list = byAuthority.get(r.authority) ?? [];
+      list.push(r);
+      byAuthority.set(r.authority, list);
+    }
+    for (const [authority, list] of byAuthority) {
+      const state = this.authorities.get(authority)!;
+      this.installAuthority(state, list);
+    }
+  }
+
+  private installAuthority(state: AuthorityState, records: readonly IssuerRecord[]): void {
+    const now = this.options.clock();
+    const fresh = new Set(records.map((r) => r.issuer));
+    for (const old of state.issuers) if (!fresh.has(old)) this.issuers.delete(old);
+    for (const r of records) this.installIssuer(r);
+    state.issuers = records.map((r) => r.issuer);
+    state.loadedAt = Math.max(...records.map((r) => r.fetchedAt), state.loadedAt ?? 0) || now;
+  }
+
+  private installIssuer(record: IssuerRecord): void {
+    const prior = this.issuers.get(record.issuer);
+    const keysByKid = new Map<string, JWK>();
+    for (const k of record.keys) if (typeof k.kid === 'string') keysByKid.set(k.kid, k);
+    if (prior && this.options.onKeysRemoved) {
+      const removed = [...prior.keysByKid.keys()].filter((kid) => !keysByKid.has(kid));
+      if (removed.length) this.options.onKeysRemoved(record.issuer, removed);
+    }
+    // Imported CryptoKeys are reused only when the JWK is unchanged.
+    const imported = new Map<string, Promise<CryptoKey | Uint8Array>>();
+    if (prior) {
+      for (const [cacheKey, key] of prior.imported) {
+        const kid = cacheKey.slice(cacheKey.indexOf('|') + 1);
+        if (JSON.stringify(prior.keysByKid.get(kid)) === JSON.stringify(keysByKid.get(kid))) imported.set(cacheKey, key);
+      }
+    }
+    this.issuers.set(record.issuer, {
+      record,
+      keysByKid,
+      imported,
+      lastRefetchAt: prior?.lastRefetchAt ?? 0,
+      ...(prior?.lastError && prior.lastError.at > record.fetchedAt ? { lastError: prior.lastError } : {}),
+    });
+  }
+
+  /** Which configured issuer a token's `iss` names. Exact string comparison (OIDC Core §3.1.3.7). */
+  lookup(iss: string): IssuerLookup {
+    const s = this.issuers.get(iss);
+    if (s) return { state: 'found', issuer: iss, authority: s.record.authority, algorithms: s.record.algorithms };
+    const missing = [...this.authorities.values()].filter((a) => a.loadedAt === undefined);
+    if (missing.length)
+      return {
+        state: 'unavailable',
+        authorities: missing.map((a) => a.authority),
+        problems: missing.map((a) => `${a.authority}: ${a.lastError?.message ?? 'not loaded yet'}`),
+      };
+    return { state: 'unknown', known: [...this.issuers.keys()] };
+  }
+
+  /**
+   * Loads authorities that have no metadata yet, at most once per metadataRetry interval each and
+   * single-flight. Driven by time, never by anything a token says.
+   */
+  async ensureLoaded(): Promise<void> {
+    const now = this.options.clock();
+    const due = [...this.authorities.values()].filter(
+      (a) => a.loadedAt === undefined && (a.loading || a.lastAttemptAt === undefined || now - a.lastAttemptAt >= this.options.metadataRetryMs),
+    );
+    await Promise.all(due.map((a) => this.refreshAuthority(a).catch(() => undefined)));
+  }
+
+  /** Refreshes every authority; failures keep the previous records. Returns one line per problem. */
+  async refreshAll(): Promise<string[]> {
+    const problems: string[] = [];
+    await Promise.all(
+      [...this.authorities.values()].map((a) =>
+        this.refreshAuthority(a).then(
+          (p) => void problems.push(...p),
+          (err: Error) => void problems.push(`${a.authority}: ${err.message}`),
+        ),
+      ),
+    );
+    return problems;
+  }
+
+  private refreshAuthority(state: AuthorityState): Promise<string[]> {
+    if (!state.loading) {
+      state.loading = this.fetchAuthority(state).finally(() => {
+        state.loading = undefined;
+      });
+    }
+    return state.loading;
+  }
+
+  private async fetchAuthority(state: AuthorityState): Promise<string[]> {
+    const now = this.options.clock();
+    state.lastAttemptAt = now;
+    const problems: string[] = [];
+    const primaryUrl = `${state.authority}/.well-known/openid-configuration`;
+    let docs: Discovered[];
+    try {
+      docs = [await this.discover(primaryUrl)];
+    } catch (err) {
+      const message = (err as Error).message;
+      state.lastError = { at: now, message };
+      for (const iss of state.issuers) this.noteIssuerError(iss, now, message);
+      throw err;
+    }
+    // Entra publishes its v2 issuer under /v2.0; other providers answer 404 there, which is fine.
+    if (!/\/v2\.0$/i.test(state.authority)) {
+      const v2Url = `${state.authority}/v2.0/.well-known/openid-configuration`;
+      try {
+        const v2 = await this.discover(v2Url);
+        if (v2.issuer !== docs[0]!.issuer) docs.push(v2);
+      } catch (err) {
+        if (!(err instanceof FetchJsonError && err.code === 'http_status' && (err.status === 404 || err.status === 400))) {
+          problems.push(`${v2Url}: ${(err as Error).message}`);
+          const kept = state.issuers.map((i) => this.issuers.get(i)?.record).find((r) => r?.discoveryUrl === v2Url);
+          if (kept) docs.push({ discoveryUrl: v2Url, issuer: kept.issuer, jwksUri: kept.jwksUri, algorithms: [...kept.algorithms] });
+        }
+      }
+    }
+    // One fetch per distinct jwks_uri (Entra's v1 and v2 documents often share it).
+    const jwksByUri = new Map<string, Promise<JWK[]>>();
+    const records: IssuerRecord[] = [];
+    for (const doc of docs) {
+      if (!jwksByUri.has(doc.jwksUri)) jwksByUri.set(doc.jwksUri, this.fetchKeys(doc.jwksUri));
+      try {
+        const keys = await jwksByUri.get(doc.jwksUri)!;
+        records.push({ authority: state.authority, ...doc, keys, fetchedAt: this.options.clock() });
+      } catch (err) {
+        const message = (err as Error).message;
+        problems.push(message);
+        this.noteIssuerError(doc.issuer, now, message);
+        const kept = this.issuers.get(doc.issuer)?.record;
+        if (kept) records.push({ ...kept, ...doc, keys: kept.keys, fetchedAt: kept.fetchedAt });
+      }
+    }
+    if (records.length === 0) {
+      const message = problems.join('; ') || 'no usable issuer';
+      state.lastError = { at: now, message };
+      throw new Error(message);
+    }
+    this.installAuthority(state, records);
+    if (problems.length) state.lastError = { at: now, message: problems.join('; ') };
+    else delete state.lastError;
+    return problems;
+  }
+
+  private noteIssuerError(issuer: string, at: number, message: string): void {
+    const s = this.issuers.get(issuer);
+    if (s) s.lastError = { at, message };
+  }
+
+  private async discover(url: string): Promise<Discovered> {
+    let doc: unknown;
+    try {
+      doc = await fetchJson(url, { timeoutMs: this.options.fetchTimeoutMs, maxBytes: this.maxBytes, ...this.fetchOpt() });
+      this.options.onFetch?.('discovery', 'ok');
+    } catch (err) {
+      this.options.onFetch?.('discovery', 'failed');
+      throw err;
+    }
+    if (typeof doc !== 'object' || doc === null) throw new Error(`${url}: not a discovery document`);
+    const d = doc as Record<string, unknown>;
+    if (typeof d.issuer !== 'string' || !d.issuer) throw new Error(`${url}: no issuer`);
+    if (typeof d.jwks_uri !== 'string' || !isAllowedFetchUrl(d.jwks_uri))
+      throw new Error(`${url}: jwks_uri is missing or not https`);
+    // OIDC Discovery §3: RS256 is the default when the list is absent. Only asymmetric algorithms
+    // are kept (RFC 8725 §3.1: never `none`; HMAC keys would be public for an OIDC issuer).
+    const advertised = Array.isArray(d.id_token_signing_alg_values_supported)
+      ? d.id_token_signing_alg_values_supported.filter((a): a is string => typeof a === 'string')
+      : ['RS256'];
+    return { discoveryUrl: url, issuer: d.issuer, jwksUri: d.jwks_uri, algorithms: advertised.filter(isAsymmetricAlgorithm) };
+  }
+
+  private async fetchKeys(jwksUri: string): Promise<JWK[]> {
+    let body: unknown;
+    try {
+      body = await fetchJson(jwksUri, { timeoutMs: this.options.fetchTimeoutMs, maxBytes: this.maxBytes, ...this.fetchOpt() });
+    } catch (err) {
+      this.options.onFetch?.('jwks', 'failed');
+      throw err;
+    }
+    if (typeof body !== 'object' || body === null || !Array.isArray((body as { keys?: unknown }).keys)) {
+      this.options.onFetch?.('jwks', 'failed');
+      throw new Error(`${jwksUri}: not a JWK Set`);
+    }
+    this.options.onFetch?.('jwks', 'ok');
+    return filterVerificationKeys((body as { keys: unknown[] }).keys).usable;
+  }
+
+  private fetchOpt(): { fetch?: typeof fetch } {
+    return this.options.fetch ? { fetch: this.options.fetch } : {};
+  }
+
+  /**
+   * The key that must verify a token of `issuer` signed with `alg` and `kid`. Only this issuer's
+   * keys are considered; a token without `kid` is accepted only when exactly one key fits.
+   */
+  async keyFor(issuer: string, alg: string, kid: string | undefined): Promise<KeyLookup> {
+    let s = this.issuers.get(issuer);
+    if (!s) return { ok: false, reason: 'issuer_unavailable', hint: `no metadata for issuer ${issuer}` };
+    // RFC 8725 §3.1: the algorithm must be one this issuer uses, checked before any key work.
+    if (!s.record.algorithms.includes(alg))
+      return {
+        ok: false,
+        reason: 'algorithm_not_allowed',
+        hint: `alg ${alg} is not allowed for issuer ${issuer}; it advertises [${s.record.algorithms.join(', ')}] (HMAC and none are never allowed)`,
+      };
+    const now = this.options.clock();
+    if (now - s.record.fetchedAt > this.options.maxStaleMs) {
+      await this.refreshStale(s);
+      s = this.issuers.get(issuer)!;
+      if (now - s.record.fetchedAt > this.options.maxStaleMs)
+        return {
+          ok: false,
+          reason: 'issuer_unavailable',
+          hint: `keys of ${issuer} were fetched ${Math.round((now - s.record.fetchedAt) / 1000)} s ago, beyond maxStaleSeconds (${this.options.maxStaleMs / 1000}); refetch failed: ${s.lastError?.message ?? 'unknown error'}`,
+        };
+    }
+    let jwk: JWK | undefined;
+    if (kid !== undefined) {
+      jwk = s.keysByKid.get(kid);
+      if (!jwk) {
+        const refetched = await this.refetchForUnknownKid(s);
+        s = this.issuers.get(issuer)!;
+        jwk = s.keysByKid.get(kid);
+        if (!jwk)
+          return {
+            ok: false,
+            reason: 'unknown_key',
+            hint: `kid ${kid.slice(0, 64)} is not among the ${s.keysByKid.size} key(s) of ${issuer}${refetched ? ' (refetched just now)' : ` (refetch rate-limited to one per ${this.options.jwksRefetchCooldownMs / 1000} s)`}`,
+          };
+      }
+    } else {
+      const fitting = s.record.keys.filter((k) => algorithmsForKey(k).includes(alg));
+      if (fitting.length !== 1)
+        return {
+          ok: false,
+          reason: 'unknown_key',
+          hint: `the token has no kid and ${fitting.length} keys of ${issuer} fit ${alg}; a kid is needed to choose one`,
+        };
+      jwk = fitting[0]!;
+    }
+    if (!algorithmsForKey(jwk).includes(alg))
+      return {
+        ok: false,
+        reason: 'algorithm_not_allowed',
+        hint: `key ${jwk.kid ?? '(no kid)'} of ${issuer} (${jwk.kty}${jwk.alg ? `, alg ${jwk.alg}` : ''}) cannot verify ${alg}`,
+      };
+    const cacheKey = `${alg}|${jwk.kid ?? ''}`;
+    let imported = s.imported.get(cacheKey);
+    if (!imported) {
+      imported = importJWK(jwk, alg);
+      s.imported.set(cacheKey, imported);
+      imported.catch(() => s!.imported.delete(cacheKey));
+    }
+    try {
+      return { ok: true, key: await imported, ...(jwk.kid ? { kid: jwk.kid } : {}) };
+    } catch {
+      return { ok: false, reason: 'unknown_key', hint: `key ${jwk.kid ?? '(no kid)'} of ${issuer} could not be imported` };
+    }
+  }
+
+  private async refetchForUnknownKid(s: IssuerState): Promise<boolean> {
+    if (s.refetch) {
+      await s.refetch;
+      return true;
+    }
+    const now = this.options.clock();
+    if (now - s.lastRefetchAt < this.options.jwksRefetchCooldownMs) return false;
+    s.lastRefetchAt = now;
+    s.refetch = this.refetchKeys(s).finally(() => {
+      s.refetch = undefined;
+    });
+    await s.refetch;
+    return true;
+  }
+
+  /** Refetches one issuer's JWKS only (not discovery); new keys are kept until the next snapshot. */
+  private async refetchKeys(s: IssuerState): Promise<void> {
+    try {
+      const keys = await this.fetchKeys(s.record.jwksUri);
+      const current = this.issuers.get(s.record.issuer);
+      if (current) {
+        this.installIssuer({ ...current.record, keys, fetchedAt: this.options.clock() });
+        this.issuers.get(s.record.issuer)!.lastRefetchAt = s.lastRefetchAt;
+      }
+    } catch (err) {
+      this.noteIssuerError(s.record.issuer, this.options.clock(), (err as Error).message);
+    }
+  }
+
+  private async refreshStale(s: IssuerState): Promise<void> {
+    const authority = this.authorities.get(s.record.authority);
+    if (!authority) return;
+    const now = this.options.clock();
+    if (authority.loading) {
+      await authority.loading.catch(() => undefined);
+      return;
+    }
+    if (authority.lastAttemptAt !== undefined && now - authority.lastAttemptAt < this.options.metadataRetryMs) return;
+    await this.refreshAuthority(authority).catch(() => undefined);
+  }
+
+  health(): IssuerHealth[] {
+    const now = this.options.clock();
+    const out: IssuerHealth[] = [];
+    for (const a of this.authorities.values()) {
+      if (a.issuers.length === 0) {
+        out.push({
+          authority: a.authority,
+          keys: 0,
+          stale: true,
+          ...(a.lastError ? { lastError: { at: new Date(a.lastError.at).toISOString(), message: a.lastError.message } } : {}),
+        });
+        continue;
+      }
+      for (const iss of a.issuers) {
+        const s = this.issuers.get(iss);
+        if (!s) continue;
+        const err = s.lastError ?? a.lastError;
+        out.push({
+          authority: a.authority,
+          issuer: iss,
+          discoveryUrl: s.record.discoveryUrl,
+          keys: s.record.keys.length,
+          keysFetchedAt: new Date(s.record.fetchedAt).toISOString(),
+          ageSeconds: Math.round((now - s.record.fetchedAt) / 1000),
+          stale: now - s.record.fetchedAt > this.options.maxStaleMs,
+          ...(err && err.at >= s.record.fetchedAt ? { lastError: { at: new Date(err.at).toISOString(), message: err.message } } : {}),
+        });
+      }
+    }
+    return out;
+  }
+
+  /** True when every authority has usable (non-stale) keys. */
+  ready(): boolean {
+    const now = this.options.clock();
+    return [...this.authorities.values()].every(
+      (a) => a.issuers.length > 0 && a.issuers.some((i) => {
+        const s = this.issuers.get(i);
+        return s !== undefined && now - s.record.fetchedAt <= this.options.maxStaleMs;
+      }),
+    );
+  }
+}

@@ -1,0 +1,342 @@
+/**
+ * The one object that wires configuration and state and exposes decide(input). Hosts (the
+ * standalone server, the Azure Functions adapter, the CLI) build one Pdp and call it; the checks
+ * live in src/identity (who), src/fhir (what) and src/policy (whether).
+ */
+import { randomUUID } from 'node:crypto';
+import type { PdpConfig } from './config/schema.js';
+import { DirectoryUnavailableError, type GroupMembershipResolver } from './directory/types.js';
+import { parseFhirRequest } from './fhir/request.js';
+import type { FhirRequest } from './fhir/types.js';
+import { extractBearerToken, type CredentialSources } from './identity/extract.js';
+import { IssuerRegistry, type IssuerHealth } from './identity/issuers.js';
+import { principalFromToken, type Principal, type SmartApplication } from './identity/principal.js';
+import { verifyAccessToken, type VerifiedToken } from './identity/verify.js';
+import { Counters } from './metrics.js';
+import {
+  acceptedAudiences,
+  compilePolicy,
+  decideAccess,
+  directGrants,
+  groupCandidates,
+  needsMembership,
+  withGroupGrants,
+  type CompiledPolicy,
+  type MembershipReport,
+} from './policy/decide.js';
+import type { DataAction } from './policy/data-actions.js';
+import { REASONS, refuse, type DecisionKind, type ReasonCode, type Refusal } from './policy/reasons.js';
+import { Trace, type TraceStep } from './policy/trace.js';
+import { GroupIndex } from './state/group-index.js';
+import type { GroupRecord } from './state/types.js';
+
+export interface DecisionInput {
+  readonly method: string;
+  /** The original request target: path and query (or an absolute URL). */
+  readonly target: string;
+  readonly credentials: CredentialSources;
+  /** How the question arrived, for the decision log. */
+  readonly mode?: 'json' | 'forward-auth' | 'envoy' | 'explain';
+}
+
+export interface PrincipalSummary {
+  readonly issuer: string;
+  readonly objectId?: string;
+  readonly tenantId?: string;
+  readonly applicationId?: string;
+  readonly fhirUser?: string;
+  readonly scopes?: readonly string[];
+}
+
+export interface Decision {
+  readonly decisionId: string;
+  readonly decision: DecisionKind;
+  readonly status: number;
+  readonly reason: ReasonCode;
+  readonly message: string;
+  /** Operator hint; hosts return it only to admin callers. */
+  readonly hint?: string;
+  readonly principal?: PrincipalSummary;
+  readonly dataActions?: readonly DataAction[];
+  /** `Patient/{id}` to enforce upstream (compartmentMode delegate). */
+  readonly compartment?: string;
+  readonly durationMs: number;
+  readonly cacheHit: boolean;
+  readonly trace?: readonly TraceStep[];
+  /** The verified token's decoded header and claims, for explain only. */
+  readonly token?: { readonly header: Readonly<Record<string, unknown>>; readonly claims: Readonly<Record<string, unknown>> };
+}
+
+/** One decision log event (OPA's EventV1 in spirit). Never the token. */
+export interface DecisionEvent {
+  readonly decisionId: string;
+  readonly time: string;
+  readonly decision: DecisionKind;
+  readonly reason: ReasonCode;
+  readonly status: number;
+  readonly mode?: string;
+  readonly issuer?: string;
+  readonly tenantId?: string;
+  readonly objectId?: string;
+  readonly applicationId?: string;
+  readonly method: string;
+  /** Path without the query string (queries can carry identifiers). */
+  readonly path: string;
+  readonly durationMs: number;
+  readonly cacheHit: boolean;
+}
+
+export type DecisionLogger = (event: DecisionEvent) => void;
+
+export interface PdpDependencies {
+  readonly clock?: () => number;
+  readonly fetch?: typeof fetch;
+  readonly logger?: DecisionLogger;
+  readonly membership?: GroupMembershipResolver;
+  readonly counters?: Counters;
+}
+
+export interface DecideOptions {
+  readonly trace?: boolean;
+}
+
+export class Pdp {
+  readonly registry: IssuerRegistry;
+  readonly policy: CompiledPolicy;
+  readonly counters: Counters;
+  private readonly clock: () => number;
+  private readonly basePath: string;
+  private readonly applications = new Map<string, Map<string, SmartApplication>>();
+  private readonly audiencesByAuthority = new Map<string, readonly string[]>();
+  private groupIndex = GroupIndex.empty();
+
+  constructor(
+    readonly config: PdpConfig,
+    private readonly deps: PdpDependencies = {},
+  ) {
+    this.clock = deps.clock ?? Date.now;
+    this.counters = deps.counters ?? new Counters();
+    this.policy = compilePolicy(config);
+    this.basePath = config.fhirBaseUrl ? new URL(config.fhirBaseUrl).pathname : '/';
+    this.audiencesByAuthority.set(config.authority, acceptedAudiences(config));
+    for (const idp of config.smartIdentityProviders) {
+      this.applications.set(idp.authority, new Map(idp.applications.map((a) => [a.clientId, a])));
+      this.audiencesByAuthority.set(idp.authority, [...new Set(idp.applications.map((a) => a.audience))]);
+    }
+    this.registry = new IssuerRegistry({
+      authorities: [config.authority, ...config.smartIdentityProviders.map((p) => p.authority)],
+      fetchTimeoutMs: config.fetchTimeoutMs,
+      jwksRefetchCooldownMs: config.jwksRefetchCooldownSeconds * 1000,
+      metadataRetryMs: config.metadataRetrySeconds * 1000,
+      maxStaleMs: config.maxStaleSeconds * 1000,
+      clock: this.clock,
+      ...(deps.fetch ? { fetch: deps.fetch } : {}),
+      onFetch: (kind, outcome) => this.counters.inc(kind === 'jwks' ? `jwks_fetch_${outcome}` : `discovery_fetch_${outcome}`),
+    });
+  }
+
+  /** Replaces the group index (from a refresh or a snapshot). */
+  setGroups(groups: Readonly<Record<string, GroupRecord>>): void {
+    this.groupIndex = new GroupIndex(groups);
+  }
+
+  get groups(): GroupIndex {
+    return this.groupIndex;
+  }
+
+  async decide(input: DecisionInput, options: DecideOptions = {}): Promise<Decision> {
+    const started = performance.now();
+    const decisionId = randomUUID();
+    const trace = options.trace ? new Trace() : undefined;
+    // Which edge the decision is waiting on, so a timeout or an I/O failure names the right 503.
+    const at: { stage: Stage } = { stage: 'identity' };
+    const unavailable = (): 'directory_unavailable' | 'issuer_unavailable' => (at.stage === 'directory' ? 'directory_unavailable' : 'issuer_unavailable');
+    let outcome: Outcome;
+    try {
+      outcome = await withBudget(this.decideInner(input, trace, (s) => (at.stage = s)), this.config.decisionBudgetMs, () =>
+        refuse(unavailable(), `the decision took longer than decisionBudgetMs (${this.config.decisionBudgetMs} ms) during ${at.stage}`),
+      );
+    } catch (err) {
+      // An exception is a bug or an I/O failure: indeterminate, never an allow and never a deny.
+      const message = err instanceof Error ? `${err.name}: ${err.message}` : 'unknown error';
+      outcome = { refusal: refuse(unavailable(), `internal error during ${at.stage}: ${message}`) };
+    }
+    const reason: ReasonCode = 'refusal' in outcome ? outcome.refusal.reason : 'allowed';
+    const def = REASONS[reason];
+    const p = outcome.principal;
+    const decision: Decision = {
+      decisionId,
+      decision: def.decision,
+      status: def.status,
+      reason,
+      message: def.message,
+      ...('refusal' in outcome ? { hint: outcome.refusal.hint } : {}),
+      ...(p ? { principal: summarise(p) } : {}),
+      ...('allowed' in outcome ? { dataActions: outcome.allowed.dataActions, ...(outcome.allowed.compartment ? { compartment: outcome.allowed.compartment } : {}) } : {}),
+      durationMs: Math.round((performance.now() - started) * 1000) / 1000,
+      cacheHit: outcome.cacheHit ?? false,
+      ...(trace ? { trace: trace.complete() } : {}),
+      ...(trace && outcome.token ? { token: { header: outcome.token.jws.header, claims: outcome.token.claims } } : {}),
+    };
+    this.counters.inc(def.decision === 'allow' ? 'allowed' : def.decision === 'deny' ? 'denied' : 'indeterminate');
+    this.deps.logger?.(eventFor(decision, input));
+    return decision;
+  }
+
+  private async decideInner(input: DecisionInput, trace: Trace | undefined, setStage: (s: Stage) => void): Promise<Outcome> {
+    const bearer = extractBearerToken(input.credentials);
+    if ('reason' in bearer) {
+      trace?.fail('token', bearer);
+      return { refusal: bearer };
+    }
+    const verified = await verifyAccessToken(bearer.token, {
+      registry: this.registry,
+      maxTokenBytes: this.config.maxTokenBytes,
+      clockSkewSeconds: this.config.clockSkewSeconds,
+      now: this.clock(),
+      audiencesFor: (authority) => this.audiencesByAuthority.get(authority) ?? [],
+      ...(trace ? { trace } : {}),
+    });
+    if ('reason' in verified) return { refusal: verified };
+    const token = verified.token;
+    const who = principalFromToken(token, this.applications.get(token.authority), trace);
+    if ('reason' in who) return { refusal: who, token };
+    const principal = who.principal;
+
+    setStage('policy');
+    const parsed = parseFhirRequest(input.method, input.target, this.basePath);
+    if (!parsed.ok) {
+      const r = refuse('action_not_permitted', `${input.method} ${pathOnly(input.target)} is not a FHIR request this service can authorize: ${parsed.problem}`);
+      trace?.fail('dataAction', r);
+      return { refusal: r, principal, token };
+    }
+    const request = parsed.request;
+    let grants = directGrants(principal, this.policy);
+    let membership: MembershipReport | undefined;
+    if (needsMembership(principal, request, grants, this.policy)) {
+      setStage('directory');
+      const m = await this.resolveMembership(principal, trace);
+      if ('refusal' in m) return { refusal: m.refusal, principal, token };
+      membership = m.report;
+      grants = withGroupGrants(grants, m.memberOf, this.policy);
+      setStage('policy');
+    } else {
+      trace?.skip('groups', 'not needed: direct grants decide this request');
+    }
+    const access = decideAccess({ principal, request, grants, policy: this.policy, ...(membership ? { membership } : {}), ...(trace ? { trace } : {}) });
+    if ('reason' in access) return { refusal: access, principal, token };
+    return { allowed: access, principal, token };
+  }
+
+  /**
+   * Group membership, stopping at the first answer (issue #3): the token's `groups` claim (unless
+   * it signals overage), the snapshot's expanded index (O(1) per group), then Graph
+   * checkMemberGroups on a miss.
+   */
+  private async resolveMembership(
+    principal: Principal,
+    trace: Trace | undefined,
+  ): Promise<{ memberOf: ReadonlySet<string>; report: MembershipReport } | { refusal: Refusal }> {
+    const candidates = groupCandidates(principal, this.policy);
+    const oid = principal.objectId!;
+    if (principal.groups && !principal.groupsOverage) {
+      const claim = new Set(principal.groups);
+      const memberOf = new Set(candidates.filter((g) => claim.has(g)));
+      trace?.pass('groups', memberOf.size ? `member of [${[...memberOf].join(', ')}] (groups claim)` : `member of none of ${candidates.length} listed id(s) (groups claim)`);
+      return { memberOf, report: { checked: candidates.length, source: 'claim' } };
+    }
+    const now = this.clock();
+    const fromIndex = this.groupIndex.memberOf(oid, candidates, now, this.config.maxStaleSeconds * 1000);
+    if (fromIndex.memberOf.size > 0) {
+      trace?.pass('groups', `member of [${[...fromIndex.memberOf].join(', ')}] (group index)`);
+      return { memberOf: fromIndex.memberOf, report: { checked: candidates.length, source: 'index' } };
+    }
+    const resolver = this.deps.membership;
+    if (!resolver) {
+      const detail = principal.groupsOverage
+        ? 'the token signals group overage and Microsoft Graph is not configured'
+        : fromIndex.indexed > 0
+          ? `group index covers ${fromIndex.indexed} of them; Graph is not configured`
+          : 'no groups claim, no group index, Graph not configured';
+      trace?.pass('groups', `member of none (${detail})`);
+      return { memberOf: new Set(), report: { checked: fromIndex.indexed, source: fromIndex.indexed ? 'index' : 'none', detail } };
+    }
+    try {
+      const answer = await resolver.checkMemberGroups({ objectId: oid, groupIds: candidates, budgetMs: this.config.directoryBudgetMs });
+      trace?.pass('groups', answer.memberOf.size ? `member of [${[...answer.memberOf].join(', ')}] (${answer.source})` : `member of none of ${candidates.length} listed id(s) (${answer.source})`);
+      return { memberOf: answer.memberOf, report: { checked: candidates.length, source: answer.source } };
+    } catch (err) {
+      if (!(err instanceof DirectoryUnavailableError)) throw err;
+      const r = refuse('directory_unavailable', `group membership of ${oid} in ${candidates.length} listed id(s) is needed; Microsoft Graph did not answer (${err.message}) and no cached answer is younger than maxStaleSeconds`);
+      trace?.fail('groups', r);
+      return { refusal: r };
+    }
+  }
+
+  /** Fetches discovery and keys of every authority; failures keep what was there. */
+  async refreshIssuers(): Promise<string[]> {
+    return this.registry.refreshAll();
+  }
+
+  issuerHealth(): IssuerHealth[] {
+    return this.registry.health();
+  }
+}
+
+type Stage = 'identity' | 'directory' | 'policy';
+
+type Outcome = (
+  | { refusal: Refusal }
+  | { allowed: { dataActions: readonly DataAction[]; compartment?: string } }
+) & { principal?: Principal; token?: VerifiedToken; cacheHit?: boolean };
+
+function summarise(p: Principal): PrincipalSummary {
+  return {
+    issuer: p.issuer,
+    ...(p.objectId ? { objectId: p.objectId } : {}),
+    ...(p.tenantId ? { tenantId: p.tenantId } : {}),
+    ...(p.applicationId ? { applicationId: p.applicationId } : {}),
+    ...(p.fhirUser ? { fhirUser: p.fhirUser } : {}),
+    ...(p.scopes.length ? { scopes: p.scopes } : {}),
+  };
+}
+
+export function pathOnly(target: string): string {
+  const q = target.search(/[?#]/);
+  const path = q >= 0 ? target.slice(0, q) : target;
+  return path.length > 512 ? `${path.slice(0, 512)}…` : path;
+}
+
+function eventFor(d: Decision, input: DecisionInput): DecisionEvent {
+  return {
+    decisionId: d.decisionId,
+    time: new Date().toISOString(),
+    decision: d.decision,
+    reason: d.reason,
+    status: d.status,
+    ...(input.mode ? { mode: input.mode } : {}),
+    ...(d.principal?.issuer ? { issuer: d.principal.issuer } : {}),
+    ...(d.principal?.tenantId ? { tenantId: d.principal.tenantId } : {}),
+    ...(d.principal?.objectId ? { objectId: d.principal.objectId } : {}),
+    ...(d.principal?.applicationId ? { applicationId: d.principal.applicationId } : {}),
+    method: input.method,
+    path: pathOnly(input.target),
+    durationMs: d.durationMs,
+    cacheHit: d.cacheHit,
+  };
+}
+
+async function withBudget<T>(work: Promise<T>, ms: number, onTimeout: () => Refusal): Promise<T | { refusal: Refusal }> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<{ refusal: Refusal }>((resolve) => {
+    timer = setTimeout(() => resolve({ refusal: onTimeout() }), ms);
+    timer.unref();
+  });
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export type { FhirRequest };
