@@ -10,6 +10,7 @@ import { parseFhirRequest } from './fhir/request.js';
 import type { FhirRequest } from './fhir/types.js';
 import { extractBearerToken, type CredentialSources } from './identity/extract.js';
 import { IssuerRegistry, type IssuerHealth } from './identity/issuers.js';
+import { VerifiedTokenCache } from './identity/token-cache.js';
 import { principalFromToken, type Principal, type SmartApplication } from './identity/principal.js';
 import { verifyAccessToken, type VerifiedToken } from './identity/verify.js';
 import { Counters } from './metrics.js';
@@ -21,7 +22,9 @@ import {
   groupCandidates,
   needsMembership,
   withGroupGrants,
+  type Allowed,
   type CompiledPolicy,
+  type Grants,
   type MembershipReport,
 } from './policy/decide.js';
 import type { DataAction } from './policy/data-actions.js';
@@ -37,6 +40,8 @@ export interface DecisionInput {
   readonly credentials: CredentialSources;
   /** How the question arrived, for the decision log. */
   readonly mode?: 'json' | 'forward-auth' | 'envoy' | 'explain';
+  /** JSON mode only: the request body, for batch/transaction Bundles (`POST /`). */
+  readonly body?: unknown;
 }
 
 export interface PrincipalSummary {
@@ -109,6 +114,7 @@ export class Pdp {
   private readonly applications = new Map<string, Map<string, SmartApplication>>();
   private readonly audiencesByAuthority = new Map<string, readonly string[]>();
   private groupIndex = GroupIndex.empty();
+  private readonly tokenCache?: VerifiedTokenCache;
 
   constructor(
     readonly config: PdpConfig,
@@ -123,6 +129,14 @@ export class Pdp {
       this.applications.set(idp.authority, new Map(idp.applications.map((a) => [a.clientId, a])));
       this.audiencesByAuthority.set(idp.authority, [...new Set(idp.applications.map((a) => a.audience))]);
     }
+    if (config.tokenCacheMaxEntries > 0 && config.tokenCacheMaxBytes > 0)
+      this.tokenCache = new VerifiedTokenCache({
+        maxEntries: config.tokenCacheMaxEntries,
+        maxBytes: config.tokenCacheMaxBytes,
+        clockSkewSeconds: config.clockSkewSeconds,
+        // Entries verified under one profile (authorities and their accepted audiences) are never served under another.
+        profile: JSON.stringify([...this.audiencesByAuthority]),
+      });
     this.registry = new IssuerRegistry({
       authorities: [config.authority, ...config.smartIdentityProviders.map((p) => p.authority)],
       fetchTimeoutMs: config.fetchTimeoutMs,
@@ -132,6 +146,8 @@ export class Pdp {
       clock: this.clock,
       ...(deps.fetch ? { fetch: deps.fetch } : {}),
       onFetch: (kind, outcome) => this.counters.inc(kind === 'jwks' ? `jwks_fetch_${outcome}` : `discovery_fetch_${outcome}`),
+      // A key the issuer stopped publishing stops validating at once, cached tokens included.
+      onKeysRemoved: (issuer, kids) => void this.tokenCache?.evictKeys(issuer, kids),
     });
   }
 
@@ -189,18 +205,28 @@ export class Pdp {
       trace?.fail('token', bearer);
       return { refusal: bearer };
     }
-    const verified = await verifyAccessToken(bearer.token, {
-      registry: this.registry,
-      maxTokenBytes: this.config.maxTokenBytes,
-      clockSkewSeconds: this.config.clockSkewSeconds,
-      now: this.clock(),
-      audiencesFor: (authority) => this.audiencesByAuthority.get(authority) ?? [],
-      ...(trace ? { trace } : {}),
-    });
-    if ('reason' in verified) return { refusal: verified };
-    const token = verified.token;
+    const now = this.clock();
+    // explain (trace) always walks every check; decisions use the verified-token cache.
+    const cache = trace || bearer.token.length > this.config.maxTokenBytes ? undefined : this.tokenCache;
+    const cacheKey = cache?.keyOf(bearer.token);
+    let token = cacheKey ? cache!.get(cacheKey, now) : undefined;
+    const cacheHit = token !== undefined;
+    if (cache) this.counters.inc(cacheHit ? 'token_cache_hit' : 'token_cache_miss');
+    if (!token) {
+      const verified = await verifyAccessToken(bearer.token, {
+        registry: this.registry,
+        maxTokenBytes: this.config.maxTokenBytes,
+        clockSkewSeconds: this.config.clockSkewSeconds,
+        now,
+        audiencesFor: (authority) => this.audiencesByAuthority.get(authority) ?? [],
+        ...(trace ? { trace } : {}),
+      });
+      if ('reason' in verified) return { refusal: verified };
+      token = verified.token;
+      if (cacheKey) cache!.set(cacheKey, token);
+    }
     const who = principalFromToken(token, this.applications.get(token.authority), trace);
-    if ('reason' in who) return { refusal: who, token };
+    if ('reason' in who) return { refusal: who, token, cacheHit };
     const principal = who.principal;
 
     setStage('policy');
@@ -208,24 +234,60 @@ export class Pdp {
     if (!parsed.ok) {
       const r = refuse('action_not_permitted', `${input.method} ${pathOnly(input.target)} is not a FHIR request this service can authorize: ${parsed.problem}`);
       trace?.fail('dataAction', r);
-      return { refusal: r, principal, token };
+      return { refusal: r, principal, token, cacheHit };
     }
     const request = parsed.request;
-    let grants = directGrants(principal, this.policy);
-    let membership: MembershipReport | undefined;
-    if (needsMembership(principal, request, grants, this.policy)) {
-      setStage('directory');
-      const m = await this.resolveMembership(principal, trace);
-      if ('refusal' in m) return { refusal: m.refusal, principal, token };
-      membership = m.report;
-      grants = withGroupGrants(grants, m.memberOf, this.policy);
-      setStage('policy');
-    } else {
-      trace?.skip('groups', 'not needed: direct grants decide this request');
+    let membership: { memberOf: ReadonlySet<string>; report: MembershipReport } | undefined;
+    // Membership is resolved at most once per decision, and only when direct grants fall short.
+    const grantsFor = async (r: FhirRequest): Promise<{ grants: Grants; report?: MembershipReport } | { refusal: Refusal }> => {
+      const direct = directGrants(principal, this.policy);
+      if (!needsMembership(principal, r, direct, this.policy)) {
+        if (!membership) trace?.skip('groups', 'not needed: direct grants decide this request');
+        return membership ? { grants: withGroupGrants(direct, membership.memberOf, this.policy), report: membership.report } : { grants: direct };
+      }
+      if (!membership) {
+        setStage('directory');
+        const m = await this.resolveMembership(principal, trace);
+        setStage('policy');
+        if ('refusal' in m) return m;
+        membership = m;
+      }
+      return { grants: withGroupGrants(direct, membership.memberOf, this.policy), report: membership.report };
+    };
+    const decideOne = async (r: FhirRequest): Promise<Allowed | Refusal> => {
+      const g = await grantsFor(r);
+      if ('refusal' in g) return g.refusal;
+      return decideAccess({ principal, request: r, grants: g.grants, policy: this.policy, ...(g.report ? { membership: g.report } : {}), ...(trace ? { trace } : {}) });
+    };
+    const access =
+      request.interaction === 'batch' && input.body !== undefined
+        ? await this.decideBundle(input.body, decideOne)
+        : await decideOne(request);
+    if ('reason' in access) return { refusal: access, principal, token, cacheHit };
+    return { allowed: access, principal, token, cacheHit };
+  }
+
+  /**
+   * A batch or transaction Bundle (issue #4): each entry is decided like a request of its own and the
+   * bundle is allowed only if every entry is; the first refused entry is named in the hint.
+   */
+  private async decideBundle(body: unknown, decideOne: (r: FhirRequest) => Promise<Allowed | Refusal>): Promise<Allowed | Refusal> {
+    const bundle = readBundle(body);
+    if ('problem' in bundle) return refuse('action_not_permitted', `the bundle cannot be authorized: ${bundle.problem}`);
+    const actions = new Set<DataAction>();
+    const compartments = new Set<string>();
+    for (const [i, entry] of bundle.entries.entries()) {
+      const parsed = parseFhirRequest(entry.method, entry.url.startsWith('/') ? entry.url : `/${entry.url}`, '/');
+      if (!parsed.ok) return refuse('action_not_permitted', `bundle entry ${i} (${entry.method} ${pathOnly(entry.url)}) is not a FHIR request this service can authorize: ${parsed.problem}`);
+      if (parsed.request.interaction === 'batch') return refuse('action_not_permitted', `bundle entry ${i} is itself a batch; nested bundles are refused`);
+      const verdict = await decideOne(parsed.request);
+      if ('reason' in verdict) return refuse(verdict.reason, `bundle entry ${i} (${entry.method} ${pathOnly(entry.url)}) is refused: ${verdict.hint}`);
+      verdict.dataActions.forEach((a) => actions.add(a));
+      if (verdict.compartment) compartments.add(verdict.compartment);
     }
-    const access = decideAccess({ principal, request, grants, policy: this.policy, ...(membership ? { membership } : {}), ...(trace ? { trace } : {}) });
-    if ('reason' in access) return { refusal: access, principal, token };
-    return { allowed: access, principal, token };
+    // One delegated compartment can be enforced upstream; entries in different ones cannot.
+    if (compartments.size > 1) return refuse('insufficient_scope', `bundle entries need different patient compartments (${[...compartments].join(', ')})`);
+    return { ok: true, dataActions: [...actions].sort(), ...(compartments.size ? { compartment: [...compartments][0]! } : {}) };
   }
 
   /**
@@ -278,6 +340,10 @@ export class Pdp {
     return this.registry.refreshAll();
   }
 
+  tokenCacheStats(): { entries: number; bytes: number } | undefined {
+    return this.tokenCache?.stats();
+  }
+
   issuerHealth(): IssuerHealth[] {
     return this.registry.health();
   }
@@ -299,6 +365,27 @@ function summarise(p: Principal): PrincipalSummary {
     ...(p.fhirUser ? { fhirUser: p.fhirUser } : {}),
     ...(p.scopes.length ? { scopes: p.scopes } : {}),
   };
+}
+
+/** Most entries of a bundle decided in one question (the body limit bounds it too). */
+export const MAX_BUNDLE_ENTRIES = 1000;
+
+function readBundle(body: unknown): { entries: Array<{ method: string; url: string }> } | { problem: string } {
+  if (typeof body !== 'object' || body === null || (body as { resourceType?: unknown }).resourceType !== 'Bundle')
+    return { problem: 'the body is not a Bundle' };
+  const b = body as { type?: unknown; entry?: unknown };
+  if (b.type !== 'batch' && b.type !== 'transaction') return { problem: `Bundle.type is ${JSON.stringify(b.type)}; only batch and transaction bundles are processed by a FHIR server` };
+  if (b.entry === undefined) return { entries: [] };
+  if (!Array.isArray(b.entry)) return { problem: 'Bundle.entry is not an array' };
+  if (b.entry.length > MAX_BUNDLE_ENTRIES) return { problem: `more than ${MAX_BUNDLE_ENTRIES} entries` };
+  const entries: Array<{ method: string; url: string }> = [];
+  for (const [i, e] of b.entry.entries()) {
+    const req = (e as { request?: { method?: unknown; url?: unknown } } | null)?.request;
+    if (!req || typeof req.method !== 'string' || typeof req.url !== 'string' || !req.url)
+      return { problem: `entry ${i} has no request.method and request.url` };
+    entries.push({ method: req.method, url: req.url });
+  }
+  return { entries };
 }
 
 export function pathOnly(target: string): string {

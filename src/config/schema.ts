@@ -123,6 +123,8 @@ export const configSchema = z
     fetchTimeoutMs: z.number().int().min(100).max(60000).default(5000).describe('Timeout of one discovery or JWKS fetch.'),
     maxStaleSeconds: seconds(86400, 30 * 86400).describe('Keys and group data older than this are no longer used.'),
     directoryBudgetMs: z.number().int().min(0).max(30000).default(1000).describe('Longest a decision waits for Graph.'),
+    tokenCacheMaxEntries: z.number().int().min(0).max(1_000_000).default(10_000).describe('Verified-token cache: most entries (0 disables it).'),
+    tokenCacheMaxBytes: z.number().int().min(0).max(1024 * 1024 * 1024).default(64 * 1024 * 1024).describe('Verified-token cache: most bytes.'),
     decisionBudgetMs: z.number().int().min(100).max(60000).default(5000).describe('Longest a decision may take before it is indeterminate.'),
   })
   .strict()

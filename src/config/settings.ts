@@ -44,6 +44,8 @@ export const SETTINGS = {
   PDP_GRAPH_CLIENT_ID: { schema: optionalString, description: 'Graph credential: application (client) id for a client secret or certificate; with managed identity, a user-assigned identity\'s client id.' },
   PDP_GRAPH_CLIENT_SECRET: { schema: optionalString, description: 'Graph credential: client secret (prefer a certificate or managed identity).' },
   PDP_GRAPH_CLIENT_CERTIFICATE_PATH: { schema: optionalString, description: 'Graph credential: path of a PEM certificate with its private key.' },
+  PDP_GRAPH_CLIENT_CERTIFICATE_PASSWORD: { schema: optionalString, description: 'Graph credential: password of the certificate, when it has one.' },
+  PDP_GRAPH_MANAGED_IDENTITY_CLIENT_ID: { schema: optionalString, description: 'Graph credential: client id of a user-assigned managed identity (DefaultAzureCredential).' },
 } as const;
 
 export type SettingName = keyof typeof SETTINGS;

@@ -31,6 +31,8 @@ const jsonQuestion = z
     url: z.string().min(1).max(8192).optional(),
     headers: z.record(z.string().max(256), z.union([z.string().max(65536), z.array(z.string().max(65536)).max(8)])).optional(),
     token: z.string().max(65536).optional(),
+    /** A batch/transaction Bundle for `POST /`: each entry is decided (issue #4). */
+    body: z.unknown().optional(),
   })
   .strict()
   .refine((q) => (q.path === undefined) !== (q.url === undefined), { message: 'exactly one of `path` or `url` is required' });
@@ -76,6 +78,7 @@ async function handleJson(pdp: Pdp, req: PdpHttpRequest, options: DecideCallOpti
     target,
     credentials: { authorization, ...(q.token !== undefined ? { token: q.token } : {}), queryToken: hasAccessTokenParam(target) },
     mode: 'json',
+    ...(q.body !== undefined ? { body: q.body } : {}),
   });
   return json(200, decisionBody(decision, options.admin), { 'x-decision-id': decision.decisionId });
 }

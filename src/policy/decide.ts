@@ -4,7 +4,7 @@
  * scopes where they apply, and checks the data action the FHIR request needs.
  */
 import type { PdpConfig } from '../config/schema.js';
-import { evaluateScopes, parseSmartScopes, patientContextFrom } from '../fhir/scopes.js';
+import { evaluateScopes, intersectScopeActions, parseSmartScopes, patientContextFrom } from '../fhir/scopes.js';
 import type { FhirRequest } from '../fhir/types.js';
 import type { MembershipSource } from '../directory/types.js';
 import type { Principal } from '../identity/principal.js';
@@ -197,9 +197,7 @@ export function decideAccess(input: AccessInput): Allowed | Refusal {
       trace?.fail('scopes', r, { found: principal.scopes.join(' ') });
       return r;
     }
-    const narrowed = new Set<DataAction>();
-    for (const a of verdict.actions) if (grants.actions.has(a) || impliedBy(a, grants.actions)) narrowed.add(a);
-    effective = narrowed;
+    effective = intersectScopeActions(grants.actions, verdict.actions);
     compartment = verdict.delegateCompartment;
     trace?.pass('scopes', `${principal.scopes.join(' ')} allow [${[...verdict.actions].join(', ')}]`);
     if (context.patient)
@@ -216,16 +214,6 @@ export function decideAccess(input: AccessInput): Allowed | Refusal {
   }
   trace?.pass('dataAction', `${describeNeed(request.requires)} granted`);
   return { ok: true, dataActions: [...effective].sort(), ...(compartment ? { compartment } : {}) };
-}
-
-/**
- * A scope-allowed fine action is granted when the principal holds it or the coarse action that
- * contains it (`read` ⊇ readById, search; `write` ⊇ create, update).
- */
-function impliedBy(a: DataAction, granted: ReadonlySet<DataAction>): boolean {
-  if (a === 'readById' || a === 'search') return granted.has('read');
-  if (a === 'create' || a === 'update') return granted.has('write');
-  return false;
 }
 
 function notAllowedHint(principal: Principal, policy: CompiledPolicy, membership?: MembershipReport): string {

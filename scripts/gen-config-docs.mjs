@@ -1,0 +1,42 @@
+// Writes docs/configuration.md from the schemas' own descriptions and defaults (STYLE §9).
+// Run after `npm run build`: node scripts/gen-config-docs.mjs
+import { writeFileSync } from 'node:fs';
+import { z } from 'zod';
+import { configSchema } from '../dist/src/config/schema.js';
+import { SETTINGS } from '../dist/src/config/settings.js';
+
+const json = z.toJSONSchema(configSchema, { io: 'input', unrepresentable: 'any' });
+const rows = Object.entries(json.properties ?? {}).map(([name, p]) => {
+  const def = p.default !== undefined ? `\`${JSON.stringify(p.default)}\`` : (json.required ?? []).includes(name) ? 'required' : '';
+  return `| \`${name}\` | ${def} | ${(p.description ?? '').replace(/\|/g, '\\|')} |`;
+});
+const settings = Object.entries(SETTINGS).map(([k, v]) => `| \`${k}\` | ${v.description.replace(/\|/g, '\\|')} |`);
+const text = `# Configuration
+
+Generated from \`src/config/schema.ts\` and \`src/config/settings.ts\` by \`scripts/gen-config-docs.mjs\`;
+\`test/unit/docs-sync.test.ts\` fails when this file and the schemas disagree.
+
+## Policy configuration (JSON)
+
+From \`PDP_CONFIG\` (inline) or \`PDP_CONFIG_FILE\`. Unknown keys are errors (a typo never silently
+disables a check). The Azure ARM resource JSON of Azure API for FHIR / Azure Health Data Services is
+accepted as is. See [decision-contract.md](decision-contract.md) for the meaning of each part.
+
+| key | default | description |
+|---|---|---|
+${rows.join('\n')}
+
+Entries of \`accessPolicies\`: \`objectId\` (a GUID: a user, security group or service principal; not an
+application id), \`dataActions\` (omitted: all). Entries of \`roles\`: \`name\` (a value of the \`roles\` claim),
+\`dataActions\`, \`notDataActions\` (subtracted inside this role only). Entries of
+\`smartIdentityProviders\`: \`authority\`, \`applications\` (\`clientId\`, \`audience\`, \`allowedDataActions\`).
+
+## App settings (environment)
+
+Every one is listed in \`local.settings.sample.json\` with the same description.
+
+| setting | description |
+|---|---|
+${settings.join('\n')}
+`;
+writeFileSync(new URL('../docs/configuration.md', import.meta.url), text);

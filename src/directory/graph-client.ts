@@ -1,0 +1,264 @@
+/**
+ * The one way fhir-pdp talks to Microsoft Graph: `@microsoft/microsoft-graph-client` with its
+ * default middleware chain (auth, retry, redirect, telemetry) and a last handler of ours that
+ * sends the request with a timeout, through an injectable `fetch`, and — when Graph is not at its
+ * public origin — rewrites `https://graph.microsoft.com` to that origin.
+ *
+ * Why rewrite rather than set the client's `baseUrl`: the SDK attaches the bearer only to https
+ * Graph hosts (`isGraphURL`) and pages only through the `@odata.nextLink`s Graph gives it, which
+ * name `https://graph.microsoft.com`. Rewriting after the auth handler keeps both behaviours real
+ * while the bytes go to a loopback fake (tests) or another origin.
+ */
+import {
+  Client,
+  GraphError,
+  MiddlewareFactory,
+  RetryHandlerOptions,
+  type Context,
+  type Middleware,
+  type MiddlewareOptions,
+} from '@microsoft/microsoft-graph-client';
+import { TokenCredentialAuthenticationProvider } from '@microsoft/microsoft-graph-client/authProviders/azureTokenCredentials/index.js';
+import {
+  ClientCertificateCredential,
+  ClientSecretCredential,
+  DefaultAzureCredential,
+  type TokenCredential,
+} from '@azure/identity';
+
+export const PUBLIC_GRAPH_ORIGIN = 'https://graph.microsoft.com';
+
+/** National-cloud Graph hosts the SDK itself treats as Graph (its GRAPH_URLS); no rewrite needed. */
+const NATIONAL_GRAPH_HOSTS = new Set([
+  'graph.microsoft.us',
+  'dod-graph.microsoft.us',
+  'graph.microsoft.de',
+  'microsoftgraph.chinacloudapi.cn',
+]);
+
+const DEFAULT_TIMEOUT_MS = 10_000;
+
+export interface GraphClientOptions {
+  readonly credential: TokenCredential;
+  /** Origin of Graph; default https://graph.microsoft.com. http is accepted for loopback only. */
+  readonly baseUrl?: string;
+  readonly fetchImpl?: typeof fetch;
+  /** Upper bound on one HTTP exchange (a request signal may cut it shorter). Default 10 s. */
+  readonly timeoutMs?: number;
+}
+
+export class GraphSettingsError extends Error {
+  readonly code = 'graph_settings_invalid' as const;
+  constructor(message: string) {
+    super(message);
+    this.name = 'GraphSettingsError';
+  }
+}
+
+export function createGraphClient(options: GraphClientOptions): Client {
+  const origin = graphOrigin(options.baseUrl ?? PUBLIC_GRAPH_ORIGIN);
+  const host = new URL(origin).hostname;
+  const national = origin.startsWith('https://') && NATIONAL_GRAPH_HOSTS.has(host);
+  const rewriteTo = origin === PUBLIC_GRAPH_ORIGIN || national ? undefined : origin;
+  // A national cloud issues tokens for its own Graph resource; a rewritten origin stands in for
+  // the public one, so it gets a token for the public resource (the fake checks only the bearer).
+  const scopes = [`${national ? origin : PUBLIC_GRAPH_ORIGIN}/.default`];
+  const authProvider = new TokenCredentialAuthenticationProvider(options.credential, { scopes });
+  const chain: Middleware[] = MiddlewareFactory.getDefaultMiddlewareChain(authProvider);
+  chain[chain.length - 1] = new FetchHandler(
+    options.fetchImpl ?? fetch,
+    options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    rewriteTo,
+  );
+  return Client.initWithMiddleware({
+    middleware: chain,
+    defaultVersion: 'v1.0',
+    ...(national ? { baseUrl: `${origin}/` } : {}),
+  });
+}
+
+/** Misuse fails at start-up: a bearer must not travel in clear text beyond this machine. */
+function graphOrigin(baseUrl: string): string {
+  let url: URL;
+  try {
+    url = new URL(baseUrl);
+  } catch {
+    throw new GraphSettingsError(`graph.baseUrl is not a URL: ${baseUrl}`);
+  }
+  if (url.pathname !== '/' || url.search !== '' || url.hash !== '') {
+    throw new GraphSettingsError(`graph.baseUrl must be an origin without a path: ${baseUrl}`);
+  }
+  if (url.protocol === 'https:') return url.origin;
+  if (url.protocol === 'http:' && isLoopbackHost(url.hostname)) return url.origin;
+  throw new GraphSettingsError(`graph.baseUrl must be https (http only for loopback hosts): ${baseUrl}`);
+}
+
+function isLoopbackHost(hostname: string): boolean {
+  return hostname === 'localhost' || hostname === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname);
+}
+
+/** Replaces the SDK's HTTPMessageHandler, which has no timeout and always uses global fetch. */
+class FetchHandler implements Middleware {
+  constructor(
+    private readonly fetchImpl: typeof fetch,
+    private readonly timeoutMs: number,
+    private readonly rewriteTo: string | undefined,
+  ) {}
+
+  async execute(context: Context): Promise<void> {
+    const url = typeof context.request === 'string' ? context.request : context.request.url;
+    const target = this.rewrite(url);
+    const timeout = AbortSignal.timeout(this.timeoutMs);
+    const given = context.options?.signal;
+    const signal = given ? AbortSignal.any([given, timeout]) : timeout;
+    const init: RequestInit = { ...context.options, signal };
+    context.response = await this.fetchImpl(
+      typeof context.request === 'string' ? target : new Request(target, context.request),
+      init,
+    );
+  }
+
+  private rewrite(url: string): string {
+    if (this.rewriteTo === undefined) return url;
+    const from = PUBLIC_GRAPH_ORIGIN;
+    if (url === from || url.startsWith(`${from}/`) || url.startsWith(`${from}?`)) {
+      return this.rewriteTo + url.slice(from.length);
+    }
+    return url;
+  }
+}
+
+/**
+ * Per-request middleware options that switch the SDK's RetryHandler off. Our callers retry
+ * themselves because they must bound the total wait (a decision's budget, a refresh's retry
+ * count); the SDK's handler sleeps up to 180 s per Retry-After and cannot be interrupted.
+ */
+export function withoutSdkRetries(): MiddlewareOptions[] {
+  return [new RetryHandlerOptions(0, 0)];
+}
+
+/**
+ * Whether a link Graph handed back (`@odata.nextLink`, `@odata.deltaLink`) may be followed: https
+ * on a Graph host, the only links the SDK authenticates and the only ones the fake rewrites.
+ */
+export function isGraphLink(link: string): boolean {
+  try {
+    const url = new URL(link);
+    return url.protocol === 'https:' && (url.host === 'graph.microsoft.com' || NATIONAL_GRAPH_HOSTS.has(url.host));
+  } catch {
+    return false;
+  }
+}
+
+/** Directory object ids are GUIDs; anything else never goes into a URL. */
+const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function isGuid(value: string): boolean {
+  return GUID.test(value);
+}
+
+/** What went wrong with one Graph exchange, as far as callers need to decide what to do next. */
+export interface GraphFailure {
+  /** HTTP status; absent when no response arrived (connection refused, timeout, no token). */
+  readonly status?: number;
+  /** Graph's `error.code` (e.g. Request_ResourceNotFound), or the transport error's name. */
+  readonly code?: string;
+  /** From Retry-After (seconds or HTTP-date), in ms. */
+  readonly retryAfterMs?: number;
+  readonly message: string;
+}
+
+export function describeGraphFailure(error: unknown, now: number = Date.now()): GraphFailure {
+  if (error instanceof GraphError) {
+    const status = error.statusCode > 0 ? error.statusCode : undefined;
+    const retryAfterMs = parseRetryAfter(error.headers?.get('retry-after') ?? undefined, now);
+    return {
+      ...(status !== undefined ? { status } : {}),
+      ...(error.code ? { code: error.code } : {}),
+      ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
+      message:
+        status !== undefined
+          ? `Graph answered ${status} ${error.code ?? ''}`.trim()
+          : `Graph request failed: ${error.code ?? error.message}`,
+    };
+  }
+  const name = error instanceof Error ? error.name : 'Error';
+  return { code: name, message: `Graph request failed: ${name}` };
+}
+
+/** RFC 9110 §10.2.3: Retry-After is delay-seconds or an HTTP-date. */
+export function parseRetryAfter(value: string | undefined, now: number): number | undefined {
+  if (value === undefined) return undefined;
+  const trimmed = value.trim();
+  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
+  const at = Date.parse(trimmed);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
+/** Reads Retry-After from a `$batch` sub-response's header object (names are case-insensitive). */
+export function retryAfterFromHeaders(headers: unknown, now: number): number | undefined {
+  if (headers === null || typeof headers !== 'object') return undefined;
+  for (const [name, value] of Object.entries(headers)) {
+    if (name.toLowerCase() === 'retry-after' && typeof value === 'string') return parseRetryAfter(value, now);
+  }
+  return undefined;
+}
+
+/**
+ * The credential fhir-pdp uses for Graph, from app settings. Settings (copied into
+ * local.settings.sample.json):
+ *
+ * - PDP_GRAPH_TENANT_ID: the directory (tenant) id of the app registration; needed with a secret
+ *   or a certificate; with neither, passed to DefaultAzureCredential as its tenant.
+ * - PDP_GRAPH_CLIENT_ID: the application (client) id; needed with a secret or a certificate.
+ * - PDP_GRAPH_CLIENT_SECRET: a client secret; selects ClientSecretCredential.
+ * - PDP_GRAPH_CLIENT_CERTIFICATE_PATH: a PEM file holding the certificate and its private key;
+ *   selects ClientCertificateCredential.
+ * - PDP_GRAPH_CLIENT_CERTIFICATE_PASSWORD: the PEM private key's password, if it has one.
+ * - PDP_GRAPH_MANAGED_IDENTITY_CLIENT_ID: client id of a user-assigned managed identity (also
+ *   used as the workload identity client id) for DefaultAzureCredential.
+ *
+ * With none of the secret/certificate settings, DefaultAzureCredential is used: environment
+ * variables (AZURE_*), workload identity, managed identity in Azure, then Azure CLI and other
+ * developer sign-ins locally. The app needs the Graph application permission GroupMember.Read.All
+ * (and Application.Read.All for the config checker's object kinds).
+ */
+export function credentialFromSettings(env: Readonly<Record<string, string | undefined>>): TokenCredential {
+  const setting = (name: string): string | undefined => {
+    const value = env[name]?.trim();
+    return value ? value : undefined;
+  };
+  const tenantId = setting('PDP_GRAPH_TENANT_ID');
+  const clientId = setting('PDP_GRAPH_CLIENT_ID');
+  const secret = setting('PDP_GRAPH_CLIENT_SECRET');
+  const certificatePath = setting('PDP_GRAPH_CLIENT_CERTIFICATE_PATH');
+  const certificatePassword = setting('PDP_GRAPH_CLIENT_CERTIFICATE_PASSWORD');
+  const managedIdentityClientId = setting('PDP_GRAPH_MANAGED_IDENTITY_CLIENT_ID');
+
+  if (secret !== undefined && certificatePath !== undefined) {
+    throw new GraphSettingsError(
+      'Set either PDP_GRAPH_CLIENT_SECRET or PDP_GRAPH_CLIENT_CERTIFICATE_PATH, not both.',
+    );
+  }
+  if (secret !== undefined || certificatePath !== undefined) {
+    const missing = [
+      ...(tenantId === undefined ? ['PDP_GRAPH_TENANT_ID'] : []),
+      ...(clientId === undefined ? ['PDP_GRAPH_CLIENT_ID'] : []),
+    ];
+    if (tenantId === undefined || clientId === undefined) {
+      const chosen = secret !== undefined ? 'PDP_GRAPH_CLIENT_SECRET' : 'PDP_GRAPH_CLIENT_CERTIFICATE_PATH';
+      throw new GraphSettingsError(`${chosen} needs ${missing.join(' and ')}.`);
+    }
+    if (secret !== undefined) return new ClientSecretCredential(tenantId, clientId, secret);
+    return new ClientCertificateCredential(tenantId, clientId, {
+      certificatePath: certificatePath as string,
+      ...(certificatePassword !== undefined ? { certificatePassword } : {}),
+    });
+  }
+  return new DefaultAzureCredential({
+    ...(tenantId !== undefined ? { tenantId } : {}),
+    ...(managedIdentityClientId !== undefined
+      ? { managedIdentityClientId, workloadIdentityClientId: managedIdentityClientId }
+      : {}),
+  });
+}

@@ -1,0 +1,166 @@
+/**
+ * The stored form of a snapshot: a JSON envelope whose `body` is the snapshot serialised as a JSON
+ * string, with the SHA-256 of that string's UTF-8 bytes beside it. Keeping the body as a string
+ * means the checksum is checked over the exact bytes the writer hashed, with no canonical
+ * re-serialisation to agree on.
+ *
+ *   { "format": "fhir-pdp-snapshot", "schemaVersion": 1, "sha256": "<hex>", "body": "<json>" }
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import { SNAPSHOT_SCHEMA_VERSION, SnapshotRejectedError } from './types.js';
+import type { SnapshotData } from './types.js';
+
+export const SNAPSHOT_FORMAT = 'fhir-pdp-snapshot';
+
+/** Largest stored snapshot a store writes or reads unless configured otherwise. */
+export const DEFAULT_SNAPSHOT_MAX_BYTES = 256 * 1024 * 1024;
+
+/** Why stored bytes were not accepted as a snapshot. */
+export type SnapshotRejectionReason =
+  | 'too_large'
+  | 'truncated'
+  | 'not_utf8'
+  | 'not_json'
+  | 'wrong_format'
+  | 'wrong_schema_version'
+  | 'checksum_mismatch'
+  | 'invalid_body';
+
+/**
+ * A SnapshotRejectedError that says which check failed and, when a store knows it, the version
+ * tag of the rejected bytes (so a follower can poll conditionally instead of downloading the same
+ * bad bytes again).
+ */
+export class SnapshotDecodeError extends SnapshotRejectedError {
+  readonly reason: SnapshotRejectionReason;
+  etag: string | undefined;
+  constructor(reason: SnapshotRejectionReason, detail: string, etag?: string) {
+    super(`Snapshot rejected (${reason}): ${detail}`);
+    this.name = 'SnapshotDecodeError';
+    this.reason = reason;
+    this.etag = etag;
+  }
+}
+
+const issuerRecordSchema = z.object({
+  authority: z.string(),
+  discoveryUrl: z.string(),
+  issuer: z.string(),
+  jwksUri: z.string(),
+  algorithms: z.array(z.string()),
+  // RFC 7517 section 4.1: "The "kty" (key type) parameter ... MUST be present in a JWK."
+  keys: z.array(z.looseObject({ kty: z.string() })),
+  fetchedAt: z.number(),
+});
+
+const groupRecordSchema = z.object({
+  members: z.array(z.string()),
+  fetchedAt: z.number(),
+});
+
+const refreshOutcomeSchema = z.object({
+  startedAt: z.number(),
+  finishedAt: z.number(),
+  outcome: z.enum(['ok', 'partial', 'failed']),
+  problems: z.array(z.string()),
+});
+
+// zod 4's z.number() rejects NaN and ±Infinity, and JSON.parse turns 1e999 into Infinity.
+const snapshotDataSchema = z.object({
+  schemaVersion: z.literal(SNAPSHOT_SCHEMA_VERSION),
+  revision: z.string().min(1),
+  createdAt: z.number(),
+  issuers: z.array(issuerRecordSchema),
+  groups: z.record(z.string(), groupRecordSchema),
+  lastRefresh: refreshOutcomeSchema.optional(),
+});
+
+const markerSchema = z.object({ format: z.unknown().optional(), schemaVersion: z.unknown().optional() });
+
+const envelopeSchema = z.object({ sha256: z.string(), body: z.string() });
+
+export function newRevision(): string {
+  return randomUUID();
+}
+
+/**
+ * Serialises a snapshot for storage. Validates it first with the schema readers apply, so a bad
+ * snapshot fails here, at the one writer, rather than at every reader after it was stored.
+ */
+export function encodeSnapshot(data: SnapshotData): Buffer {
+  validateBody(data);
+  const body = JSON.stringify(data);
+  const envelope = {
+    format: SNAPSHOT_FORMAT,
+    schemaVersion: SNAPSHOT_SCHEMA_VERSION,
+    sha256: sha256Hex(Buffer.from(body, 'utf8')),
+    body,
+  };
+  return Buffer.from(JSON.stringify(envelope), 'utf8');
+}
+
+/** Parses and verifies stored bytes; throws SnapshotDecodeError naming the first failed check. */
+export function decodeSnapshot(bytes: Uint8Array, maxBytes: number): SnapshotData {
+  if (bytes.byteLength > maxBytes) {
+    throw new SnapshotDecodeError('too_large', `${bytes.byteLength} bytes exceed the limit of ${maxBytes}`);
+  }
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new SnapshotDecodeError('not_utf8', 'the bytes are not valid UTF-8');
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new SnapshotDecodeError('not_json', `the envelope is not JSON (${firstLine(error)})`);
+  }
+  // Format and version first: a later schema version may lay out the envelope differently.
+  const marker = markerSchema.safeParse(parsed);
+  if (!marker.success || marker.data.format !== SNAPSHOT_FORMAT) {
+    throw new SnapshotDecodeError('wrong_format', `expected an object with format "${SNAPSHOT_FORMAT}"`);
+  }
+  if (marker.data.schemaVersion !== SNAPSHOT_SCHEMA_VERSION) {
+    throw new SnapshotDecodeError(
+      'wrong_schema_version',
+      `schema version ${JSON.stringify(marker.data.schemaVersion)?.slice(0, 40) ?? 'missing'} is not the supported ${SNAPSHOT_SCHEMA_VERSION}`,
+    );
+  }
+  const envelope = envelopeSchema.safeParse(parsed);
+  if (!envelope.success) {
+    throw new SnapshotDecodeError('wrong_format', 'the envelope needs sha256 and body strings');
+  }
+  const { sha256, body } = envelope.data;
+  const actual = sha256Hex(Buffer.from(body, 'utf8'));
+  if (actual !== sha256.toLowerCase()) {
+    throw new SnapshotDecodeError('checksum_mismatch', `body sha256 is ${actual}, the envelope says ${sha256.slice(0, 64)}`);
+  }
+  let bodyValue: unknown;
+  try {
+    bodyValue = JSON.parse(body);
+  } catch (error) {
+    throw new SnapshotDecodeError('invalid_body', `the body is not JSON (${firstLine(error)})`);
+  }
+  return validateBody(bodyValue);
+}
+
+function validateBody(value: unknown): SnapshotData {
+  const result = snapshotDataSchema.safeParse(value);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const where = issue && issue.path.length > 0 ? issue.path.join('.') : '(root)';
+    throw new SnapshotDecodeError('invalid_body', `${where}: ${issue?.message ?? 'invalid'}`);
+  }
+  return result.data as SnapshotData;
+}
+
+function sha256Hex(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+function firstLine(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.split('\n', 1)[0]!.slice(0, 200);
+}
