@@ -2,6 +2,7 @@
  * `npm start`: the standalone host. Reads app settings and configuration (refusing to start, with
  * every problem listed, when either is invalid), starts the service and listens.
  */
+import { pathToFileURL } from 'node:url';
 import { ConfigError, loadConfigFromEnv } from '../config/load.js';
 import { keyList, readSettings } from '../config/settings.js';
 import { KeyRing } from '../http/keys.js';
@@ -47,7 +48,7 @@ export async function startHost(env: Record<string, string | undefined>, log: (l
   };
 }
 
-const isMain = process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href;
+const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href;
 if (isMain) {
   startHost(process.env).catch((err: unknown) => {
     process.stderr.write(`fhir-pdp: cannot start: ${err instanceof Error ? err.message : String(err)}\n`);

@@ -70,7 +70,9 @@ export function principalFromToken(
   trace?: Trace,
 ): { ok: true; principal: Principal } | Refusal {
   const c = v.claims;
-  const scopes = readScopeClaims(c);
+  // App-only Entra tokens carry `roles` and no scope claim at all: that is no scopes, not a bad claim.
+  const hasScopeClaim = c.scp !== undefined || c.scope !== undefined || c.raw_scope !== undefined;
+  const scopes: ReturnType<typeof readScopeClaims> = hasScopeClaim ? readScopeClaims(c) : { ok: true, scopes: [], source: 'scp' };
   const common = {
     issuer: v.issuer,
     authority: v.authority,
@@ -131,7 +133,7 @@ export function principalFromToken(
   // for an access token.
   const oid = str(c.oid);
   const roles = c.roles === undefined ? [] : stringList(c.roles);
-  const hasScp = c.scp !== undefined || c.scope !== undefined || c.raw_scope !== undefined;
+  const hasScp = hasScopeClaim;
   const problems: string[] = [];
   if (!oid) problems.push('`oid`');
   if (roles === undefined) problems.push('`roles` as an array of strings');
