@@ -210,6 +210,9 @@ export class Pdp {
     const cache = trace || bearer.token.length > this.config.maxTokenBytes ? undefined : this.tokenCache;
     const cacheKey = cache?.keyOf(bearer.token);
     let token = cacheKey ? cache!.get(cacheKey, now) : undefined;
+    // A cached verification is only as good as the keys behind it: past maxStale it is verified
+    // again (and refused as issuer_unavailable if the keys cannot be refreshed).
+    if (token && !this.registry.keysFresh(token.issuer, now)) token = undefined;
     const cacheHit = token !== undefined;
     if (cache) this.counters.inc(cacheHit ? 'token_cache_hit' : 'token_cache_miss');
     if (!token) {
@@ -329,6 +332,12 @@ export class Pdp {
       return { memberOf: answer.memberOf, report: { checked: candidates.length, source: answer.source } };
     } catch (err) {
       if (!(err instanceof DirectoryUnavailableError)) throw err;
+      // Within maxStale an outage changes no decision: a fresh index covering every listed group
+      // has already answered "member of none", so that answer stands.
+      if (fromIndex.indexed === candidates.length && candidates.length > 0) {
+        trace?.pass('groups', `member of none of ${candidates.length} listed id(s) (group index; Graph unavailable: ${err.message})`);
+        return { memberOf: new Set(), report: { checked: candidates.length, source: 'index', detail: 'Graph unavailable' } };
+      }
       const r = refuse('directory_unavailable', `group membership of ${oid} in ${candidates.length} listed id(s) is needed; Microsoft Graph did not answer (${err.message}) and no cached answer is younger than maxStaleSeconds`);
       trace?.fail('groups', r);
       return { refusal: r };

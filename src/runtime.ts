@@ -16,10 +16,11 @@ import { Pdp, type DecisionLogger } from './pdp.js';
 import { BlobSnapshotStore, blobStoreSettingsFrom } from './state/blob-store.js';
 import { newRevision } from './state/codec.js';
 import { MemorySnapshotStore } from './state/memory-store.js';
-import { SnapshotFollower } from './state/snapshot-follower.js';
+import { SnapshotFollower, type SnapshotPollOutcome } from './state/snapshot-follower.js';
 import {
   SNAPSHOT_SCHEMA_VERSION,
   SnapshotConflictError,
+  SnapshotRejectedError,
   type GroupRecord,
   type RefreshOutcome,
   type SnapshotData,
@@ -36,42 +37,57 @@ export interface RuntimeOptions {
   readonly clock?: () => number;
   readonly fetch?: typeof fetch;
   readonly logger?: DecisionLogger;
-  /** Poll interval of a shared store (default 30 s). */
+  /** Poll interval of a shared store (default 30 s; app setting PDP_SNAPSHOT_POLL_SECONDS). */
   readonly snapshotPollMs?: number;
+  /** Told each time a different snapshot is swapped in, from this instance's refresh or from the store. */
+  readonly onSnapshotApplied?: (event: SnapshotAppliedEvent) => void;
+}
+
+export interface SnapshotAppliedEvent {
+  readonly revision: string;
+  readonly source: 'refresh' | 'store';
 }
 
 export interface RefreshReport extends RefreshOutcome {
+  /** The snapshot this instance serves after the refresh. */
   readonly revision: string;
   readonly durationMs: number;
-  /** `written`: this instance's snapshot is now the shared one; `adopted`: another writer's was newer. */
-  readonly stored: 'written' | 'adopted' | 'failed';
+  /**
+   * `written`: this instance's snapshot is now the stored one; `adopted`: another writer stored one
+   * during this refresh, and it is served instead; `failed`: the store could not be written, the
+   * refreshed snapshot is served by this instance only; `skipped`: nothing usable was fetched and
+   * no snapshot existed, so nothing was written.
+   */
+  readonly stored: 'written' | 'adopted' | 'failed' | 'skipped';
 }
+
+/** Writes tried in one refresh when the stored snapshot keeps changing underneath (If-Match fails). */
+const MAX_WRITE_ATTEMPTS = 3;
 
 export class PdpService implements PdpRuntime {
   readonly pdp: Pdp;
   readonly store: SnapshotStore;
   private readonly clock: () => number;
+  private readonly maxStaleMs: number;
   private readonly expander?: GroupExpander;
   private readonly follower?: SnapshotFollower;
+  private readonly onSnapshotApplied?: (event: SnapshotAppliedEvent) => void;
   private current?: { data: SnapshotData; etag?: string };
   private lastReport?: RefreshReport;
   private refreshing?: Promise<RefreshReport>;
   private timer?: NodeJS.Timeout;
-  private storeError?: { at: number; message: string };
+  private storeError?: { at: number; code: string; message: string };
 
   constructor(options: RuntimeOptions) {
     this.clock = options.clock ?? Date.now;
+    this.maxStaleMs = options.config.maxStaleSeconds * 1000;
     const counters = new Counters();
+    const onGraphCall = (o: 'ok' | 'failed'): void => counters.inc(o === 'ok' ? 'graph_call_ok' : 'graph_call_failed');
     const graph = options.graphClient ?? (options.config.graph ? createGraphClient({ credential: credentialFromSettings(options.env ?? {}), baseUrl: options.config.graph.baseUrl }) : undefined);
     const membership = graph
-      ? new GraphMembershipResolver({
-          client: graph,
-          clock: this.clock,
-          maxStaleMs: options.config.maxStaleSeconds * 1000,
-          onGraphCall: (o) => counters.inc(o === 'ok' ? 'graph_call_ok' : 'graph_call_failed'),
-        })
+      ? new GraphMembershipResolver({ client: graph, clock: this.clock, maxStaleMs: this.maxStaleMs, onGraphCall })
       : undefined;
-    if (graph) this.expander = createGroupExpander({ client: graph });
+    if (graph) this.expander = createGroupExpander({ client: graph, onGraphCall });
     this.pdp = new Pdp(options.config, {
       clock: this.clock,
       counters,
@@ -79,13 +95,14 @@ export class PdpService implements PdpRuntime {
       ...(options.logger ? { logger: options.logger } : {}),
       ...(membership ? { membership } : {}),
     });
+    if (options.onSnapshotApplied) this.onSnapshotApplied = options.onSnapshotApplied;
     this.store = options.store ?? storeFromSettings(options.env ?? {});
     if (this.store.kind === 'blob')
       this.follower = new SnapshotFollower({
         store: this.store,
         pollMs: options.snapshotPollMs ?? 30_000,
         now: this.clock,
-        onSnapshot: (data, etag) => this.apply(data, etag),
+        onSnapshot: (data, etag) => this.apply(data, etag, 'store'),
       });
   }
 
@@ -98,8 +115,11 @@ export class PdpService implements PdpRuntime {
       await this.follower.pollNow();
       this.follower.start();
     } else {
-      const stored = await this.store.read().catch(() => undefined);
-      if (stored && stored !== 'not-modified') this.apply(stored.data, stored.etag);
+      const stored = await this.store.read().catch((err: unknown) => {
+        this.noteStoreError(err);
+        return undefined;
+      });
+      if (stored && stored !== 'not-modified') this.apply(stored.data, stored.etag, 'store');
     }
     if (!this.current) await this.refresh();
     if (options.refreshIntervalMs) {
@@ -113,15 +133,23 @@ export class PdpService implements PdpRuntime {
     this.follower?.stop();
   }
 
+  /**
+   * Reads the shared store once now (conditionally, by ETag) and swaps a changed snapshot in, as
+   * the follower does every snapshotPollMs. Undefined with the memory store, which nobody else writes.
+   */
+  async pollSnapshot(): Promise<SnapshotPollOutcome | undefined> {
+    return this.follower?.pollNow();
+  }
+
   /** Swaps a snapshot in: issuer keys into the registry, the group index into the policy. */
-  private apply(data: SnapshotData, etag?: string): void {
-    if (this.current?.data.revision === data.revision) {
-      this.current = { data, ...(etag ? { etag } : {}) };
-      return;
+  private apply(data: SnapshotData, etag: string | undefined, source: SnapshotAppliedEvent['source']): void {
+    const changed = this.current?.data.revision !== data.revision;
+    if (changed) {
+      this.pdp.registry.load(data.issuers);
+      this.pdp.setGroups(data.groups);
     }
-    this.pdp.registry.load(data.issuers);
-    this.pdp.setGroups(data.groups);
     this.current = { data, ...(etag ? { etag } : {}) };
+    if (changed) this.onSnapshotApplied?.({ revision: data.revision, source });
   }
 
   /** Single-flight: concurrent callers (timer, POST /api/refresh) share one refresh. */
@@ -146,12 +174,13 @@ export class PdpService implements PdpRuntime {
         const at = this.clock();
         for (const [id, members] of expansion.members) groups[id] = { members: [...members], fetchedAt: at };
         for (const [id, why] of expansion.failed) {
-          // A partly failed refresh keeps the previous value of what failed instead of dropping it.
+          // A partly failed refresh keeps the previous value of what failed instead of dropping it;
+          // its fetchedAt stays, so it ages out at maxStale like any other.
           if (previous[id]) groups[id] = previous[id];
           problems.push(`group ${id}: ${why}`);
         }
       } catch (err) {
-        Object.assign(groups, previous);
+        for (const id of listed) if (previous[id]) groups[id] = previous[id];
         problems.push(`groups: ${(err as Error).message}`);
       }
     }
@@ -163,28 +192,67 @@ export class PdpService implements PdpRuntime {
       problems: problems.map((p) => p.slice(0, 500)),
     };
     const data: SnapshotData = { schemaVersion: SNAPSHOT_SCHEMA_VERSION, revision: newRevision(), createdAt: this.clock(), issuers, groups, lastRefresh: outcome };
-    let stored: RefreshReport['stored'] = 'written';
-    try {
-      const { etag } = await this.store.write(data, this.current?.etag ?? null);
-      this.apply(data, etag);
-      delete this.storeError;
-    } catch (err) {
-      if (err instanceof SnapshotConflictError) {
-        // Another instance refreshed at the same time; its snapshot is as fresh as ours. Adopt it
-        // rather than overwrite, so two refreshes never interleave.
-        const theirs = await this.store.read().catch(() => undefined);
-        if (theirs && theirs !== 'not-modified') this.apply(theirs.data, theirs.etag);
-        stored = 'adopted';
-      } else {
-        stored = 'failed';
-        this.storeError = { at: this.clock(), message: (err as Error).message.slice(0, 300) };
-        // The instance still serves what it fetched; other instances keep theirs until the next write.
-        this.apply(data, this.current?.etag);
-      }
-    }
+    // A snapshot without any issuer serves no decision; writing one would only tell other
+    // instances that a snapshot exists. Decisions keep loading metadata on demand instead.
+    const stored: RefreshReport['stored'] = issuers.length === 0 && !this.current ? 'skipped' : await this.writeSnapshot(data, startedAt);
     this.pdp.counters.inc(outcome.outcome === 'failed' ? 'refresh_failed' : 'refresh_ok');
     this.lastReport = { ...outcome, revision: this.current?.data.revision ?? data.revision, durationMs: Math.round(performance.now() - t0), stored };
     return this.lastReport;
+  }
+
+  /**
+   * Writes with optimistic concurrency (If-Match the ETag this instance last saw). When another
+   * writer changed the blob meanwhile:
+   * - its snapshot was made after this refresh began (a concurrent refresh): it is as fresh as
+   *   ours, so it is adopted rather than overwritten, and every instance converges on one revision;
+   * - it is older (this instance had not polled it yet): ours replaces it, If-Match its ETag;
+   * - it fails validation: ours replaces the corrupted bytes, If-Match their ETag.
+   * Each write replaces the whole blob, so a reader never sees a mix of two refreshes.
+   */
+  private async writeSnapshot(data: SnapshotData, startedAt: number): Promise<RefreshReport['stored']> {
+    let ifMatch: string | null = this.current?.etag ?? null;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const { etag } = await this.store.write(data, ifMatch);
+        this.apply(data, etag, 'refresh');
+        delete this.storeError;
+        return 'written';
+      } catch (err) {
+        if (!(err instanceof SnapshotConflictError) || attempt >= MAX_WRITE_ATTEMPTS) return this.keepUnstored(data, err);
+      }
+      let theirs: Awaited<ReturnType<SnapshotStore['read']>>;
+      try {
+        theirs = await this.store.read();
+      } catch (err) {
+        const rejectedEtag = err instanceof SnapshotRejectedError ? (err as { etag?: unknown }).etag : undefined;
+        if (typeof rejectedEtag !== 'string') return this.keepUnstored(data, err);
+        ifMatch = rejectedEtag;
+        continue;
+      }
+      if (theirs === undefined || theirs === 'not-modified') {
+        ifMatch = null;
+        continue;
+      }
+      if (theirs.data.createdAt >= startedAt) {
+        this.apply(theirs.data, theirs.etag, 'store');
+        delete this.storeError;
+        return 'adopted';
+      }
+      ifMatch = theirs.etag;
+    }
+  }
+
+  /** The store refused or failed: this instance serves what it fetched; others keep theirs. */
+  private keepUnstored(data: SnapshotData, err: unknown): 'failed' {
+    this.noteStoreError(err);
+    this.apply(data, this.current?.etag, 'refresh');
+    return 'failed';
+  }
+
+  private noteStoreError(err: unknown): void {
+    const code = typeof (err as { code?: unknown })?.code === 'string' ? (err as { code: string }).code : 'snapshot_store_error';
+    const message = err instanceof Error ? err.message : String(err);
+    this.storeError = { at: this.clock(), code, message: message.slice(0, 300) };
   }
 
   health(): HealthReport {
@@ -193,21 +261,30 @@ export class PdpService implements PdpRuntime {
     const issuers = this.pdp.issuerHealth();
     const ready = snap !== undefined && this.pdp.registry.ready();
     const oldestGroup = this.pdp.groups.oldestFetchedAt();
+    const follower = this.follower?.status();
+    const last = this.lastReport;
+    const degraded =
+      issuers.some((i) => i.lastError || i.stale) ||
+      (snap?.lastRefresh !== undefined && snap.lastRefresh.outcome !== 'ok') ||
+      (last !== undefined && last.outcome !== 'ok') ||
+      follower?.lastError !== undefined ||
+      this.storeError !== undefined ||
+      (oldestGroup !== undefined && now - oldestGroup > this.maxStaleMs);
     return {
       ready,
-      status: ready ? (issuers.some((i) => i.lastError) || snap?.lastRefresh?.outcome === 'partial' ? 'degraded' : 'ok') : 'unavailable',
+      status: ready ? (degraded ? 'degraded' : 'ok') : 'unavailable',
       issuers,
       snapshot: snap
         ? {
             store: this.store.kind,
             revision: snap.revision,
-            createdAt: new Date(snap.createdAt).toISOString(),
+            createdAt: iso(snap.createdAt),
             ageSeconds: Math.round((now - snap.createdAt) / 1000),
             ...(snap.lastRefresh
               ? {
                   lastRefresh: {
                     outcome: snap.lastRefresh.outcome,
-                    finishedAt: new Date(snap.lastRefresh.finishedAt).toISOString(),
+                    finishedAt: iso(snap.lastRefresh.finishedAt),
                     durationMs: snap.lastRefresh.finishedAt - snap.lastRefresh.startedAt,
                     problems: snap.lastRefresh.problems,
                   },
@@ -215,12 +292,35 @@ export class PdpService implements PdpRuntime {
               : {}),
           }
         : { store: this.store.kind, revision: null },
-      ...(this.follower ? { follower: this.follower.status() } : {}),
-      ...(this.storeError ? { storeError: { at: new Date(this.storeError.at).toISOString(), message: this.storeError.message } } : {}),
+      // This instance's own last refresh; with a shared store the snapshot's may be another instance's.
+      ...(last
+        ? {
+            refresh: {
+              outcome: last.outcome,
+              stored: last.stored,
+              finishedAt: iso(last.finishedAt),
+              durationMs: last.durationMs,
+              problems: last.problems,
+            },
+          }
+        : {}),
+      ...(follower
+        ? {
+            follower: {
+              etag: follower.etag ?? null,
+              revision: follower.revision ?? null,
+              ...(follower.lastPollAt !== undefined ? { lastPollAt: iso(follower.lastPollAt) } : {}),
+              ...(follower.lastError ? { lastError: { code: follower.lastError.code, message: follower.lastError.message, at: iso(follower.lastError.at) } } : {}),
+            },
+          }
+        : {}),
+      ...(this.storeError ? { storeError: { code: this.storeError.code, message: this.storeError.message, at: iso(this.storeError.at) } } : {}),
       groups: {
         indexed: this.pdp.groups.size,
         memberships: this.pdp.groups.memberships,
-        ...(oldestGroup !== undefined ? { oldestAgeSeconds: Math.round((now - oldestGroup) / 1000) } : {}),
+        ...(oldestGroup !== undefined
+          ? { oldestAgeSeconds: Math.round((now - oldestGroup) / 1000), stale: now - oldestGroup > this.maxStaleMs }
+          : {}),
       },
       counters: this.pdp.counters.snapshot(),
     };
@@ -229,6 +329,10 @@ export class PdpService implements PdpRuntime {
   get lastRefresh(): RefreshReport | undefined {
     return this.lastReport;
   }
+}
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
 }
 
 function storeFromSettings(env: Record<string, string | undefined>): SnapshotStore {

@@ -405,6 +405,15 @@ export class IssuerRegistry {
     await this.refreshAuthority(authority).catch(() => undefined);
   }
 
+  /**
+   * Whether tokens of this issuer may still be accepted without re-verification: the issuer is
+   * configured and its keys are younger than maxStale. The verified-token cache asks this on every hit.
+   */
+  keysFresh(issuer: string, now: number): boolean {
+    const s = this.issuers.get(issuer);
+    return s !== undefined && now - s.record.fetchedAt <= this.options.maxStaleMs;
+  }
+
   health(): IssuerHealth[] {
     const now = this.options.clock();
     const out: IssuerHealth[] = [];
