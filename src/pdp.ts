@@ -308,13 +308,13 @@ export class Pdp {
       const claim = new Set(principal.groups);
       const memberOf = new Set(candidates.filter((g) => claim.has(g)));
       trace?.pass('groups', memberOf.size ? `member of [${[...memberOf].join(', ')}] (groups claim)` : `member of none of ${candidates.length} listed id(s) (groups claim)`);
-      return { memberOf, report: { checked: candidates.length, source: 'claim' } };
+      return { memberOf, report: { checked: candidates.length, groupIds: candidates, source: 'claim' } };
     }
     const now = this.clock();
     const fromIndex = this.groupIndex.memberOf(oid, candidates, now, this.config.maxStaleSeconds * 1000);
     if (fromIndex.memberOf.size > 0) {
       trace?.pass('groups', `member of [${[...fromIndex.memberOf].join(', ')}] (group index)`);
-      return { memberOf: fromIndex.memberOf, report: { checked: candidates.length, source: 'index' } };
+      return { memberOf: fromIndex.memberOf, report: { checked: candidates.length, groupIds: candidates, source: 'index' } };
     }
     const resolver = this.deps.membership;
     if (!resolver) {
@@ -324,19 +324,19 @@ export class Pdp {
           ? `group index covers ${fromIndex.indexed} of them; Graph is not configured`
           : 'no groups claim, no group index, Graph not configured';
       trace?.pass('groups', `member of none (${detail})`);
-      return { memberOf: new Set(), report: { checked: fromIndex.indexed, source: fromIndex.indexed ? 'index' : 'none', detail } };
+      return { memberOf: new Set(), report: { checked: fromIndex.indexed, groupIds: candidates, source: fromIndex.indexed ? 'index' : 'none', detail } };
     }
     try {
       const answer = await resolver.checkMemberGroups({ objectId: oid, groupIds: candidates, budgetMs: this.config.directoryBudgetMs });
       trace?.pass('groups', answer.memberOf.size ? `member of [${[...answer.memberOf].join(', ')}] (${answer.source})` : `member of none of ${candidates.length} listed id(s) (${answer.source})`);
-      return { memberOf: answer.memberOf, report: { checked: candidates.length, source: answer.source } };
+      return { memberOf: answer.memberOf, report: { checked: candidates.length, groupIds: candidates, source: answer.source } };
     } catch (err) {
       if (!(err instanceof DirectoryUnavailableError)) throw err;
       // Within maxStale an outage changes no decision: a fresh index covering every listed group
       // has already answered "member of none", so that answer stands.
       if (fromIndex.indexed === candidates.length && candidates.length > 0) {
         trace?.pass('groups', `member of none of ${candidates.length} listed id(s) (group index; Graph unavailable: ${err.message})`);
-        return { memberOf: new Set(), report: { checked: candidates.length, source: 'index', detail: 'Graph unavailable' } };
+        return { memberOf: new Set(), report: { checked: candidates.length, groupIds: candidates, source: 'index', detail: 'Graph unavailable' } };
       }
       const r = refuse('directory_unavailable', `group membership of ${oid} in ${candidates.length} listed id(s) is needed; Microsoft Graph did not answer (${err.message}) and no cached answer is younger than maxStaleSeconds`);
       trace?.fail('groups', r);

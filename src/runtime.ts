@@ -10,7 +10,9 @@ import { createGroupExpander } from './directory/expand.js';
 import { createGraphClient, credentialFromSettings } from './directory/graph-client.js';
 import { GraphMembershipResolver } from './directory/membership.js';
 import type { GroupExpander } from './directory/types.js';
+import { explainHandler, explainPageResponse } from './explain/http.js';
 import type { HealthReport, PdpRuntime } from './http/routes.js';
+import type { PdpHttpRequest, PdpHttpResponse } from './http/types.js';
 import { Counters } from './metrics.js';
 import { Pdp, type DecisionLogger } from './pdp.js';
 import { BlobSnapshotStore, blobStoreSettingsFrom } from './state/blob-store.js';
@@ -253,6 +255,16 @@ export class PdpService implements PdpRuntime {
     const code = typeof (err as { code?: unknown })?.code === 'string' ? (err as { code: string }).code : 'snapshot_store_error';
     const message = err instanceof Error ? err.message : String(err);
     this.storeError = { at: this.clock(), code, message: message.slice(0, 300) };
+  }
+
+  /** POST /api/explain: the decision's trace as JSON (admin key checked by the router). */
+  explain(req: PdpHttpRequest): Promise<PdpHttpResponse> {
+    return explainHandler(this.pdp, this.clock)(req);
+  }
+
+  /** GET /api/explain: the self-contained page that draws the trace. */
+  explainPage(): PdpHttpResponse {
+    return explainPageResponse();
   }
 
   health(): HealthReport {

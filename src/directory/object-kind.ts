@@ -5,7 +5,7 @@
  * tokens carry the service principal's `oid`, so such a policy never matches.
  */
 import type { Client } from '@microsoft/microsoft-graph-client';
-import { describeGraphFailure, isGuid } from './graph-client.js';
+import { describeGraphFailure, isGuid, withoutSdkRetries } from './graph-client.js';
 
 export type DirectoryObjectKind = 'user' | 'group' | 'servicePrincipal' | 'application' | 'unknown' | 'not-found';
 
@@ -36,7 +36,7 @@ export async function getDirectoryObjectKind(client: Client, id: string): Promis
   if (!isGuid(id)) return 'not-found';
   let body: unknown;
   try {
-    body = await client.api(`/directoryObjects/${id.toLowerCase()}`).select('id').get();
+    body = await client.api(`/directoryObjects/${id.toLowerCase()}`).middlewareOptions(withoutSdkRetries()).select('id').get();
   } catch (error) {
     const failure = describeGraphFailure(error);
     if (failure.status === 404) return 'not-found';

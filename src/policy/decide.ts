@@ -127,6 +127,8 @@ export function needsMembership(principal: Principal, request: FhirRequest, gran
 
 export interface MembershipReport {
   readonly checked: number;
+  /** The listed ids checked as groups (named in the hint, up to 10). */
+  readonly groupIds?: readonly string[];
   readonly source: MembershipSource | 'none';
   readonly detail?: string;
 }
@@ -225,7 +227,9 @@ function notAllowedHint(principal: Principal, policy: CompiledPolicy, membership
     return `the application (client) id ${principal.applicationId} is listed in accessPolicies instead of the service principal's object id: replace it with ${principal.objectId} (the oid of the enterprise application / service principal)`;
   parts.push(principal.roles.length ? `none of its roles [${principal.roles.join(', ')}] is defined in \`roles\`` : 'the token has no roles');
   if (membership && membership.checked > 0)
-    parts.push(`it is a member of none of the ${membership.checked} listed object id(s) checked as groups (via ${membership.source}${membership.detail ? `: ${membership.detail}` : ''})`);
+    parts.push(
+      `it is a member of none of the ${membership.checked} listed object id(s) checked as groups (via ${membership.source}${membership.detail ? `: ${membership.detail}` : ''})${membership.groupIds ? `: [${membership.groupIds.slice(0, 10).join(', ')}${membership.groupIds.length > 10 ? ', …' : ''}]` : ''}`,
+    );
   else if (membership) parts.push(`group membership could not be checked${membership.detail ? ` (${membership.detail})` : ''}`);
   return parts.join('; ');
 }
