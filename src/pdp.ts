@@ -42,6 +42,8 @@ export interface DecisionInput {
   readonly mode?: 'json' | 'forward-auth' | 'envoy' | 'explain';
   /** JSON mode only: the request body, for batch/transaction Bundles (`POST /`). */
   readonly body?: unknown;
+  /** Set by a gateway mode when the original request cannot be determined unambiguously. */
+  readonly ambiguity?: string;
 }
 
 export interface PrincipalSummary {
@@ -200,6 +202,13 @@ export class Pdp {
   }
 
   private async decideInner(input: DecisionInput, trace: Trace | undefined, setStage: (s: Stage) => void): Promise<Outcome> {
+    // Fail closed before anything else: a question whose original request is ambiguous is never
+    // decided for either reading.
+    if (input.ambiguity) {
+      const r = refuse('action_not_permitted', `the original request is ambiguous: ${input.ambiguity}`);
+      trace?.fail('dataAction', r);
+      return { refusal: r };
+    }
     const bearer = extractBearerToken(input.credentials);
     if ('reason' in bearer) {
       trace?.fail('token', bearer);

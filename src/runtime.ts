@@ -271,7 +271,10 @@ export class PdpService implements PdpRuntime {
     const now = this.clock();
     const snap = this.current?.data;
     const issuers = this.pdp.issuerHealth();
-    const ready = snap !== undefined && this.pdp.registry.ready();
+    // Ready when a decision can be made now: every authority has usable keys. The memory store has
+    // no snapshot until a refresh succeeds, yet keys loaded on demand (an authority that was down
+    // at start-up and came back) already decide; a shared store also needs its first snapshot.
+    const ready = this.pdp.registry.ready() && (snap !== undefined || this.store.kind === 'memory');
     const oldestGroup = this.pdp.groups.oldestFetchedAt();
     const follower = this.follower?.status();
     const last = this.lastReport;

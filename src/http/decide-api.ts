@@ -47,7 +47,7 @@ export async function handleDecide(pdp: Pdp, req: PdpHttpRequest, path: string, 
   if (mode === 'json') return handleJson(pdp, req, options);
   const input = mode === 'envoy' ? envoyInput(req, path, query) : forwardAuthInput(req);
   const decision = await pdp.decide(input);
-  return gatewayAnswer(decision, options);
+  return gatewayAnswer(decision, options, mode);
 }
 
 function invalidRequest(problem: string, admin: boolean): PdpHttpResponse {
@@ -83,12 +83,33 @@ async function handleJson(pdp: Pdp, req: PdpHttpRequest, options: DecideCallOpti
   return json(200, decisionBody(decision, options.admin), { 'x-decision-id': decision.decisionId });
 }
 
+const ORIGINAL = ['x-original-method', 'x-original-uri'] as const;
+const FORWARDED = ['x-forwarded-method', 'x-forwarded-uri'] as const;
+
 function forwardAuthInput(req: PdpHttpRequest): DecisionInput {
   // nginx: X-Original-Method + X-Original-URI (set in the auth_request location);
-  // Traefik forwardAuth: X-Forwarded-Method + X-Forwarded-Uri.
-  const uri = firstHeader(req, 'x-original-uri') ?? firstHeader(req, 'x-forwarded-uri') ?? '/';
-  const method = firstHeader(req, 'x-original-method') ?? firstHeader(req, 'x-forwarded-method') ?? req.method;
-  return { method: method.toUpperCase(), target: uri, credentials: credentialsOf(req, uri), mode: 'forward-auth' };
+  // Traefik forwardAuth: X-Forwarded-Method + X-Forwarded-Uri. One family, each header once:
+  // a gateway that passes client headers through (Traefik does by default) would otherwise let
+  // the client add the other family, or a second value, and choose what is decided.
+  const original = ORIGINAL.some((h) => req.header(h).length > 0);
+  const forwarded = FORWARDED.some((h) => req.header(h).length > 0);
+  const repeated = [...ORIGINAL, ...FORWARDED].find((h) => req.header(h).length > 1);
+  const family = original ? ORIGINAL : FORWARDED;
+  const uri = firstHeader(req, family[1]) ?? '/';
+  const method = firstHeader(req, family[0]) ?? req.method;
+  const ambiguity =
+    original && forwarded
+      ? 'the request carries both X-Original-* and X-Forwarded-* headers; the gateway must send one family and overwrite client-supplied values (see docs/gateways.md)'
+      : repeated
+        ? `the request carries ${repeated} more than once`
+        : undefined;
+  return {
+    method: method.toUpperCase(),
+    target: uri,
+    credentials: credentialsOf(req, uri),
+    mode: 'forward-auth',
+    ...(ambiguity ? { ambiguity } : {}),
+  };
 }
 
 function envoyInput(req: PdpHttpRequest, path: string, query: string): DecisionInput {
@@ -138,7 +159,9 @@ function headerValue(v: string): string {
   return v.replace(/[^\x20-\x7e]/g, '').slice(0, 1024);
 }
 
-export function gatewayAnswer(d: Decision, options: DecideCallOptions): PdpHttpResponse {
+const IDENTITY_HEADERS = ['x-auth-principal', 'x-auth-tenant', 'x-auth-application', 'x-auth-fhir-user', 'x-auth-scopes', 'x-auth-compartment'] as const;
+
+export function gatewayAnswer(d: Decision, options: DecideCallOptions, mode: DecideMode = 'forward-auth'): PdpHttpResponse {
   const headers: Record<string, string> = { 'x-decision-id': d.decisionId, 'x-decision-reason': d.reason, 'cache-control': 'no-store' };
   if (d.decision === 'allow') {
     const p = d.principal;
@@ -149,6 +172,12 @@ export function gatewayAnswer(d: Decision, options: DecideCallOptions): PdpHttpR
     if (p?.fhirUser) headers['x-auth-fhir-user'] = headerValue(p.fhirUser);
     if (p?.scopes?.length) headers['x-auth-scopes'] = headerValue(p.scopes.join(' '));
     if (d.compartment) headers['x-auth-compartment'] = headerValue(d.compartment);
+    // Envoy's allowed_upstream_headers only overwrites headers fhir-pdp sends; a client's X-Auth-*
+    // that fhir-pdp leaves unset would reach the upstream unless Envoy is told to remove it.
+    if (mode === 'envoy') {
+      const unset = IDENTITY_HEADERS.filter((h) => headers[h] === undefined);
+      if (unset.length) headers['x-envoy-auth-headers-to-remove'] = unset.join(',');
+    }
   } else {
     const challenge = wwwAuthenticate(d);
     if (challenge) headers['www-authenticate'] = challenge;

@@ -55,8 +55,7 @@ export function parseCompactJws(token: string, maxBytes: number): CompactJws | R
   if (parts.length !== 3)
     return refuse('malformed_token', `the token has ${parts.length} part(s); a compact JWS has three (header.payload.signature)`);
   const [h, p, s] = parts as [string, string, string];
-  if (!h || !p || !s) return refuse('malformed_token', 'the token has an empty part');
-  if (!decodeBase64UrlStrict(s)) return refuse('malformed_token', 'the token signature is not canonical base64url');
+  if (!h || !p) return refuse('malformed_token', 'the token has an empty header or payload');
   const header = decodeJsonPart(h, 'header');
   if ('reason' in header) return header;
   const hv = header.value;
@@ -72,6 +71,10 @@ export function parseCompactJws(token: string, maxBytes: number): CompactJws | R
   if ('b64' in hv) return refuse('unsupported_token', 'the token header has `b64` (RFC 7797 unencoded payload), which is not supported');
   if ('kid' in hv && (typeof hv.kid !== 'string' || hv.kid.length === 0 || hv.kid.length > 256))
     return refuse('malformed_token', 'the token header `kid` is not a non-empty string');
+  // The signature is checked after the header, so an unsigned token (`alg: none`, empty
+  // signature) is named for what it is rather than as malformed.
+  if (!s) return refuse('malformed_token', 'the token has an empty signature');
+  if (!decodeBase64UrlStrict(s)) return refuse('malformed_token', 'the token signature is not canonical base64url');
   const payload = decodeJsonPart(p, 'payload');
   if ('reason' in payload) return payload;
   return {

@@ -45,6 +45,12 @@ interface AuthorityState {
   issuers: string[];
   loadedAt?: number;
   lastAttemptAt?: number;
+  /**
+   * What the last load could not establish and nothing cached covers (a `/v2.0` document that
+   * failed, an issuer whose keys could not be read). While set, a token whose `iss` is not known
+   * may belong to this authority: it is indeterminate (503), not untrusted, and the load is retried.
+   */
+  incomplete?: { readonly issuers: readonly string[]; readonly problems: readonly string[] };
   lastError?: { at: number; message: string };
   loading?: Promise<string[]>;
 }
@@ -148,12 +154,15 @@ export class IssuerRegistry {
   lookup(iss: string): IssuerLookup {
     const s = this.issuers.get(iss);
     if (s) return { state: 'found', issuer: iss, authority: s.record.authority, algorithms: s.record.algorithms };
-    const missing = [...this.authorities.values()].filter((a) => a.loadedAt === undefined);
+    const keyless = [...this.authorities.values()].find((a) => a.incomplete?.issuers.includes(iss));
+    if (keyless)
+      return { state: 'unavailable', authorities: [keyless.authority], problems: [`${iss}: ${keyless.incomplete!.problems.join('; ')}`] };
+    const missing = [...this.authorities.values()].filter((a) => a.loadedAt === undefined || a.incomplete);
     if (missing.length)
       return {
         state: 'unavailable',
         authorities: missing.map((a) => a.authority),
-        problems: missing.map((a) => `${a.authority}: ${a.lastError?.message ?? 'not loaded yet'}`),
+        problems: missing.map((a) => `${a.authority}: ${a.incomplete?.problems.join('; ') ?? a.lastError?.message ?? 'not loaded yet'}`),
       };
     return { state: 'unknown', known: [...this.issuers.keys()] };
   }
@@ -165,7 +174,9 @@ export class IssuerRegistry {
   async ensureLoaded(): Promise<void> {
     const now = this.options.clock();
     const due = [...this.authorities.values()].filter(
-      (a) => a.loadedAt === undefined && (a.loading || a.lastAttemptAt === undefined || now - a.lastAttemptAt >= this.options.metadataRetryMs),
+      (a) =>
+        (a.loadedAt === undefined || a.incomplete) &&
+        (a.loading || a.lastAttemptAt === undefined || now - a.lastAttemptAt >= this.options.metadataRetryMs),
     );
     await Promise.all(due.map((a) => this.refreshAuthority(a).catch(() => undefined)));
   }
@@ -197,6 +208,7 @@ export class IssuerRegistry {
     const now = this.options.clock();
     state.lastAttemptAt = now;
     const problems: string[] = [];
+    const uncovered: { issuers: string[]; problems: string[] } = { issuers: [], problems: [] };
     const primaryUrl = `${state.authority}/.well-known/openid-configuration`;
     let docs: Discovered[];
     try {
@@ -218,6 +230,7 @@ export class IssuerRegistry {
           problems.push(`${v2Url}: ${(err as Error).message}`);
           const kept = state.issuers.map((i) => this.issuers.get(i)?.record).find((r) => r?.discoveryUrl === v2Url);
           if (kept) docs.push({ discoveryUrl: v2Url, issuer: kept.issuer, jwksUri: kept.jwksUri, algorithms: [...kept.algorithms] });
+          else uncovered.problems.push(`${v2Url}: ${(err as Error).message}`);
         }
       }
     }
@@ -235,8 +248,14 @@ export class IssuerRegistry {
         this.noteIssuerError(doc.issuer, now, message);
         const kept = this.issuers.get(doc.issuer)?.record;
         if (kept) records.push({ ...kept, ...doc, keys: kept.keys, fetchedAt: kept.fetchedAt });
+        else {
+          uncovered.issuers.push(doc.issuer);
+          uncovered.problems.push(message);
+        }
       }
     }
+    if (uncovered.problems.length) state.incomplete = uncovered;
+    else delete state.incomplete;
     if (records.length === 0) {
       const message = problems.join('; ') || 'no usable issuer';
       state.lastError = { at: now, message };
