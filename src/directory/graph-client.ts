@@ -151,11 +151,7 @@ export function isGraphLink(link: string): boolean {
 }
 
 /** Directory object ids are GUIDs; anything else never goes into a URL. */
-const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-export function isGuid(value: string): boolean {
-  return GUID.test(value);
-}
+export { isGuid } from '../config/schema.js';
 
 /** What went wrong with one Graph exchange, as far as callers need to decide what to do next. */
 export interface GraphFailure {

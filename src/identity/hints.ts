@@ -27,7 +27,7 @@ export function untrustedIssuerHint(iss: string, knownIssuers: readonly string[]
   if (tenant && knownTenants.has(tenant)) {
     const sameTenant = knownIssuers.filter((k) => tenantOf(k) === tenant);
     if (isV2Issuer(iss) && sameTenant.every((k) => !isV2Issuer(k)))
-      return `iss ${iss} is the v2.0 issuer of tenant ${tenant}, but only its v1 issuer is trusted (${sameTenant.join(', ')}); the v2 discovery document could not be read, or remove /v2.0 handling from the authority`;
+      return `iss ${iss} is the v2.0 issuer of tenant ${tenant}, but only its v1 issuer is trusted (${sameTenant.join(', ')}); the authority's /v2.0 discovery document was not found (see GET /api/health), or the API's app manifest should set accessTokenAcceptedVersion to 1`;
     if (!isV2Issuer(iss) && sameTenant.every(isV2Issuer))
       return `iss ${iss} is the v1 issuer of tenant ${tenant}, but the authority ends with /v2.0 so only its v2 issuer is trusted (${sameTenant.join(', ')}); remove /v2.0 from \`authority\`, or set accessTokenAcceptedVersion to 2 in the API's app manifest`;
   }
