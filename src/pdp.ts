@@ -19,6 +19,7 @@ import {
   compilePolicy,
   decideAccess,
   directGrants,
+  groupCandidateCount,
   groupCandidates,
   needsMembership,
   withGroupGrants,
@@ -311,41 +312,47 @@ export class Pdp {
     principal: Principal,
     trace: Trace | undefined,
   ): Promise<{ memberOf: ReadonlySet<string>; report: MembershipReport } | { refusal: Refusal }> {
-    const candidates = groupCandidates(principal, this.policy);
     const oid = principal.objectId!;
+    // Lookups by membership, never a walk of the allow-list: it may hold 100k ids.
+    const isCandidate = (g: string) => g !== oid && this.policy.byObject.has(g);
+    const count = groupCandidateCount(principal, this.policy);
+    const sample = () => groupCandidates(principal, this.policy, 11);
     if (principal.groups && !principal.groupsOverage) {
-      const claim = new Set(principal.groups);
-      const memberOf = new Set(candidates.filter((g) => claim.has(g)));
-      trace?.pass('groups', memberOf.size ? `member of [${[...memberOf].join(', ')}] (groups claim)` : `member of none of ${candidates.length} listed id(s) (groups claim)`);
-      return { memberOf, report: { checked: candidates.length, groupIds: candidates, source: 'claim' } };
+      const memberOf = new Set(principal.groups.filter(isCandidate));
+      trace?.pass('groups', memberOf.size ? `member of [${[...memberOf].join(', ')}] (groups claim)` : `member of none of ${count} listed id(s) (groups claim)`);
+      return { memberOf, report: { checked: count, groupIds: memberOf.size ? [] : sample(), source: 'claim' } };
     }
     const now = this.clock();
-    const fromIndex = this.groupIndex.memberOf(oid, candidates, now, this.config.maxStaleSeconds * 1000);
-    if (fromIndex.memberOf.size > 0) {
-      trace?.pass('groups', `member of [${[...fromIndex.memberOf].join(', ')}] (group index)`);
-      return { memberOf: fromIndex.memberOf, report: { checked: candidates.length, groupIds: candidates, source: 'index' } };
+    const maxStaleMs = this.config.maxStaleSeconds * 1000;
+    const fromIndex = this.groupIndex.memberOf(oid, isCandidate, now, maxStaleMs);
+    if (fromIndex.size > 0) {
+      trace?.pass('groups', `member of [${[...fromIndex].join(', ')}] (group index)`);
+      return { memberOf: fromIndex, report: { checked: count, source: 'index' } };
     }
+    // A miss: from here on (Graph, hints) the full candidate list is needed.
+    const candidates = groupCandidates(principal, this.policy);
+    const indexed = this.groupIndex.coverage(candidates, now, maxStaleMs);
     const resolver = this.deps.membership;
     if (!resolver) {
       const detail = principal.groupsOverage
         ? 'the token signals group overage and Microsoft Graph is not configured'
-        : fromIndex.indexed > 0
-          ? `group index covers ${fromIndex.indexed} of them; Graph is not configured`
+        : indexed > 0
+          ? `group index covers ${indexed} of them; Graph is not configured`
           : 'no groups claim, no group index, Graph not configured';
       trace?.pass('groups', `member of none (${detail})`);
-      return { memberOf: new Set(), report: { checked: fromIndex.indexed, groupIds: candidates, source: fromIndex.indexed ? 'index' : 'none', detail } };
+      return { memberOf: new Set(), report: { checked: indexed, groupIds: candidates.slice(0, 11), source: indexed ? 'index' : 'none', detail } };
     }
     try {
       const answer = await resolver.checkMemberGroups({ objectId: oid, groupIds: candidates, budgetMs: this.config.directoryBudgetMs });
       trace?.pass('groups', answer.memberOf.size ? `member of [${[...answer.memberOf].join(', ')}] (${answer.source})` : `member of none of ${candidates.length} listed id(s) (${answer.source})`);
-      return { memberOf: answer.memberOf, report: { checked: candidates.length, groupIds: candidates, source: answer.source } };
+      return { memberOf: answer.memberOf, report: { checked: candidates.length, groupIds: candidates.slice(0, 11), source: answer.source } };
     } catch (err) {
       if (!(err instanceof DirectoryUnavailableError)) throw err;
       // Within maxStale an outage changes no decision: a fresh index covering every listed group
       // has already answered "member of none", so that answer stands.
-      if (fromIndex.indexed === candidates.length && candidates.length > 0) {
+      if (indexed === candidates.length && candidates.length > 0) {
         trace?.pass('groups', `member of none of ${candidates.length} listed id(s) (group index; Graph unavailable: ${err.message})`);
-        return { memberOf: new Set(), report: { checked: candidates.length, groupIds: candidates, source: 'index', detail: 'Graph unavailable' } };
+        return { memberOf: new Set(), report: { checked: candidates.length, groupIds: candidates.slice(0, 11), source: 'index', detail: 'Graph unavailable' } };
       }
       const r = refuse('directory_unavailable', `group membership of ${oid} in ${candidates.length} listed id(s) is needed; Microsoft Graph did not answer (${err.message}) and no cached answer is younger than maxStaleSeconds`);
       trace?.fail('groups', r);

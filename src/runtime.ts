@@ -6,16 +6,13 @@
  */
 import type { Client } from '@microsoft/microsoft-graph-client';
 import type { PdpConfig } from './config/schema.js';
-import { createGroupExpander } from './directory/expand.js';
-import { createGraphClient, credentialFromSettings } from './directory/graph-client.js';
-import { GraphMembershipResolver } from './directory/membership.js';
 import type { GroupExpander } from './directory/types.js';
 import { explainHandler, explainPageResponse } from './explain/http.js';
 import type { HealthReport, PdpRuntime } from './http/routes.js';
 import type { PdpHttpRequest, PdpHttpResponse } from './http/types.js';
 import { Counters } from './metrics.js';
 import { Pdp, type DecisionLogger } from './pdp.js';
-import { BlobSnapshotStore, blobStoreSettingsFrom } from './state/blob-store.js';
+import { LazyBlobStore, LazyGraphEdges } from './lazy-edges.js';
 import { newRevision } from './state/codec.js';
 import { MemorySnapshotStore } from './state/memory-store.js';
 import { SnapshotFollower, type SnapshotPollOutcome } from './state/snapshot-follower.js';
@@ -72,6 +69,7 @@ export class PdpService implements PdpRuntime {
   private readonly clock: () => number;
   private readonly maxStaleMs: number;
   private readonly expander?: GroupExpander;
+  private readonly graphEdges?: LazyGraphEdges;
   private readonly follower?: SnapshotFollower;
   private readonly onSnapshotApplied?: (event: SnapshotAppliedEvent) => void;
   private current?: { data: SnapshotData; etag?: string };
@@ -85,11 +83,26 @@ export class PdpService implements PdpRuntime {
     this.maxStaleMs = options.config.maxStaleSeconds * 1000;
     const counters = new Counters();
     const onGraphCall = (o: 'ok' | 'failed'): void => counters.inc(o === 'ok' ? 'graph_call_ok' : 'graph_call_failed');
-    const graph = options.graphClient ?? (options.config.graph ? createGraphClient({ credential: credentialFromSettings(options.env ?? {}), baseUrl: options.config.graph.baseUrl }) : undefined);
-    const membership = graph
-      ? new GraphMembershipResolver({ client: graph, clock: this.clock, maxStaleMs: this.maxStaleMs, onGraphCall })
-      : undefined;
-    if (graph) this.expander = createGroupExpander({ client: graph, onGraphCall });
+    const graphConfig = options.config.graph;
+    const membership =
+      options.graphClient || graphConfig
+        ? new LazyGraphEdges(async () => {
+            const [{ createGraphClient, credentialFromSettings }, { GraphMembershipResolver }, { createGroupExpander }] = await Promise.all([
+              import('./directory/graph-client.js'),
+              import('./directory/membership.js'),
+              import('./directory/expand.js'),
+            ]);
+            const client = options.graphClient ?? createGraphClient({ credential: credentialFromSettings(options.env ?? {}), baseUrl: graphConfig!.baseUrl });
+            return {
+              resolver: new GraphMembershipResolver({ client, clock: this.clock, maxStaleMs: this.maxStaleMs, onGraphCall }),
+              expander: createGroupExpander({ client, onGraphCall }),
+            };
+          })
+        : undefined;
+    if (membership) {
+      this.expander = membership;
+      this.graphEdges = membership;
+    }
     this.pdp = new Pdp(options.config, {
       clock: this.clock,
       counters,
@@ -112,7 +125,17 @@ export class PdpService implements PdpRuntime {
    * Start-up: a snapshot already in the store is served without contacting any authority; without
    * one, a refresh runs now (and decisions arriving meanwhile load what they need, single-flight).
    */
+  /**
+   * Loads the Azure SDK edges this configuration uses (Graph, Blob) and builds their clients, so
+   * a misconfiguration (a Graph credential, a connection string) fails at start-up.
+   */
+  async prepare(): Promise<void> {
+    await this.graphEdges?.load();
+    if (this.store instanceof LazyBlobStore) await this.store.load();
+  }
+
   async start(options: { refreshIntervalMs?: number } = {}): Promise<void> {
+    await this.prepare();
     if (this.follower) {
       await this.follower.pollNow();
       this.follower.start();
@@ -352,7 +375,10 @@ function iso(ms: number): string {
 
 function storeFromSettings(env: Record<string, string | undefined>): SnapshotStore {
   if ((env.PDP_SNAPSHOT_STORE ?? 'memory') !== 'blob') return new MemorySnapshotStore();
-  const settings = blobStoreSettingsFrom(env);
-  if (!settings) throw new Error('PDP_SNAPSHOT_STORE=blob needs PDP_SNAPSHOT_CONNECTION or AzureWebJobsStorage');
-  return new BlobSnapshotStore(settings);
+  if (!env.PDP_SNAPSHOT_CONNECTION?.trim() && !env.AzureWebJobsStorage?.trim())
+    throw new Error('PDP_SNAPSHOT_STORE=blob needs PDP_SNAPSHOT_CONNECTION or AzureWebJobsStorage');
+  return new LazyBlobStore(async () => {
+    const { BlobSnapshotStore, blobStoreSettingsFrom } = await import('./state/blob-store.js');
+    return new BlobSnapshotStore(blobStoreSettingsFrom(env)!);
+  });
 }

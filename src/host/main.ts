@@ -29,6 +29,7 @@ export async function startHost(env: Record<string, string | undefined>, log: (l
     ...(settings.PDP_LOG_DECISIONS === 'true' ? { logger: (e) => process.stdout.write(`${JSON.stringify({ type: 'decision', ...e })}\n`) } : {}),
     snapshotPollMs: settings.PDP_SNAPSHOT_POLL_SECONDS * 1000,
   });
+  await service.prepare();
   const server = createPdpServer(service, { keys });
   const address = await listen(server, settings.PORT, host);
   const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;

@@ -109,10 +109,21 @@ export function withGroupGrants(base: Grants, memberOf: ReadonlySet<string>, pol
   return { actions, sources };
 }
 
-/** Object ids whose membership could add grants: every listed id but the principal's own. */
-export function groupCandidates(principal: Principal, policy: CompiledPolicy): string[] {
+/** Object ids whose membership could add grants: every listed id but the principal's own (at most `limit`). */
+export function groupCandidates(principal: Principal, policy: CompiledPolicy, limit = Infinity): string[] {
   if (principal.kind === 'smart') return [];
-  return policy.objectIds.filter((id) => id !== principal.objectId);
+  const out: string[] = [];
+  for (const id of policy.objectIds) {
+    if (out.length >= limit) break;
+    if (id !== principal.objectId) out.push(id);
+  }
+  return out;
+}
+
+/** How many listed ids membership could add grants through; O(1). */
+export function groupCandidateCount(principal: Principal, policy: CompiledPolicy): number {
+  if (principal.kind === 'smart') return 0;
+  return policy.objectIds.length - (principal.objectId !== undefined && policy.byObject.has(principal.objectId) ? 1 : 0);
 }
 
 /**
@@ -122,12 +133,12 @@ export function groupCandidates(principal: Principal, policy: CompiledPolicy): s
 export function needsMembership(principal: Principal, request: FhirRequest, grants: Grants, policy: CompiledPolicy): boolean {
   if (principal.kind === 'smart') return false;
   if (satisfies(grants.actions, request.requires) && !grants.actions.has('smart')) return false;
-  return groupCandidates(principal, policy).length > 0;
+  return groupCandidateCount(principal, policy) > 0;
 }
 
 export interface MembershipReport {
   readonly checked: number;
-  /** The listed ids checked as groups (named in the hint, up to 10). */
+  /** A sample of the listed ids checked as groups (the hint names up to 10, then "…"). */
   readonly groupIds?: readonly string[];
   readonly source: MembershipSource | 'none';
   readonly detail?: string;
@@ -228,7 +239,7 @@ function notAllowedHint(principal: Principal, policy: CompiledPolicy, membership
   parts.push(principal.roles.length ? `none of its roles [${principal.roles.join(', ')}] is defined in \`roles\`` : 'the token has no roles');
   if (membership && membership.checked > 0)
     parts.push(
-      `it is a member of none of the ${membership.checked} listed object id(s) checked as groups (via ${membership.source}${membership.detail ? `: ${membership.detail}` : ''})${membership.groupIds ? `: [${membership.groupIds.slice(0, 10).join(', ')}${membership.groupIds.length > 10 ? ', …' : ''}]` : ''}`,
+      `it is a member of none of the ${membership.checked} listed object id(s) checked as groups (via ${membership.source}${membership.detail ? `: ${membership.detail}` : ''})${membership.groupIds?.length ? `: [${membership.groupIds.slice(0, 10).join(', ')}${membership.groupIds.length > 10 ? ', …' : ''}]` : ''}`,
     );
   else if (membership) parts.push(`group membership could not be checked${membership.detail ? ` (${membership.detail})` : ''}`);
   return parts.join('; ');
