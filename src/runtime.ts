@@ -134,18 +134,28 @@ export class PdpService implements PdpRuntime {
     if (this.store instanceof LazyBlobStore) await this.store.load();
   }
 
-  async start(options: { refreshIntervalMs?: number } = {}): Promise<void> {
+  /**
+   * Loads the Azure SDK edges and the stored snapshot, if there is one: after this, decisions need
+   * no authority. Hosts await it before they listen; start() calls it too (a second read is an
+   * ETag-conditional no-op).
+   */
+  async loadStored(): Promise<void> {
     await this.prepare();
     if (this.follower) {
       await this.follower.pollNow();
-      this.follower.start();
-    } else {
-      const stored = await this.store.read().catch((err: unknown) => {
-        this.noteStoreError(err);
-        return undefined;
-      });
-      if (stored && stored !== 'not-modified') this.apply(stored.data, stored.etag, 'store');
+      return;
     }
+    if (this.current) return;
+    const stored = await this.store.read().catch((err: unknown) => {
+      this.noteStoreError(err);
+      return undefined;
+    });
+    if (stored && stored !== 'not-modified') this.apply(stored.data, stored.etag, 'store');
+  }
+
+  async start(options: { refreshIntervalMs?: number } = {}): Promise<void> {
+    await this.loadStored();
+    this.follower?.start();
     if (!this.current) await this.refresh();
     if (options.refreshIntervalMs) {
       this.timer = setInterval(() => void this.refresh().catch(() => undefined), options.refreshIntervalMs);

@@ -74,14 +74,15 @@ export function parseFhirRequest(method: string, target: string, basePath = '/')
   const fields = classify(upperMethod === 'HEAD' ? 'GET' : upperMethod, relative, query.value.length > 0);
   if (!fields.ok) return fields;
 
-  const request: Omit<FhirRequest, 'requires'> = {
-    ...fields.value,
+  // Assigned onto the fresh object classify() returned: spreading it into a new literal took V8's
+  // slow clone path and was the largest cost of a cached-token decision (bench/PROFILE.md).
+  const request: Omit<FhirRequest, 'requires'> = Object.assign(fields.value, {
     method: upperMethod,
     path: `/${relative.join('/')}`,
     query: query.value,
     hardDelete: upperMethod === 'DELETE' && query.value.some(([k, v]) => isHardDeleteFlag(k, v)),
-  };
-  return { ok: true, request: { ...request, requires: requirementFor(request) } };
+  });
+  return { ok: true, request: Object.assign(request, { requires: requirementFor(request) }) };
 }
 
 /**

@@ -6,6 +6,7 @@ import { pathToFileURL } from 'node:url';
 import { ConfigError, loadConfigFromEnv } from '../config/load.js';
 import { keyList, readSettings } from '../config/settings.js';
 import { KeyRing } from '../http/keys.js';
+import type { DecisionEvent } from '../pdp.js';
 import { PdpService } from '../runtime.js';
 import { createPdpServer, listen } from './server.js';
 
@@ -15,6 +16,43 @@ export interface StartedHost {
   close(): Promise<void>;
 }
 
+/** Most decision lines held before a write; a burst never holds more. */
+const MAX_PENDING_LINES = 1024;
+
+/**
+ * One write per turn of the event loop instead of one per decision: stdout to a file or a pipe is
+ * synchronous in Node, and a write system call per decision cost about a quarter of the host's CPU
+ * under load (bench/PROFILE.md). Lines still pending when the process exits are written then.
+ */
+export function batchedLines<T>(write: (text: string) => void, format: (event: T) => string): { log: (event: T) => void; flush: () => void } {
+  let pending: string[] = [];
+  const flush = (): void => {
+    if (pending.length === 0) return;
+    const text = `${pending.join('\n')}\n`;
+    pending = [];
+    write(text);
+  };
+  pendingFlushes.add(flush);
+  if (!exitHooked) {
+    exitHooked = true;
+    process.once('exit', () => pendingFlushes.forEach((f) => f()));
+  }
+  return {
+    log: (event) => {
+      if (pending.push(format(event)) === 1) setImmediate(flush);
+      else if (pending.length >= MAX_PENDING_LINES) flush();
+    },
+    flush: () => {
+      flush();
+      pendingFlushes.delete(flush);
+    },
+  };
+}
+
+/** One exit hook for every batched logger of the process. */
+const pendingFlushes = new Set<() => void>();
+let exitHooked = false;
+
 export async function startHost(env: Record<string, string | undefined>, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<StartedHost> {
   const settings = readSettings(env);
   const config = loadConfigFromEnv(env);
@@ -23,13 +61,19 @@ export async function startHost(env: Record<string, string | undefined>, log: (l
   const host = settings.PDP_HOST ?? (keys.hasAnyKey ? '0.0.0.0' : '127.0.0.1');
   if (!keys.hasAnyKey && host !== '127.0.0.1' && host !== '::1' && host !== 'localhost')
     throw new ConfigError([{ path: 'PDP_HOST', message: `binding ${host} needs PDP_API_KEYS or PDP_ADMIN_KEYS` }], 'app settings');
+  const decisionLog =
+    settings.PDP_LOG_DECISIONS === 'true'
+      ? batchedLines<DecisionEvent>((text) => process.stdout.write(text), (e) => JSON.stringify({ type: 'decision', ...e }))
+      : undefined;
   const service = new PdpService({
     config,
     env,
-    ...(settings.PDP_LOG_DECISIONS === 'true' ? { logger: (e) => process.stdout.write(`${JSON.stringify({ type: 'decision', ...e })}\n`) } : {}),
+    ...(decisionLog ? { logger: decisionLog.log } : {}),
     snapshotPollMs: settings.PDP_SNAPSHOT_POLL_SECONDS * 1000,
   });
-  await service.prepare();
+  // A stored snapshot (Blob) is read before the first request: a warm instance then decides
+  // without contacting any authority. Without one, the first refresh runs after listening.
+  await service.loadStored();
   const server = createPdpServer(service, { keys });
   const address = await listen(server, settings.PORT, host);
   const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
@@ -43,6 +87,7 @@ export async function startHost(env: Record<string, string | undefined>, log: (l
     close: () =>
       new Promise<void>((resolve) => {
         service.stop();
+        decisionLog?.flush();
         server.closeAllConnections();
         server.close(() => resolve());
       }),

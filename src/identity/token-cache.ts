@@ -10,7 +10,7 @@
  *   and never outlives the key that verified it: evictKeys() drops entries of removed kids.
  * - Only successful verifications are stored.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { VerifiedToken } from './verify.js';
 
 export interface TokenCacheOptions {
@@ -43,7 +43,8 @@ export class VerifiedTokenCache {
   constructor(private readonly options: TokenCacheOptions) {}
 
   keyOf(token: string): string {
-    return createHash('sha256').update(this.options.profile).update('\n').update(token).digest('base64url');
+    // One-shot hash: no Hash object per decision (bench/PROFILE.md).
+    return hash('sha256', `${this.options.profile}\n${token}`, 'base64url');
   }
 
   get(cacheKey: string, now: number): VerifiedToken | undefined {

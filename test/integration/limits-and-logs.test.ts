@@ -48,6 +48,8 @@ describe('limits, keys and decision logs of the standalone host', () => {
     headers: { 'x-functions-key': key, 'content-type': 'application/json', ...extra },
     body,
   });
+  /** Decision lines are written once per event-loop turn (batched); wait for that turn's flush. */
+  const logFlushed = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
   const decisionLines = (): LogLine[] =>
     stdout
       .split('\n')
@@ -109,6 +111,7 @@ describe('limits, keys and decision logs of the standalone host', () => {
       expect(jsonOf(res)).toMatchObject({ decision: 'deny', status: 400, reason: 'invalid_request' });
       expect(String(jsonOf(res).hint)).toMatch(/size limit/);
       // A refused question is not a decision.
+      await logFlushed();
       expect(decisionLines()).toHaveLength(linesBefore);
       const health = await ask({ path: '/api/health' });
       expect(health.status).toBe(200);
@@ -204,6 +207,7 @@ describe('limits, keys and decision logs of the standalone host', () => {
         expect(elapsed).toBeGreaterThanOrEqual(BUDGET_MS - 50);
         // The identity provider's fetch timeout is 5 s: the budget, not the fetch, ended the wait.
         expect(elapsed).toBeLessThan(4000);
+        await logFlushed();
         const logged = decisionLines().find((l) => l.decisionId === gateway.headers['x-decision-id']);
         expect(logged).toMatchObject({ reason: 'issuer_unavailable', status: 503, decision: 'indeterminate' });
         expect(Number(logged!.durationMs)).toBeGreaterThanOrEqual(BUDGET_MS - 50);
@@ -254,6 +258,7 @@ describe('limits, keys and decision logs of the standalone host', () => {
       const denied = await ask({ method: 'DELETE', path: '/api/decide/Patient/1?_cascade=delete', headers: { 'x-functions-key': API_KEY, authorization: `Bearer ${await mint()}` } });
       const anonymous = await ask(postJson(JSON.stringify({ method: 'GET', path: '/Observation?patient=Patient/1' })));
       const ids = [allowed.headers['x-decision-id'], denied.headers['x-decision-id'], anonymous.headers['x-decision-id']];
+      await logFlushed();
       const lines = decisionLines().slice(before);
       expect(lines.map((l) => l.decisionId)).toEqual(ids);
 
@@ -288,6 +293,7 @@ describe('limits, keys and decision logs of the standalone host', () => {
       const token = `Bearer ${await mint()}`;
       const first = await ask(forwardAuth('GET', '/Patient/1', token));
       const second = await ask(forwardAuth('GET', '/Patient/2', token));
+      await logFlushed();
       const byId = new Map(decisionLines().map((l) => [l.decisionId, l]));
       expect(byId.get(String(first.headers['x-decision-id']))?.cacheHit).toBe(false);
       expect(byId.get(String(second.headers['x-decision-id']))?.cacheHit).toBe(true);
