@@ -1,0 +1,329 @@
+/**
+ * Over HTTP on loopback: the standalone host answering /api/decide in JSON mode against a bare
+ * node:http server answering a fixed JSON body (the platform's limit). Server, service and load
+ * generator each run in a process of their own; rounds alternate between the bare server and the
+ * service (A B A B) so that drift of the machine falls on both.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { DEV_OBJECT_ID, DevIdentityProvider } from '../src/host/dev-idp.js';
+import type { LoadJob, LoadResult } from './load.js';
+import { figure, measurement, summarize, type Figure, type Measurement, type SuiteResult } from './stats.js';
+
+export const AUDIENCE = 'https://fhir.example.test';
+export const CONNECTIONS = 64;
+/** The service's verified-token cache in the fresh-token rounds: the token pool is larger, so every decision misses. */
+const SERVICE_CACHE_ENTRIES = 256;
+
+export const BARE_SERVER = fileURLToPath(new URL('./bare-server.js', import.meta.url));
+export const HOST_MAIN = fileURLToPath(new URL('../src/host/main.js', import.meta.url));
+const LOAD = fileURLToPath(new URL('./load.js', import.meta.url));
+
+export interface HttpOptions {
+  readonly smoke: boolean;
+  readonly log: (line: string) => void;
+}
+
+interface Plan {
+  readonly repeats: number;
+  readonly warmupSeconds: number;
+  readonly durationSeconds: number;
+  readonly freshPool: number;
+  readonly cachedPool: number;
+}
+
+const FULL: Plan = { repeats: 3, warmupSeconds: 1, durationSeconds: 5, freshPool: 4096, cachedPool: CONNECTIONS };
+const SMOKE: Plan = { repeats: 1, warmupSeconds: 0.1, durationSeconds: 0.3, freshPool: 1280, cachedPool: CONNECTIONS };
+/**
+ * A token comes back after `freshPool` bodies; between, up to CONNECTIONS are still in flight (not yet
+ * cached), and a connection that autocannon opens late sends the body it built at start-up hundreds
+ * of requests after its neighbours. The rest must outnumber the cache for every decision to miss.
+ */
+const MIN_FRESH_POOL = 4 * SERVICE_CACHE_ENTRIES + 4 * CONNECTIONS;
+
+export interface RunningChild {
+  readonly child: ChildProcess;
+  readonly match: RegExpExecArray;
+  /** performance.now() when the process was spawned and when the line appeared. */
+  readonly spawnedAt: number;
+  readonly matchedAt: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * Spawns `node args` and resolves when a line of `stream` matches `pattern` (never a sleep).
+ * The other stream is kept (its tail) for the error message if the process exits first.
+ */
+export function startNode(
+  args: readonly string[],
+  options: { env?: NodeJS.ProcessEnv; stream: 'stdout' | 'stderr'; pattern: RegExp; timeoutMs?: number; discardStdout?: boolean },
+): Promise<RunningChild> {
+  const spawnedAt = performance.now();
+  const child = spawn(process.execPath, args, {
+    env: options.env ?? process.env,
+    stdio: ['ignore', options.discardStdout ? 'ignore' : 'pipe', 'pipe'],
+  });
+  let tail = '';
+  const keepTail = (text: string): void => {
+    tail = (tail + text).slice(-4000);
+  };
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGTERM');
+    const force = setTimeout(() => child.kill('SIGKILL'), 3000);
+    await exited;
+    clearTimeout(force);
+  };
+  return new Promise((resolve, reject) => {
+    const watched = options.stream === 'stdout' ? child.stdout! : child.stderr!;
+    const other = options.stream === 'stdout' ? child.stderr : child.stdout;
+    other?.setEncoding('utf8').on('data', keepTail);
+    const lines = createInterface({ input: watched });
+    const timeoutMs = options.timeoutMs ?? 30_000;
+    const timer = setTimeout(() => fail(new Error(`${args.at(-1)} printed no line matching ${options.pattern} within ${timeoutMs} ms: ${tail}`)), timeoutMs);
+    const onExit = (code: number | null): void => fail(new Error(`${args.at(-1)} exited (${code}) before it was ready: ${tail}`));
+    function fail(err: Error): void {
+      clearTimeout(timer);
+      lines.close();
+      child.kill('SIGKILL');
+      reject(err);
+    }
+    child.once('error', fail);
+    child.once('exit', onExit);
+    lines.on('line', (line) => {
+      keepTail(`${line}\n`);
+      const match = options.pattern.exec(line);
+      if (!match) return;
+      const matchedAt = performance.now();
+      clearTimeout(timer);
+      child.off('exit', onExit);
+      lines.removeAllListeners('line');
+      // Keep draining so the child never blocks on a full pipe.
+      lines.on('line', () => undefined);
+      resolve({ child, match, spawnedAt, matchedAt, stop });
+    });
+  });
+}
+
+/** The parent's environment without fhir-pdp's own settings, so a developer's shell cannot change a run. */
+export function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PDP_') && k !== 'AzureWebJobsStorage' && k !== 'PORT') env[k] = v;
+  return { ...env, ...extra };
+}
+
+/** `npm start` in a child; `nodeArgs` go before the script (e.g. --cpu-prof to profile the host under load). */
+export function startHostProcess(env: Record<string, string>, nodeArgs: readonly string[] = []): Promise<RunningChild> {
+  return startNode([...nodeArgs, HOST_MAIN], {
+    env: cleanEnv({ PORT: '0', PDP_HOST: '127.0.0.1', ...env }),
+    stream: 'stderr',
+    pattern: /(http:\/\/127\.0\.0\.1:\d+)/,
+    discardStdout: true,
+  });
+}
+
+export function startBareServer(): Promise<RunningChild> {
+  return startNode([BARE_SERVER], { env: cleanEnv({}), stream: 'stdout', pattern: /listening (http:\/\/127\.0\.0\.1:\d+)/ });
+}
+
+export function decideBody(token: string): string {
+  return JSON.stringify({ method: 'GET', path: '/Patient/123', headers: { authorization: `Bearer ${token}` } });
+}
+
+/** One JSON-mode question; resolves the decision's reason. */
+export async function askDecision(baseUrl: string, token: string): Promise<string> {
+  const res = await fetch(`${baseUrl}/api/decide`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: decideBody(token) });
+  const body = (await res.json()) as { reason?: string };
+  return body.reason ?? `http ${res.status}`;
+}
+
+async function runLoad(dir: string, job: LoadJob): Promise<LoadResult> {
+  const jobFile = join(dir, `job-${Math.random().toString(36).slice(2)}.json`);
+  await writeFile(jobFile, JSON.stringify(job));
+  const child = spawn(process.execPath, [LOAD, jobFile], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({}) });
+  let out = '';
+  let err = '';
+  child.stdout.setEncoding('utf8').on('data', (t: string) => (out += t));
+  child.stderr.setEncoding('utf8').on('data', (t: string) => (err = (err + t).slice(-4000)));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  const line = out.split('\n').find((l) => l.startsWith('RESULT '));
+  if (code !== 0 || !line) throw new Error(`load generator failed (exit ${code}): ${err}`);
+  return JSON.parse(line.slice('RESULT '.length)) as LoadResult;
+}
+
+async function counters(baseUrl: string): Promise<{ hit: number; miss: number }> {
+  const res = await fetch(`${baseUrl}/api/health`);
+  const body = (await res.json()) as { counters?: Record<string, number> };
+  return { hit: body.counters?.token_cache_hit ?? 0, miss: body.counters?.token_cache_miss ?? 0 };
+}
+
+/**
+ * CPU seconds (user + system, all threads) a process has used, from /proc (Linux; clock ticks of
+ * 1/100 s). CPU per request moves far less than requests/s when other work shares the machine.
+ */
+async function cpuSeconds(pid: number | undefined): Promise<number | undefined> {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return undefined;
+  }
+}
+
+function failuresOf(r: LoadResult): number {
+  return r.failures.non2xx + r.failures.errors + r.failures.timeouts + r.failures.mismatches;
+}
+
+type Scenario = 'bare' | 'cached' | 'fresh';
+
+export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
+  const plan = options.smoke ? SMOKE : FULL;
+  if (plan.freshPool < MIN_FRESH_POOL) throw new Error(`freshPool must be at least ${MIN_FRESH_POOL}`);
+  const dir = await mkdtemp(join(tmpdir(), 'fhir-pdp-bench-'));
+  const idp = await DevIdentityProvider.start();
+  const children: RunningChild[] = [];
+  const notes: string[] = [];
+  try {
+    options.log(`http: minting ${plan.cachedPool + plan.freshPool} tokens`);
+    const bodies: string[] = [];
+    for (let i = 0; i < plan.cachedPool + plan.freshPool; i++) bodies.push(decideBody(await idp.mint({ audience: AUDIENCE, scp: 'user_impersonation' })));
+    // Disjoint pools: a fresh round must never meet a token a cached round left in the cache.
+    const cached = bodies.slice(0, plan.cachedPool);
+    const fresh = bodies.slice(plan.cachedPool);
+    const files: Record<Scenario, string> = { bare: join(dir, 'bare.json'), cached: join(dir, 'cached.json'), fresh: join(dir, 'fresh.json') };
+    await writeFile(files.bare, JSON.stringify(cached));
+    await writeFile(files.cached, JSON.stringify(cached));
+    await writeFile(files.fresh, JSON.stringify(fresh));
+
+    const config = {
+      authority: idp.authority,
+      audience: AUDIENCE,
+      accessPolicies: [{ objectId: DEV_OBJECT_ID, dataActions: ['read'] }],
+      tokenCacheMaxEntries: SERVICE_CACHE_ENTRIES,
+    };
+    const bare = await startBareServer();
+    children.push(bare);
+    const host = await startHostProcess({ PDP_CONFIG: JSON.stringify(config), PDP_LOG_DECISIONS: 'true' });
+    children.push(host);
+    const urls: Record<Scenario, string> = { bare: `${bare.match[1]}/api/decide`, cached: `${host.match[1]}/api/decide`, fresh: `${host.match[1]}/api/decide` };
+    const hostUrl = host.match[1]!;
+    const first = await askDecision(hostUrl, JSON.parse(cached[0]!).headers.authorization.slice('Bearer '.length));
+    if (first !== 'allowed') throw new Error(`the host did not allow the first decision: ${first}`);
+
+    const cursor: Record<Scenario, number> = { bare: 0, cached: 0, fresh: 0 };
+    const freshHits: number[] = [];
+    const pids: Record<Scenario, number | undefined> = { bare: bare.child.pid, cached: host.child.pid, fresh: host.child.pid };
+    const cpuPerRequest: Record<Scenario, number[]> = { bare: [], cached: [], fresh: [] };
+    const round = async (s: Scenario, overallRate?: number): Promise<LoadResult> => {
+      const before = s === 'bare' ? undefined : await counters(hostUrl);
+      const cpuBefore = await cpuSeconds(pids[s]);
+      const r = await runLoad(dir, {
+        url: urls[s],
+        connections: CONNECTIONS,
+        warmupSeconds: plan.warmupSeconds,
+        durationSeconds: plan.durationSeconds,
+        ...(overallRate ? { overallRate } : {}),
+        bodiesFile: files[s],
+        startAt: cursor[s],
+        expectInBody: '"decision":"allow"',
+      });
+      cursor[s] += r.sent;
+      const cpuAfter = await cpuSeconds(pids[s]);
+      if (!overallRate && cpuBefore !== undefined && cpuAfter !== undefined) cpuPerRequest[s].push(((cpuAfter - cpuBefore) * 1e6) / Math.max(1, r.answered));
+      if (failuresOf(r) > 0 || r.completed === 0) throw new Error(`${s}: ${JSON.stringify(r.failures)} failed requests, ${r.completed} answered`);
+      if (before) {
+        const after = await counters(hostUrl);
+        const hits = after.hit - before.hit;
+        const misses = after.miss - before.miss;
+        // The fresh pool cycles through more tokens than the cache holds: a hit would mean the round measured the cache.
+        if (s === 'fresh') freshHits.push(hits / Math.max(1, hits + misses));
+        if (s === 'fresh' && hits > 2 * CONNECTIONS) throw new Error(`fresh: ${hits} cache hits; the pool must exceed the cache`);
+        if (s === 'cached' && misses > 2 * CONNECTIONS) throw new Error(`cached: ${misses} cache misses`);
+      }
+      options.log(`http: ${s}${overallRate ? ` @${Math.round(overallRate)}/s` : ''}: ${Math.round(r.requestsPerSecond)} req/s, p50 ${r.p50Ms.toFixed(2)} ms, p99 ${r.p99Ms.toFixed(2)} ms`);
+      return r;
+    };
+
+    const peak: Record<Scenario, LoadResult[]> = { bare: [], cached: [], fresh: [] };
+    for (let r = 0; r < plan.repeats; r++) {
+      // A B A C: every service round sits between two rounds of the bare server.
+      for (const s of ['bare', 'cached', 'bare', 'fresh'] as const) peak[s].push(await round(s));
+    }
+    const cachedPeak = summarize(peak.cached.map((x) => x.requestsPerSecond)).median;
+    const halfRate = Math.max(CONNECTIONS, Math.round(cachedPeak / 2));
+    const half: Record<'bare' | 'cached', LoadResult[]> = { bare: [], cached: [] };
+    for (let r = 0; r < plan.repeats; r++) for (const s of ['bare', 'cached'] as const) half[s].push(await round(s, halfRate));
+
+    const rps = (id: string, label: string, rs: LoadResult[]): Measurement => measurement(id, label, 'req/s', 'higher', rs.map((x) => x.requestsPerSecond));
+    const ms = (id: string, label: string, rs: LoadResult[], which: 'p50Ms' | 'p99Ms'): Measurement => measurement(id, label, 'ms', 'lower', rs.map((x) => x[which]));
+    const m = {
+      bareRps: rps('bare-rps', 'bare node:http, requests/s', peak.bare),
+      cachedRps: rps('cached-rps', 'decide, cached tokens, requests/s', peak.cached),
+      freshRps: rps('fresh-rps', 'decide, fresh tokens, requests/s', peak.fresh),
+      bareP50: ms('bare-p50', 'bare node:http, p50 at peak', peak.bare, 'p50Ms'),
+      bareP99: ms('bare-p99', 'bare node:http, p99 at peak', peak.bare, 'p99Ms'),
+      cachedP50: ms('cached-p50', 'decide, cached tokens, p50 at peak', peak.cached, 'p50Ms'),
+      cachedP99: ms('cached-p99', 'decide, cached tokens, p99 at peak', peak.cached, 'p99Ms'),
+      freshP50: ms('fresh-p50', 'decide, fresh tokens, p50 at peak', peak.fresh, 'p50Ms'),
+      freshP99: ms('fresh-p99', 'decide, fresh tokens, p99 at peak', peak.fresh, 'p99Ms'),
+      halfBareP50: ms('half-bare-p50', `bare node:http, p50 at ${halfRate} req/s`, half.bare, 'p50Ms'),
+      halfBareP99: ms('half-bare-p99', `bare node:http, p99 at ${halfRate} req/s`, half.bare, 'p99Ms'),
+      halfCachedP50: ms('half-cached-p50', `decide, cached tokens, p50 at ${halfRate} req/s`, half.cached, 'p50Ms'),
+      halfCachedP99: ms('half-cached-p99', `decide, cached tokens, p99 at ${halfRate} req/s`, half.cached, 'p99Ms'),
+      ...(cpuPerRequest.bare.length && cpuPerRequest.cached.length && cpuPerRequest.fresh.length
+        ? {
+            bareCpu: measurement('bare-cpu', 'bare node:http, server CPU per request', 'µs', 'lower', cpuPerRequest.bare),
+            cachedCpu: measurement('cached-cpu', 'decide, cached tokens, server CPU per request', 'µs', 'lower', cpuPerRequest.cached),
+            freshCpu: measurement('fresh-cpu', 'decide, fresh tokens, server CPU per request (all threads)', 'µs', 'lower', cpuPerRequest.fresh),
+          }
+        : {}),
+    };
+    const figures: Figure[] = [
+      figure('decide (cached tokens) vs bare node:http, requests/s', m.cachedRps, m.bareRps, { text: '≥ 0.6×', met: (r) => r >= 0.6 }),
+      figure('decide (fresh tokens) vs bare node:http, requests/s', m.freshRps, m.bareRps),
+      figure('decide (cached tokens) vs bare, p50 at peak', m.cachedP50, m.bareP50),
+      figure('decide (cached tokens) vs bare, p99 at peak', m.cachedP99, m.bareP99),
+      figure('decide (fresh tokens) vs bare, p50 at peak', m.freshP50, m.bareP50),
+      figure('decide (fresh tokens) vs bare, p99 at peak', m.freshP99, m.bareP99),
+      figure(`decide (cached tokens) vs bare, p50 at half of peak (${halfRate} req/s)`, m.halfCachedP50, m.halfBareP50),
+      figure(`decide (cached tokens) vs bare, p99 at half of peak (${halfRate} req/s)`, m.halfCachedP99, m.halfBareP99, {
+        text: 'p99 < 5 ms',
+        met: (_r, v) => v.summary.median < 5,
+      }),
+    ];
+    if (m.bareCpu && m.cachedCpu && m.freshCpu)
+      figures.push(
+        figure('server CPU per request: decide (cached tokens) vs bare', m.cachedCpu, m.bareCpu),
+        figure('server CPU per request: decide (fresh tokens) vs bare', m.freshCpu, m.bareCpu),
+      );
+    notes.push(`Fresh-token rounds: at most ${(Math.max(...freshHits) * 100).toFixed(2)}% of decisions were cache hits (first requests of connections autocannon opened late).`);
+    return {
+      suite: 'http',
+      title: 'Over HTTP on loopback (autocannon)',
+      method: [
+        `${CONNECTIONS} keep-alive connections; at peak, autocannon ${plan.warmupSeconds} s warm-up then ${plan.durationSeconds} s measured, in a process of its own; server and service in processes of their own.`,
+        `Rounds alternate bare, cached, bare, fresh (${plan.repeats}×), then bare and cached at a fixed ${halfRate} req/s (half of the cached peak) ${plan.repeats}×, sent open-loop at even intervals by load.ts (autocannon's overallRate spends each connection's per-second quota in a burst, which is peak load again; see bench/README.md).`,
+        'Every request is POST /api/decide with a JSON question (GET /Patient/123, Authorization: Bearer); the bare server reads the same body and answers a fixed decision-shaped JSON.',
+        `Cached: ${plan.cachedPool} tokens cycled. Fresh: ${plan.freshPool} distinct tokens cycled against a service whose token cache holds ${SERVICE_CACHE_ENTRIES}, so every decision verifies (checked through /api/health counters).`,
+        'The service runs `npm start` (dist/src/host/main.js) with PDP_LOG_DECISIONS=true (the default; stdout to /dev/null).',
+        'Server CPU per request: user + system time of the server process (all threads, /proc/<pid>/stat) over a peak round, divided by the requests it answered; it moves less than requests/s when the machine is shared.',
+        'Every answer must be 200 with "decision":"allow"; p50/p99 are exact percentiles of every response time of the measured period (autocannon\'s own histogram counts whole ms).',
+      ],
+      measurements: Object.values(m),
+      figures,
+      notes,
+    };
+  } finally {
+    await Promise.all(children.map((c) => c.stop()));
+    await idp.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,194 @@
+/**
+ * In-process decisions, no HTTP: RS256 tokens of one issuer (a DevIdentityProvider on loopback),
+ * 64 operations in flight, five ways of checking the same tokens, measured in interleaved rounds so
+ * that machine drift falls on all of them alike:
+ *   1. crypto.subtle.verify of each token's signature (the platform's limit);
+ *   2. jose.jwtVerify with the issuer's key (the library floor);
+ *   3. Pdp.decide where every token misses the verified-token cache;
+ *   4. Pdp.decide with tokens reused (cache hits);
+ *   5. jsonwebtoken + jwks-rsa, the stack most Node services use.
+ */
+import { webcrypto } from 'node:crypto';
+import { jwtVerify, type JWK } from 'jose';
+import jwt from 'jsonwebtoken';
+import jwksRsa from 'jwks-rsa';
+import { parseConfig } from '../src/config/load.js';
+import { DEV_OBJECT_ID, DevIdentityProvider } from '../src/host/dev-idp.js';
+import { Pdp, type DecisionInput } from '../src/pdp.js';
+import { figure, measurement, throughput, type Measurement, type SuiteResult } from './stats.js';
+
+export const AUDIENCE = 'https://fhir.example.test';
+export const CONCURRENCY = 64;
+
+export interface InProcessOptions {
+  readonly smoke: boolean;
+  readonly log: (line: string) => void;
+  /** Only these case ids (for profiling one path). */
+  readonly only?: readonly string[];
+}
+
+interface Plan {
+  /** Distinct tokens cycled through; larger than the miss Pdp's cache so every decision misses. */
+  readonly pool: number;
+  /** Entries of the cache of the Pdp measured for misses. */
+  readonly missCacheEntries: number;
+  /** Tokens reused by the cache-hit case (one per operation in flight). */
+  readonly reused: number;
+  readonly repeats: number;
+  readonly roundMs: number;
+  readonly warmupMs: number;
+}
+
+const FULL: Plan = { pool: 4096, missCacheEntries: 512, reused: CONCURRENCY, repeats: 7, roundMs: 1500, warmupMs: 700 };
+const SMOKE: Plan = { pool: 384, missCacheEntries: 64, reused: CONCURRENCY, repeats: 2, roundMs: 150, warmupMs: 100 };
+
+interface Case {
+  readonly id: string;
+  readonly label: string;
+  readonly op: () => Promise<void>;
+  readonly check?: () => string | undefined;
+}
+
+export function decisionInput(token: string): DecisionInput {
+  return { method: 'GET', target: '/Patient/123', credentials: { authorization: [`Bearer ${token}`] }, mode: 'json' };
+}
+
+export async function runInProcess(options: InProcessOptions): Promise<SuiteResult> {
+  const plan = options.smoke ? SMOKE : FULL;
+  const idp = await DevIdentityProvider.start();
+  try {
+    options.log(`in-process: minting ${plan.pool} RS256 tokens`);
+    const tokens: string[] = [];
+    for (let i = 0; i < plan.pool; i++) tokens.push(await idp.mint({ audience: AUDIENCE, scp: 'user_impersonation' }));
+    const reused = tokens.slice(0, plan.reused);
+
+    const jwk = idp.publicJwk(idp.signingKid) as JWK & webcrypto.JsonWebKey;
+    const algorithm = { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' } as const;
+    const cryptoKey = await webcrypto.subtle.importKey('jwk', jwk, algorithm, false, ['verify']);
+    const split = tokens.map((t) => {
+      const dot = t.lastIndexOf('.');
+      return { signingInput: Buffer.from(t.slice(0, dot)), signature: Buffer.from(t.slice(dot + 1), 'base64url') };
+    });
+
+    const configInput = {
+      authority: idp.authority,
+      audience: AUDIENCE,
+      accessPolicies: [{ objectId: DEV_OBJECT_ID, dataActions: ['read'] }],
+    };
+    const pdpMiss = new Pdp(parseConfig({ ...configInput, tokenCacheMaxEntries: plan.missCacheEntries }));
+    const pdpHit = new Pdp(parseConfig(configInput));
+    await Promise.all([pdpMiss.refreshIssuers(), pdpHit.refreshIssuers()]);
+
+    const jwks = jwksRsa({ jwksUri: idp.v2JwksUri, cache: true, rateLimit: true, jwksRequestsPerMinute: 10 });
+    const peerVerify = async (token: string): Promise<void> => {
+      // What express-jwt / passport-jwt do with jwks-rsa: decode the header, fetch the key by kid
+      // (cached by jwks-rsa), verify with jsonwebtoken.
+      const decoded = jwt.decode(token, { complete: true });
+      if (!decoded || typeof decoded === 'string') throw new Error('peer: not a JWT');
+      const key = await jwks.getSigningKey(decoded.header.kid);
+      jwt.verify(token, key.getPublicKey(), { algorithms: ['RS256'], audience: AUDIENCE, issuer: idp.v2Issuer });
+    };
+
+    // Each case walks the pool from where its last round stopped, so a round never restarts on
+    // tokens the miss case still has cached.
+    const cursor = { subtle: 0, jose: 0, miss: 0, hit: 0, peer: 0 };
+    const countedFrom = { missCaseHits: 0, hitCaseMisses: 0 };
+    const allCases: Case[] = [
+      {
+        id: 'subtle',
+        label: '1. crypto.subtle.verify (limit)',
+        op: async () => {
+          const s = split[cursor.subtle++ % split.length]!;
+          if (!(await webcrypto.subtle.verify(algorithm, cryptoKey, s.signature, s.signingInput))) throw new Error('subtle: signature did not verify');
+        },
+      },
+      {
+        id: 'jose',
+        label: '2. jose.jwtVerify (library floor)',
+        op: async () => {
+          await jwtVerify(tokens[cursor.jose++ % tokens.length]!, cryptoKey, { algorithms: ['RS256'], audience: AUDIENCE, issuer: idp.v2Issuer });
+        },
+      },
+      {
+        id: 'decide-miss',
+        label: '3. fhir-pdp decide, cache misses',
+        op: async () => {
+          const d = await pdpMiss.decide(decisionInput(tokens[cursor.miss++ % tokens.length]!));
+          if (d.reason !== 'allowed' || d.cacheHit) throw new Error(`decide-miss: ${d.reason}, cacheHit ${d.cacheHit}`);
+        },
+        check: () => {
+          const hits = pdpMiss.counters.get('token_cache_hit') - countedFrom.missCaseHits;
+          return hits === 0 ? undefined : `decide-miss: ${hits} cache hits; the pool must exceed the cache`;
+        },
+      },
+      {
+        id: 'decide-hit',
+        label: '4. fhir-pdp decide, cache hits',
+        op: async () => {
+          const d = await pdpHit.decide(decisionInput(reused[cursor.hit++ % reused.length]!));
+          if (d.reason !== 'allowed') throw new Error(`decide-hit: ${d.reason}`);
+        },
+        check: () => {
+          const misses = pdpHit.counters.get('token_cache_miss') - countedFrom.hitCaseMisses;
+          return misses === 0 ? undefined : `decide-hit: ${misses} cache misses after the warm-up`;
+        },
+      },
+      {
+        id: 'peer',
+        label: '5. jsonwebtoken + jwks-rsa (peer)',
+        op: () => peerVerify(tokens[cursor.peer++ % tokens.length]!),
+      },
+    ];
+    const cases = options.only ? allCases.filter((c) => options.only!.includes(c.id)) : allCases;
+
+    for (const c of cases) {
+      await throughput(c.op, CONCURRENCY, plan.warmupMs);
+    }
+    // Counted from here: the warm-up fills the hit case's cache (concurrent first uses of one token all miss).
+    countedFrom.missCaseHits = pdpMiss.counters.get('token_cache_hit');
+    countedFrom.hitCaseMisses = pdpHit.counters.get('token_cache_miss');
+    const samples = new Map<string, number[]>(cases.map((c) => [c.id, []]));
+    for (let r = 0; r < plan.repeats; r++) {
+      // Rotate the order each round so no case always runs first or right after the same neighbour.
+      for (let k = 0; k < cases.length; k++) {
+        const c = cases[(r + k) % cases.length]!;
+        const { opsPerSecond } = await throughput(c.op, CONCURRENCY, plan.roundMs);
+        samples.get(c.id)!.push(opsPerSecond);
+      }
+      options.log(`in-process: round ${r + 1}/${plan.repeats}: ${cases.map((c) => `${c.id} ${Math.round(samples.get(c.id)!.at(-1)!)}`).join(', ')}`);
+    }
+    for (const c of cases) {
+      const problem = c.check?.();
+      if (problem) throw new Error(problem);
+    }
+
+    const m = new Map<string, Measurement>(cases.map((c) => [c.id, measurement(c.id, c.label, 'ops/s', 'higher', samples.get(c.id)!)]));
+    const get = (id: string): Measurement | undefined => m.get(id);
+    const figures = [];
+    const [subtle, jose, miss, hit, peer] = ['subtle', 'jose', 'decide-miss', 'decide-hit', 'peer'].map(get);
+    if (jose && subtle) figures.push(figure('jose.jwtVerify vs the signature limit', jose, subtle));
+    if (miss && jose) figures.push(figure('decide, cache misses vs jose.jwtVerify', miss, jose, { text: '≥ 0.9×', met: (r) => r >= 0.9 }));
+    if (hit && jose) figures.push(figure('decide, cache hits vs jose.jwtVerify', hit, jose, { text: '≥ 10×', met: (r) => r >= 10 }));
+    if (peer && jose) figures.push(figure('jsonwebtoken + jwks-rsa vs jose.jwtVerify', peer, jose));
+    if (miss && peer) figures.push(figure('decide, cache misses vs the peer', miss, peer, { text: '> 1× (ahead of the peer)', met: (r) => r > 1 }));
+    if (hit && peer) figures.push(figure('decide, cache hits vs the peer', hit, peer, { text: '> 1× (ahead of the peer)', met: (r) => r > 1 }));
+
+    return {
+      suite: 'in-process',
+      title: 'In-process decisions (no HTTP)',
+      method: [
+        `${CONCURRENCY} operations in flight; ${plan.repeats} rounds of ${plan.roundMs} ms per case after a ${plan.warmupMs} ms warm-up, cases interleaved (order rotated each round).`,
+        `${plan.pool} distinct RS256 tokens (RSA-2048, one issuer, Entra v2 shape, ${tokens[0]!.length} bytes) cycled in order by cases 1, 2, 3 and 5; case 4 reuses ${plan.reused}.`,
+        `Case 3 runs a Pdp whose cache holds ${plan.missCacheEntries} entries, so the cycled pool evicts every token before it returns: every decision verifies (checked: no cache hit counted).`,
+        'Case 1 verifies the signature bytes only (split and base64url-decoded per call); case 2 checks signature, iss, aud and exp with the imported key.',
+        'Case 5 decodes the header, asks jwks-rsa for the key by kid (cached after the first fetch) and calls jwt.verify with algorithms, audience and issuer.',
+        'Each decision of cases 3 and 4 asks GET /Patient/123 for an object id allowed `read`, and must be allowed.',
+      ],
+      measurements: [...m.values()],
+      figures,
+      notes: [],
+    };
+  } finally {
+    await idp.close();
+  }
+}

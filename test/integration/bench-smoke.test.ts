@@ -1,0 +1,118 @@
+/**
+ * The benchmarks are not tests, but their smoke run is: every suite runs end to end with tiny sizes
+ * (`node dist/bench/run.js --smoke`, after `npm run build`), so the benchmarks never rot. Numbers are
+ * not asserted; the shape of the report is: every figure has a baseline from the same run and a ratio.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { beforeAll, describe, expect, it } from 'vitest';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const RUNNER = join(ROOT, 'dist/bench/run.js');
+const SMOKE_MD = join(ROOT, 'test-output/bench-smoke.md');
+const SMOKE_JSON = join(ROOT, 'test-output/bench-smoke.json');
+const RESULTS_MD = join(ROOT, 'bench/RESULTS.md');
+
+interface Summary {
+  n: number;
+  median: number;
+  min: number;
+  max: number;
+}
+interface Measurement {
+  id: string;
+  label: string;
+  unit: string;
+  summary: Summary;
+}
+interface Figure {
+  title: string;
+  value: Measurement;
+  baseline: Measurement;
+  ratio: number;
+  target?: { text: string; met: boolean };
+}
+interface Report {
+  smoke: boolean;
+  date: string;
+  machine: { cores: number; node: string };
+  suites: Array<{ suite: string; figures: Figure[]; measurements: Measurement[] }>;
+}
+
+function runSmoke(): Promise<{ code: number | null; stderr: string; ms: number }> {
+  const started = performance.now();
+  const child = spawn(process.execPath, [RUNNER, '--smoke'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (t: string) => (stderr = (stderr + t).slice(-8000)));
+  return new Promise((done) => child.once('exit', (code) => done({ code, stderr, ms: performance.now() - started })));
+}
+
+describe('bench:smoke', () => {
+  let run: { code: number | null; stderr: string; ms: number };
+  let resultsBefore: number | undefined;
+  let report: Report;
+  let markdown: string;
+
+  beforeAll(async () => {
+    if (!existsSync(RUNNER)) throw new Error(`${RUNNER} is missing: run \`npm run build\` first (npm test does)`);
+    resultsBefore = existsSync(RESULTS_MD) ? statSync(RESULTS_MD).mtimeMs : undefined;
+    run = await runSmoke();
+    if (run.code === 0) {
+      report = JSON.parse(readFileSync(SMOKE_JSON, 'utf8')) as Report;
+      markdown = readFileSync(SMOKE_MD, 'utf8');
+    }
+  }, 120_000);
+
+  it('exits 0 and writes the smoke report, never bench/RESULTS.md', () => {
+    expect(run.code, run.stderr).toBe(0);
+    expect(report.smoke).toBe(true);
+    expect(markdown).toMatch(/^# fhir-pdp benchmarks — SMOKE RUN/);
+    expect(existsSync(RESULTS_MD) ? statSync(RESULTS_MD).mtimeMs : undefined).toBe(resultsBefore);
+  });
+
+  it('records the machine and the date', () => {
+    expect(report.machine.cores).toBeGreaterThan(0);
+    expect(report.machine.node).toBe(process.version);
+    expect(Number.isNaN(Date.parse(report.date))).toBe(false);
+    expect(markdown).toContain(`Node ${process.version}`);
+  });
+
+  it.each([
+    ['in-process', ['subtle', 'jose', 'decide-miss', 'decide-hit', 'peer']],
+    ['http', ['bare-rps', 'cached-rps', 'fresh-rps', 'half-cached-p99', 'half-bare-p99']],
+    ['scale', ['latency-big-direct', 'latency-big-group', 'heap-total', 'decode', 'cold-warm', 'cold-bare']],
+  ])('suite %s measures %j', (suite, ids) => {
+    const s = report.suites.find((x) => x.suite === suite);
+    expect(s, `suite ${suite}`).toBeDefined();
+    expect(s!.measurements.map((m) => m.id)).toEqual(expect.arrayContaining(ids));
+    expect(s!.figures.length).toBeGreaterThan(0);
+  });
+
+  it('gives every figure a baseline from the same run and a finite ratio, in the JSON and in the markdown', () => {
+    const figures = report.suites.flatMap((s) => s.figures);
+    expect(figures.length).toBeGreaterThanOrEqual(20);
+    for (const f of figures) {
+      expect(f.baseline.id, f.title).not.toBe(f.value.id);
+      expect(f.value.summary.n, f.title).toBeGreaterThan(0);
+      expect(f.baseline.summary.n, f.title).toBeGreaterThan(0);
+      expect(Number.isFinite(f.value.summary.median), f.title).toBe(true);
+      expect(f.baseline.summary.median, f.title).toBeGreaterThan(0);
+      expect(Number.isFinite(f.ratio), f.title).toBe(true);
+      expect(f.ratio, f.title).toBeCloseTo(f.value.summary.median / f.baseline.summary.median, 6);
+      // The suite's table row: | figure | value | baseline (same run) | ratio | target |
+      const row = markdown.split('\n').find((l) => l.startsWith(`| ${f.title} |`) && l.includes(`| ${f.baseline.label}: `));
+      expect(row, f.title).toBeDefined();
+      expect(row!.split(' | ')[3], f.title).toMatch(/^\d+(\.\d+)?×$/);
+    }
+  });
+
+  it('states every target of the issue with met or missed', () => {
+    const targets = report.suites.flatMap((s) => s.figures.filter((f) => f.target).map((f) => f.target!.text));
+    expect(targets).toEqual(
+      expect.arrayContaining(['≥ 0.9×', '≥ 10×', '> 1× (ahead of the peer)', '≥ 0.6×', 'p99 < 5 ms', 'heap < 200 MB', '< 300 ms']),
+    );
+    expect(markdown).toMatch(/## Targets/);
+  });
+});
