@@ -36,6 +36,8 @@ interface IssuerState {
   imported: Map<string, Promise<CryptoKey | Uint8Array>>;
   lastRefetchAt: number;
   refetch?: Promise<void>;
+  /** Why the last unknown-kid refetch failed; cleared by a successful one. */
+  refetchFailure?: string;
   lastError?: { at: number; message: string };
 }
 
@@ -346,6 +348,13 @@ export class IssuerRegistry {
         const refetched = await this.refetchForUnknownKid(s);
         s = this.issuers.get(issuer)!;
         jwk = s.keysByKid.get(kid);
+        // The key may be new and the authority unreachable: that is not a proven unknown key.
+        if (!jwk && s.refetchFailure !== undefined)
+          return {
+            ok: false,
+            reason: 'issuer_unavailable',
+            hint: `kid ${kid.slice(0, 64)} is not among the ${s.keysByKid.size} cached key(s) of ${issuer}, and refetching its keys failed: ${s.refetchFailure}`,
+          };
         if (!jwk)
           return {
             ok: false,
@@ -408,7 +417,10 @@ export class IssuerRegistry {
         this.issuers.get(s.record.issuer)!.lastRefetchAt = s.lastRefetchAt;
       }
     } catch (err) {
-      this.noteIssuerError(s.record.issuer, this.options.clock(), (err as Error).message);
+      const message = (err as Error).message;
+      this.noteIssuerError(s.record.issuer, this.options.clock(), message);
+      const current = this.issuers.get(s.record.issuer);
+      if (current) current.refetchFailure = message;
     }
   }
 

@@ -200,6 +200,23 @@ describe('keys', () => {
     expect(kids).not.toContain(oldKid);
   });
 
+  it('answers 503, not unknown_key, when a new kid cannot be refetched because the authority is down', async () => {
+    const clock = testClock();
+    const s = service({ clock: clock.now });
+    await s.start();
+    const kid = idp.rotateKey();
+    idp.down();
+    try {
+      expect(await decide(s, await mint(clock.now, { kid }))).toMatchObject({ reason: 'issuer_unavailable', status: 503 });
+      // Within the cooldown nothing is fetched, and the answer stays indeterminate.
+      expect(await decide(s, await mint(clock.now, { kid }))).toMatchObject({ reason: 'issuer_unavailable', status: 503 });
+    } finally {
+      idp.up();
+    }
+    clock.advance(31_000);
+    expect(await decide(s, await mint(clock.now, { kid }))).toMatchObject({ reason: 'allowed', status: 200 });
+  });
+
   it('fetches an unknown kid at once (rate-limited) and keeps the fetched key until the next snapshot', async () => {
     const clock = testClock();
     const s = service({ clock: clock.now });
