@@ -21,11 +21,6 @@ export class KeyRing {
     this.admin = adminKeys.map(digest);
   }
 
-  static fromSettings(env: Record<string, string | undefined>): KeyRing {
-    const list = (v: string | undefined) => (v ?? '').split(',').map((s) => s.trim()).filter(Boolean);
-    return new KeyRing(list(env.PDP_API_KEYS), list(env.PDP_ADMIN_KEYS));
-  }
-
   /** With no API keys configured, /decide is open (the standalone host then binds loopback only). */
   get decideIsOpen(): boolean {
     return this.api.length === 0 && this.admin.length === 0;
