@@ -12,6 +12,7 @@ import { KeyRing } from '../../src/http/keys.js';
 import type { DecisionLogger } from '../../src/pdp.js';
 import { PdpService } from '../../src/runtime.js';
 import type { SnapshotStore } from '../../src/state/types.js';
+import { TestClock, askForwardAuth as askForwardAt, askJson as askJsonAt, type HttpAnswer } from './pdp-fixtures.js';
 import { graphCredential, type FakeGraph } from './fake-graph.js';
 
 export const E2E_AUDIENCE = 'https://fhir.example.test';
@@ -56,20 +57,11 @@ export interface ForwardQuestion {
   readonly key?: string;
 }
 
-/** Wall-clock time plus an offset the test moves, so TTLs pass without sleeping. */
-export class MovableClock {
-  offsetMs = 0;
-  readonly now = (): number => Date.now() + this.offsetMs;
-  advance(seconds: number): void {
-    this.offsetMs += seconds * 1000;
-  }
-}
-
 export interface E2ePdp {
   readonly url: string;
   readonly service: PdpService;
   readonly config: PdpConfig;
-  readonly clock: MovableClock;
+  readonly clock: TestClock;
   /** JSON mode: POST /api/decide. */
   ask(q: JsonQuestion): Promise<E2eAnswer>;
   /** Forward-auth (nginx auth_request): X-Original-Method + X-Original-URI. */
@@ -87,7 +79,7 @@ export interface StartE2eOptions {
 
 export async function startE2ePdp(config: PdpConfigInput, options: StartE2eOptions = {}): Promise<E2ePdp> {
   const parsed = parseConfig(config);
-  const clock = new MovableClock();
+  const clock = new TestClock();
   const graphClient = options.graph
     ? createGraphClient({ credential: graphCredential(options.graph.token), baseUrl: options.graph.origin, timeoutMs: 2000 })
     : undefined;
@@ -117,38 +109,33 @@ export async function startE2ePdp(config: PdpConfigInput, options: StartE2eOptio
   };
 }
 
-async function answerOf(res: Response): Promise<E2eAnswer> {
-  const text = await res.text();
-  return { httpStatus: res.status, headers: res.headers, body: (text ? JSON.parse(text) : {}) as DecisionBody };
+function e2eAnswer(a: HttpAnswer): E2eAnswer {
+  return { httpStatus: a.status, headers: a.headers, body: a.body as unknown as DecisionBody };
 }
 
+/** JSON mode, with the admin key unless another is given (hints included). */
 export async function askJson(url: string, q: JsonQuestion): Promise<E2eAnswer> {
-  const question = {
-    method: q.method ?? 'GET',
-    path: q.path,
-    ...(q.token !== undefined ? { headers: { authorization: `Bearer ${q.token}` } } : {}),
-    ...(q.body !== undefined ? { body: q.body } : {}),
-  };
-  const res = await fetch(`${url}/api/decide`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', 'x-functions-key': q.key ?? E2E_ADMIN_KEY },
-    body: JSON.stringify(question),
-    signal: AbortSignal.timeout(10_000),
-  });
-  return answerOf(res);
+  return e2eAnswer(
+    await askJsonAt(url, {
+      path: q.path,
+      key: q.key ?? E2E_ADMIN_KEY,
+      ...(q.method !== undefined ? { method: q.method } : {}),
+      ...(q.token !== undefined ? { token: q.token } : {}),
+      ...(q.body !== undefined ? { body: q.body } : {}),
+    }),
+  );
 }
 
+/** Forward-auth (nginx auth_request), with the admin key unless another is given. */
 export async function askForwardAuth(url: string, q: ForwardQuestion): Promise<E2eAnswer> {
-  const res = await fetch(`${url}/api/decide`, {
-    headers: {
-      'x-original-method': q.method ?? 'GET',
-      'x-original-uri': q.uri,
-      'x-functions-key': q.key ?? E2E_ADMIN_KEY,
-      ...(q.token !== undefined ? { authorization: `Bearer ${q.token}` } : {}),
-    },
-    signal: AbortSignal.timeout(10_000),
-  });
-  return answerOf(res);
+  return e2eAnswer(
+    await askForwardAt(url, {
+      path: q.uri,
+      key: q.key ?? E2E_ADMIN_KEY,
+      ...(q.method !== undefined ? { method: q.method } : {}),
+      ...(q.token !== undefined ? { token: q.token } : {}),
+    }),
+  );
 }
 
 /** `{reason, status}` of an answer, for one toEqual per case. */

@@ -57,6 +57,8 @@ export interface AskOptions {
   readonly authorization?: string | readonly string[];
   /** x-functions-key of the call to /api/decide. */
   readonly key?: string;
+  /** JSON mode: a batch/transaction Bundle sent as the question's `body`. */
+  readonly body?: unknown;
 }
 
 export async function readAnswer(res: Response): Promise<HttpAnswer> {
@@ -73,6 +75,7 @@ export async function askJson(baseUrl: string, o: AskOptions): Promise<HttpAnswe
     method: o.method ?? 'GET',
     path: o.path ?? '/Patient/123',
     ...(authorization !== undefined ? { headers: { authorization } } : {}),
+    ...(o.body !== undefined ? { body: o.body } : {}),
   };
   const res = await fetch(`${baseUrl}/api/decide`, {
     method: 'POST',
