@@ -118,6 +118,8 @@ export class Pdp {
   private readonly audiencesByAuthority = new Map<string, readonly string[]>();
   private groupIndex = GroupIndex.empty();
   private readonly tokenCache?: VerifiedTokenCache;
+  /** Principals of cached verified tokens; entries go when the cache drops the token. */
+  private readonly principals = new WeakMap<VerifiedToken, Principal>();
 
   constructor(
     readonly config: PdpConfig,
@@ -238,9 +240,15 @@ export class Pdp {
       token = verified.token;
       if (cacheKey) cache!.set(cacheKey, token);
     }
-    const who = principalFromToken(token, this.applications.get(token.authority), trace);
-    if ('reason' in who) return { refusal: who, token, cacheHit };
-    const principal = who.principal;
+    // The principal depends only on the verified claims and the (fixed) configuration, so a cached
+    // token's principal is worked out once, keyed by the cache's own entry object.
+    let principal = cacheHit ? this.principals.get(token) : undefined;
+    if (!principal) {
+      const who = principalFromToken(token, this.applications.get(token.authority), trace);
+      if ('reason' in who) return { refusal: who, token, cacheHit };
+      principal = who.principal;
+      if (cacheHit) this.principals.set(token, principal);
+    }
 
     setStage('policy');
     const parsed = parseFhirRequest(input.method, input.target, this.basePath);
