@@ -15,18 +15,6 @@ export const DEFAULT_SNAPSHOT_CONTAINER = 'fhir-pdp';
 export const DEFAULT_SNAPSHOT_BLOB = 'snapshot.json';
 export const DEFAULT_SNAPSHOT_TIMEOUT_MS = 60_000;
 
-export interface BlobSnapshotStoreOptions {
-  /** An Azure Storage connection string; `UseDevelopmentStorage=true` means Azurite on its default ports. */
-  readonly connectionString: string;
-  /** Container holding the snapshot (default `fhir-pdp`); created on first write when missing. */
-  readonly container?: string;
-  /** Blob name of the snapshot (default `snapshot.json`). */
-  readonly blobName?: string;
-  /** Largest snapshot written or read (default 256 MiB); a larger blob is rejected unread. */
-  readonly maxBytes?: number;
-  /** Deadline for one read or write including retries (default 60 s). */
-  readonly timeoutMs?: number;
-}
 
 /** Blob Storage could not be reached or answered with an error other than a precondition failure. */
 export class SnapshotStoreUnavailableError extends Error {
@@ -39,25 +27,8 @@ export class SnapshotStoreUnavailableError extends Error {
   }
 }
 
-/**
- * Reads the store settings from app settings: the connection from `PDP_SNAPSHOT_CONNECTION`, else
- * `AzureWebJobsStorage` (the Functions host's own storage account); the container from
- * `PDP_SNAPSHOT_CONTAINER` and the blob from `PDP_SNAPSHOT_BLOB`. Undefined when there is no
- * connection string, meaning: use the memory store.
- */
-export function blobStoreSettingsFrom(
-  env: Readonly<Record<string, string | undefined>>,
-): BlobSnapshotStoreOptions | undefined {
-  const connectionString = nonEmpty(env['PDP_SNAPSHOT_CONNECTION']) ?? nonEmpty(env['AzureWebJobsStorage']);
-  if (connectionString === undefined) return undefined;
-  const container = nonEmpty(env['PDP_SNAPSHOT_CONTAINER']);
-  const blobName = nonEmpty(env['PDP_SNAPSHOT_BLOB']);
-  return {
-    connectionString,
-    ...(container === undefined ? {} : { container }),
-    ...(blobName === undefined ? {} : { blobName }),
-  };
-}
+export { blobStoreSettingsFrom, type BlobSnapshotStoreOptions } from './blob-settings.js';
+import type { BlobSnapshotStoreOptions } from './blob-settings.js';
 
 export class BlobSnapshotStore implements SnapshotStore {
   readonly kind = 'blob' as const;
@@ -231,9 +202,4 @@ function describe(error: unknown, timeoutMs: number): string {
     return `timed out after ${timeoutMs} ms`;
   }
   return parts.length > 0 ? parts.join(' ') : typeof name === 'string' ? name : 'unknown error';
-}
-
-function nonEmpty(value: string | undefined): string | undefined {
-  const trimmed = value?.trim();
-  return trimmed ? trimmed : undefined;
 }
