@@ -8,7 +8,7 @@ import type { PdpConfig } from './config/schema.js';
 import { DirectoryUnavailableError, type GroupMembershipResolver } from './directory/types.js';
 import { parseFhirRequest } from './fhir/request.js';
 import type { FhirRequest } from './fhir/types.js';
-import { extractBearerToken, type CredentialSources } from './identity/extract.js';
+import { checkB64Token, locateBearerToken, type CredentialSources } from './identity/extract.js';
 import { IssuerRegistry, type IssuerHealth } from './identity/issuers.js';
 import { VerifiedTokenCache } from './identity/token-cache.js';
 import { principalFromToken, type Principal, type SmartApplication } from './identity/principal.js';
@@ -120,6 +120,9 @@ export class Pdp {
   private readonly tokenCache?: VerifiedTokenCache;
   /** Principals of cached verified tokens; entries go when the cache drops the token. */
   private readonly principals = new WeakMap<VerifiedToken, Principal>();
+  /** Per principal, what does not change between its decisions (summary, direct grants). */
+  private readonly summaries = new WeakMap<Principal, PrincipalSummary>();
+  private readonly grants = new WeakMap<Principal, Grants>();
 
   constructor(
     readonly config: PdpConfig,
@@ -139,8 +142,6 @@ export class Pdp {
         maxEntries: config.tokenCacheMaxEntries,
         maxBytes: config.tokenCacheMaxBytes,
         clockSkewSeconds: config.clockSkewSeconds,
-        // Entries verified under one profile (authorities and their accepted audiences) are never served under another.
-        profile: JSON.stringify([...this.audiencesByAuthority]),
       });
     this.registry = new IssuerRegistry({
       authorities: [config.authority, ...config.smartIdentityProviders.map((p) => p.authority)],
@@ -169,42 +170,57 @@ export class Pdp {
     const started = performance.now();
     const decisionId = randomUUID();
     const trace = options.trace ? new Trace() : undefined;
-    // Which edge the decision is waiting on, so a timeout or an I/O failure names the right 503.
-    const at: { stage: Stage } = { stage: 'identity' };
-    const unavailable = (): 'directory_unavailable' | 'issuer_unavailable' => (at.stage === 'directory' ? 'directory_unavailable' : 'issuer_unavailable');
+    const budget = new Budget(started, this.config.decisionBudgetMs);
     let outcome: Outcome;
     try {
-      outcome = await withBudget(this.decideInner(input, trace, (s) => (at.stage = s)), this.config.decisionBudgetMs, () =>
-        refuse(unavailable(), `the decision took longer than decisionBudgetMs (${this.config.decisionBudgetMs} ms) during ${at.stage}`),
-      );
+      outcome = await this.decideInner(input, trace, budget);
     } catch (err) {
       // An exception is a bug or an I/O failure: indeterminate, never an allow and never a deny.
-      const message = err instanceof Error ? `${err.name}: ${err.message}` : 'unknown error';
-      outcome = { refusal: refuse(unavailable(), `internal error during ${at.stage}: ${message}`) };
+      const code = budget.stage === 'directory' ? 'directory_unavailable' : 'issuer_unavailable';
+      outcome = {
+        refusal:
+          err instanceof BudgetExceeded
+            ? refuse(code, `the decision took longer than decisionBudgetMs (${this.config.decisionBudgetMs} ms) during ${budget.stage}`)
+            : refuse(code, `internal error during ${budget.stage}: ${err instanceof Error ? `${err.name}: ${err.message}` : 'unknown error'}`),
+      };
     }
     const reason: ReasonCode = 'refusal' in outcome ? outcome.refusal.reason : 'allowed';
     const def = REASONS[reason];
-    const p = outcome.principal;
-    const decision: Decision = {
+    // Built by assignment, not conditional spreads: spreads take V8's slow object-clone path, and
+    // this runs once per decision (bench/PROFILE.md).
+    const decision: Mutable<Decision> = {
       decisionId,
       decision: def.decision,
       status: def.status,
       reason,
       message: def.message,
-      ...('refusal' in outcome ? { hint: outcome.refusal.hint } : {}),
-      ...(p ? { principal: summarise(p) } : {}),
-      ...('allowed' in outcome ? { dataActions: outcome.allowed.dataActions, ...(outcome.allowed.compartment ? { compartment: outcome.allowed.compartment } : {}) } : {}),
-      durationMs: Math.round((performance.now() - started) * 1000) / 1000,
+      durationMs: 0,
       cacheHit: outcome.cacheHit ?? false,
-      ...(trace ? { trace: trace.complete() } : {}),
-      ...(trace && outcome.token ? { token: { header: outcome.token.jws.header, claims: outcome.token.claims } } : {}),
     };
+    if ('refusal' in outcome) decision.hint = outcome.refusal.hint;
+    if (outcome.principal) decision.principal = this.summaryOf(outcome.principal);
+    if ('allowed' in outcome) {
+      decision.dataActions = outcome.allowed.dataActions;
+      if (outcome.allowed.compartment) decision.compartment = outcome.allowed.compartment;
+    }
+    if (trace) {
+      decision.trace = trace.complete();
+      if (outcome.token) decision.token = { header: outcome.token.jws.header, claims: outcome.token.claims };
+    }
+    decision.durationMs = Math.round((performance.now() - started) * 1000) / 1000;
     this.counters.inc(def.decision === 'allow' ? 'allowed' : def.decision === 'deny' ? 'denied' : 'indeterminate');
     this.deps.logger?.(eventFor(decision, input));
     return decision;
   }
 
-  private async decideInner(input: DecisionInput, trace: Trace | undefined, setStage: (s: Stage) => void): Promise<Outcome> {
+  /** The caller-facing summary of a principal; a cached token's principal is summarised once. */
+  private summaryOf(p: Principal): PrincipalSummary {
+    let s = this.summaries.get(p);
+    if (!s) this.summaries.set(p, (s = summarise(p)));
+    return s;
+  }
+
+  private async decideInner(input: DecisionInput, trace: Trace | undefined, budget: Budget): Promise<Outcome> {
     // Fail closed before anything else: a question whose original request is ambiguous is never
     // decided for either reading.
     if (input.ambiguity) {
@@ -212,7 +228,7 @@ export class Pdp {
       trace?.fail('dataAction', r);
       return { refusal: r };
     }
-    const bearer = extractBearerToken(input.credentials);
+    const bearer = locateBearerToken(input.credentials);
     if ('reason' in bearer) {
       trace?.fail('token', bearer);
       return { refusal: bearer };
@@ -228,14 +244,23 @@ export class Pdp {
     const cacheHit = token !== undefined;
     if (cache) this.counters.inc(cacheHit ? 'token_cache_hit' : 'token_cache_miss');
     if (!token) {
-      const verified = await verifyAccessToken(bearer.token, {
-        registry: this.registry,
-        maxTokenBytes: this.config.maxTokenBytes,
-        clockSkewSeconds: this.config.clockSkewSeconds,
-        now,
-        audiencesFor: (authority) => this.audiencesByAuthority.get(authority) ?? [],
-        ...(trace ? { trace } : {}),
-      });
+      // The b64token grammar is checked only here: a cached token is byte-identical to one that
+      // passed the compact-JWS parse, which admits a subset of b64token (see locateBearerToken).
+      const malformed = bearer.grammarChecked ? undefined : checkB64Token(bearer.token);
+      if (malformed) {
+        trace?.fail('token', malformed);
+        return { refusal: malformed };
+      }
+      const verified = await budget.wait(
+        verifyAccessToken(bearer.token, {
+          registry: this.registry,
+          maxTokenBytes: this.config.maxTokenBytes,
+          clockSkewSeconds: this.config.clockSkewSeconds,
+          now,
+          audiencesFor: (authority) => this.audiencesByAuthority.get(authority) ?? [],
+          ...(trace ? { trace } : {}),
+        }),
+      );
       if ('reason' in verified) return { refusal: verified };
       token = verified.token;
       if (cacheKey) cache!.set(cacheKey, token);
@@ -250,7 +275,7 @@ export class Pdp {
       if (cacheHit) this.principals.set(token, principal);
     }
 
-    setStage('policy');
+    budget.stage = 'policy';
     const parsed = parseFhirRequest(input.method, input.target, this.basePath);
     if (!parsed.ok) {
       const r = refuse('action_not_permitted', `${input.method} ${pathOnly(input.target)} is not a FHIR request this service can authorize: ${parsed.problem}`);
@@ -261,15 +286,15 @@ export class Pdp {
     let membership: { memberOf: ReadonlySet<string>; report: MembershipReport } | undefined;
     // Membership is resolved at most once per decision, and only when direct grants fall short.
     const grantsFor = async (r: FhirRequest): Promise<{ grants: Grants; report?: MembershipReport } | { refusal: Refusal }> => {
-      const direct = directGrants(principal, this.policy);
+      const direct = this.directGrantsOf(principal);
       if (!needsMembership(principal, r, direct, this.policy)) {
         if (!membership) trace?.skip('groups', 'not needed: direct grants decide this request');
         return membership ? { grants: withGroupGrants(direct, membership.memberOf, this.policy), report: membership.report } : { grants: direct };
       }
       if (!membership) {
-        setStage('directory');
-        const m = await this.resolveMembership(principal, trace);
-        setStage('policy');
+        budget.stage = 'directory';
+        const m = await budget.wait(this.resolveMembership(principal, trace));
+        budget.stage = 'policy';
         if ('refusal' in m) return m;
         membership = m;
       }
@@ -286,6 +311,13 @@ export class Pdp {
         : await decideOne(request);
     if ('reason' in access) return { refusal: access, principal, token, cacheHit };
     return { allowed: access, principal, token, cacheHit };
+  }
+
+  /** Grants through the principal's own id and roles: fixed for a principal under this Pdp's policy. */
+  private directGrantsOf(principal: Principal): Grants {
+    let g = this.grants.get(principal);
+    if (!g) this.grants.set(principal, (g = directGrants(principal, this.policy)));
+    return g;
   }
 
   /**
@@ -428,17 +460,20 @@ export function pathOnly(target: string): string {
 }
 
 function eventFor(d: Decision, input: DecisionInput): DecisionEvent {
+  const p = d.principal;
+  // Every member in one literal, absent ones undefined (JSON.stringify leaves them out): one object
+  // shape for every event, in the order docs/gateways.md shows.
   return {
     decisionId: d.decisionId,
-    time: new Date().toISOString(),
+    time: isoNow(),
     decision: d.decision,
     reason: d.reason,
     status: d.status,
-    ...(input.mode ? { mode: input.mode } : {}),
-    ...(d.principal?.issuer ? { issuer: d.principal.issuer } : {}),
-    ...(d.principal?.tenantId ? { tenantId: d.principal.tenantId } : {}),
-    ...(d.principal?.objectId ? { objectId: d.principal.objectId } : {}),
-    ...(d.principal?.applicationId ? { applicationId: d.principal.applicationId } : {}),
+    mode: input.mode,
+    issuer: p?.issuer,
+    tenantId: p?.tenantId,
+    objectId: p?.objectId,
+    applicationId: p?.applicationId,
     method: input.method,
     path: pathOnly(input.target),
     durationMs: d.durationMs,
@@ -446,17 +481,51 @@ function eventFor(d: Decision, input: DecisionInput): DecisionEvent {
   };
 }
 
-async function withBudget<T>(work: Promise<T>, ms: number, onTimeout: () => Refusal): Promise<T | { refusal: Refusal }> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<{ refusal: Refusal }>((resolve) => {
-    timer = setTimeout(() => resolve({ refusal: onTimeout() }), ms);
-    timer.unref();
-  });
-  try {
-    return await Promise.race([work, timeout]);
-  } finally {
-    clearTimeout(timer);
+/** new Date().toISOString(), formatted at most once per millisecond (decision logs ask per decision). */
+let lastIsoMs = Number.NaN;
+let lastIso = '';
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== lastIsoMs) {
+    lastIsoMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
+}
+
+/** Thrown by Budget.wait when the decision's time is up; decide turns it into a 503. */
+class BudgetExceeded extends Error {}
+
+/**
+ * The per-decision time budget (decisionBudgetMs). It is enforced where a decision waits on I/O
+ * (keys, signature work on the thread pool, Graph): a decision answered from memory never waits,
+ * so it arms no timer (a timer per decision was 6% of a cached decision, bench/PROFILE.md).
+ * `stage` names the edge being waited on, so a timeout or an I/O failure names the right 503.
+ */
+class Budget {
+  stage: Stage = 'identity';
+  private readonly deadline: number;
+
+  constructor(started: number, ms: number) {
+    this.deadline = started + ms;
+  }
+
+  async wait<T>(work: Promise<T>): Promise<T> {
+    const left = this.deadline - performance.now();
+    if (left <= 0) throw new BudgetExceeded();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new BudgetExceeded()), left);
+      timer.unref();
+    });
+    try {
+      return await Promise.race([work, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 }
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 export type { FhirRequest };

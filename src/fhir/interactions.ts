@@ -140,8 +140,9 @@ export function requirementFor(req: Omit<FhirRequest, 'requires'>): ActionRequir
   }
   if (base.length === 0) return REFUSED;
 
-  const extra: DataAction[] = [];
   const typeRule = writes && req.resourceType ? EXTRA_ACTION_FOR_WRITES.get(req.resourceType.toLowerCase()) : undefined;
+  if (!typeRule && !req.hardDelete) return base;
+  const extra: DataAction[] = [];
   if (typeRule) extra.push(typeRule);
   if (req.hardDelete) extra.push('hardDelete');
   const missing = extra.filter((a) => !base.some((g) => g.length === 1 && g[0] === a));

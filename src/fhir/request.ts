@@ -25,6 +25,7 @@ const ABSOLUTE_URL = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/[^/?]*/;
 const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
 
 type Fields = Omit<FhirRequest, 'method' | 'path' | 'query' | 'hardDelete' | 'requires'>;
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 type Result<T> = { ok: true; value: T } | { ok: false; problem: string };
 
 const fail = (problem: string): { ok: false; problem: string } => ({ ok: false, problem });
@@ -38,14 +39,14 @@ export function parseFhirRequest(method: string, target: string, basePath = '/')
     return fail('method, target and base path must be strings');
   }
   // ASCII only: toUpperCase would turn `poſt` into `POST`.
-  const upperMethod = /^[A-Za-z]{1,10}$/.test(method) ? method.toUpperCase() : '';
+  const upperMethod = METHODS.has(method) ? method : /^[A-Za-z]{1,10}$/.test(method) ? method.toUpperCase() : '';
   if (!METHODS.has(upperMethod)) return fail(`method ${JSON.stringify(method.slice(0, 20))} is not a FHIR method`);
   if (target.length > MAX_TARGET_LENGTH) return fail('the target is too long');
   if (CONTROL_CHARS.test(target)) return fail('the target contains a control character');
   if (target.includes('#')) return fail('the target contains a fragment');
 
   let rest = target;
-  const absolute = ABSOLUTE_URL.exec(target);
+  const absolute = target.startsWith('/') ? null : ABSOLUTE_URL.exec(target);
   if (absolute) {
     const scheme = absolute[1]!.toLowerCase();
     if (scheme !== 'http' && scheme !== 'https') return fail('an absolute target must be an http or https URL');
@@ -62,11 +63,12 @@ export function parseFhirRequest(method: string, target: string, basePath = '/')
 
   const segments = pathSegments(rawPath);
   if (!segments.ok) return segments;
-  const base = pathSegments(basePath.startsWith('/') ? basePath : `/${basePath}`);
+  const base = baseSegments(basePath);
   if (!base.ok) return fail(`the base path is invalid: ${base.problem}`);
-  const inBase = base.value.length <= segments.value.length && base.value.every((s, i) => s === segments.value[i]);
-  if (!inBase) return fail('the path is outside the FHIR base path');
-  const relative = segments.value.slice(base.value.length);
+  const baseLength = base.value.length;
+  if (baseLength > segments.value.length) return fail('the path is outside the FHIR base path');
+  for (let i = 0; i < baseLength; i++) if (base.value[i] !== segments.value[i]) return fail('the path is outside the FHIR base path');
+  const relative = baseLength === 0 ? segments.value : segments.value.slice(baseLength);
 
   const query = parseQuery(rawQuery);
   if (!query.ok) return query;
@@ -76,13 +78,13 @@ export function parseFhirRequest(method: string, target: string, basePath = '/')
 
   // Assigned onto the fresh object classify() returned: spreading it into a new literal took V8's
   // slow clone path and was the largest cost of a cached-token decision (bench/PROFILE.md).
-  const request: Omit<FhirRequest, 'requires'> = Object.assign(fields.value, {
-    method: upperMethod,
-    path: `/${relative.join('/')}`,
-    query: query.value,
-    hardDelete: upperMethod === 'DELETE' && query.value.some(([k, v]) => isHardDeleteFlag(k, v)),
-  });
-  return { ok: true, request: Object.assign(request, { requires: requirementFor(request) }) };
+  const request = fields.value as Mutable<FhirRequest>;
+  request.method = upperMethod;
+  request.path = `/${relative.join('/')}`;
+  request.query = query.value;
+  request.hardDelete = upperMethod === 'DELETE' && query.value.some(([k, v]) => isHardDeleteFlag(k, v));
+  request.requires = requirementFor(request);
+  return { ok: true, request };
 }
 
 /**
@@ -95,25 +97,38 @@ function isHardDeleteFlag(key: string, value: string): boolean {
   return (name === '_harddelete' || name === '_purgehistory') && value.trim().toLowerCase() !== 'false';
 }
 
+/** The base path's segments: the base is configuration, the same on every call, so parsed once. */
+let lastBase: { path: string; segments: Result<string[]> } | undefined;
+function baseSegments(basePath: string): Result<string[]> {
+  if (lastBase?.path !== basePath) lastBase = { path: basePath, segments: pathSegments(basePath.startsWith('/') ? basePath : `/${basePath}`) };
+  return lastBase.segments;
+}
+
 /** Decoded segments of an absolute path; one trailing slash is tolerated, as FHIR servers route it. */
 function pathSegments(rawPath: string): Result<string[]> {
   if (rawPath.includes('\\')) return fail('the path contains a backslash');
   const raw = rawPath === '/' ? [] : rawPath.slice(1).split('/');
   if (raw.length > 0 && raw[raw.length - 1] === '') raw.pop();
-  const decoded: string[] = [];
-  for (const segment of raw) {
+  for (let i = 0; i < raw.length; i++) {
+    const segment = raw[i]!;
     if (segment === '') return fail('the path contains an empty segment');
-    // An encoded slash would be one segment here and two to a server that decodes before routing.
-    if (/%2f/i.test(segment)) return fail('a path segment contains an encoded slash');
-    const value = percentDecode(segment);
-    if (value === undefined) return fail('a path segment has invalid percent-encoding');
+    // Without `%` a segment is its own decoding, and the checks on the whole target (no control
+    // characters) and path (no backslash) already cover it.
+    let value = segment;
+    if (segment.includes('%')) {
+      // An encoded slash would be one segment here and two to a server that decodes before routing.
+      if (/%2f/i.test(segment)) return fail('a path segment contains an encoded slash');
+      const decoded = percentDecode(segment);
+      if (decoded === undefined) return fail('a path segment has invalid percent-encoding');
+      if (CONTROL_CHARS.test(decoded) || decoded.includes('\\')) return fail('a path segment encodes a control character or backslash');
+      value = decoded;
+    }
     // RFC 3986 §5.2.4 removes `.` and `..` segments (also when percent-encoded, by servers that
     // decode first); refused rather than resolved so the path cannot climb out of the base.
     if (value === '.' || value === '..') return fail('the path contains a dot segment');
-    if (CONTROL_CHARS.test(value) || value.includes('\\')) return fail('a path segment encodes a control character or backslash');
-    decoded.push(value);
+    raw[i] = value;
   }
-  return { ok: true, value: decoded };
+  return { ok: true, value: raw };
 }
 
 /** application/x-www-form-urlencoded pairs in order (`+` is a space), repeats kept. */
@@ -132,6 +147,7 @@ function parseQuery(rawQuery: string): Result<Array<readonly [string, string]>> 
 }
 
 function percentDecode(s: string): string | undefined {
+  if (!s.includes('%')) return s;
   try {
     return decodeURIComponent(s);
   } catch {
@@ -139,81 +155,89 @@ function percentDecode(s: string): string | undefined {
   }
 }
 
+type MethodTable = Readonly<Partial<Record<string, Interaction>>>;
+// Which interaction each method is at each URL shape; module constants, not literals per call.
+const AT_ROOT: MethodTable = { GET: 'search-system', POST: 'batch' };
+const AT_METADATA: MethodTable = { GET: 'capabilities' };
+const POST_SEARCH_SYSTEM: MethodTable = { POST: 'search-system' };
+const GET_HISTORY_SYSTEM: MethodTable = { GET: 'history-system' };
+// Conditional update, patch and delete name their target by search parameters in the query.
+const AT_TYPE_WITH_QUERY: MethodTable = { GET: 'search-type', POST: 'create', PUT: 'conditional-update', PATCH: 'conditional-patch', DELETE: 'conditional-delete' };
+const AT_TYPE: MethodTable = { GET: 'search-type', POST: 'create' };
+const POST_SEARCH_TYPE: MethodTable = { POST: 'search-type' };
+const GET_HISTORY_TYPE: MethodTable = { GET: 'history-type' };
+const AT_INSTANCE: MethodTable = { GET: 'read', PUT: 'update', PATCH: 'patch', DELETE: 'delete' };
+const GET_HISTORY_INSTANCE: MethodTable = { GET: 'history-instance' };
+const GET_VREAD: MethodTable = { GET: 'vread' };
+const GET_SEARCH_COMPARTMENT: MethodTable = { GET: 'search-compartment' };
+const POST_SEARCH_COMPARTMENT: MethodTable = { POST: 'search-compartment' };
+
+/** The fields of a classified request, set by assignment (no spreads: this runs per decision). */
+function found(interaction: Interaction, resourceType?: string, id?: string, versionId?: string, operation?: string, compartment?: Fields['compartment']): Result<Fields> {
+  const value: Mutable<Fields> = { interaction };
+  if (operation !== undefined) value.operation = operation;
+  if (resourceType !== undefined) value.resourceType = resourceType;
+  if (id !== undefined) value.id = id;
+  if (versionId !== undefined) value.versionId = versionId;
+  if (compartment !== undefined) value.compartment = compartment;
+  return { ok: true, value };
+}
+
 /**
  * The URL patterns of FHIR R4 §3.1.0 (http.html) and of operations (operations.html). A known
  * shape with a method FHIR does not define for it is the `unknown` interaction, which is refused.
  */
 function classify(method: string, s: readonly string[], hasQuery: boolean): Result<Fields> {
-  const ok = (interaction: Interaction, extra: Omit<Fields, 'interaction'> = {}): Result<Fields> => ({
-    ok: true,
-    value: { interaction, ...extra },
-  });
-  const byMethod = (table: Partial<Record<string, Interaction>>, extra: Omit<Fields, 'interaction'> = {}) =>
-    ok(table[method] ?? 'unknown', extra);
+  const by = (table: MethodTable): Interaction => table[method] ?? 'unknown';
 
   const [first, second, third, fourth, fifth] = s;
-  if (first === undefined) return byMethod({ GET: 'search-system', POST: 'batch' });
+  if (first === undefined) return found(by(AT_ROOT));
   if (s.length === 1) {
-    if (first === 'metadata') return byMethod({ GET: 'capabilities' });
-    if (first === '_search') return byMethod({ POST: 'search-system' });
-    if (first === '_history') return byMethod({ GET: 'history-system' });
+    if (first === 'metadata') return found(by(AT_METADATA));
+    if (first === '_search') return found(by(POST_SEARCH_SYSTEM));
+    if (first === '_history') return found(by(GET_HISTORY_SYSTEM));
   }
   if (first.startsWith('$')) {
     if (s.length > 1) return fail('a system-level operation has extra path segments');
-    return operation(first, {});
+    return operation(first);
   }
   if (!RESOURCE_TYPE.test(first)) return fail('the path does not start with a resource type');
   const resourceType = first;
 
-  if (second === undefined) {
-    // Conditional update, patch and delete name their target by search parameters in the query.
-    const conditional = (i: Interaction): Interaction => (hasQuery ? i : 'unknown');
-    return byMethod(
-      {
-        GET: 'search-type',
-        POST: 'create',
-        PUT: conditional('conditional-update'),
-        PATCH: conditional('conditional-patch'),
-        DELETE: conditional('conditional-delete'),
-      },
-      { resourceType },
-    );
-  }
-  if (s.length === 2 && second === '_search') return byMethod({ POST: 'search-type' }, { resourceType });
-  if (s.length === 2 && second === '_history') return byMethod({ GET: 'history-type' }, { resourceType });
+  if (second === undefined) return found(by(hasQuery ? AT_TYPE_WITH_QUERY : AT_TYPE), resourceType);
+  if (s.length === 2 && second === '_search') return found(by(POST_SEARCH_TYPE), resourceType);
+  if (s.length === 2 && second === '_history') return found(by(GET_HISTORY_TYPE), resourceType);
   if (second.startsWith('$')) {
     if (s.length > 2) return fail('a type-level operation has extra path segments');
-    return operation(second, { resourceType });
+    return operation(second, resourceType);
   }
   if (!FHIR_ID.test(second)) return fail('the resource id is not a valid FHIR id');
   const id = second;
 
-  if (third === undefined) {
-    return byMethod({ GET: 'read', PUT: 'update', PATCH: 'patch', DELETE: 'delete' }, { resourceType, id });
-  }
+  if (third === undefined) return found(by(AT_INSTANCE), resourceType, id);
   if (third.startsWith('$')) {
     if (s.length > 3) return fail('an instance-level operation has extra path segments');
-    return operation(third, { resourceType, id });
+    return operation(third, resourceType, id);
   }
   if (third === '_history') {
-    if (fourth === undefined) return byMethod({ GET: 'history-instance' }, { resourceType, id });
+    if (fourth === undefined) return found(by(GET_HISTORY_INSTANCE), resourceType, id);
     if (!FHIR_ID.test(fourth)) return fail('the version id is not a valid FHIR id');
     const versionId = fourth;
-    if (fifth === undefined) return byMethod({ GET: 'vread' }, { resourceType, id, versionId });
+    if (fifth === undefined) return found(by(GET_VREAD), resourceType, id, versionId);
     // FHIR R4 $meta and friends may address one version: [type]/[id]/_history/[vid]/$meta.
-    if (fifth.startsWith('$') && s.length === 5) return operation(fifth, { resourceType, id, versionId });
+    if (fifth.startsWith('$') && s.length === 5) return operation(fifth, resourceType, id, versionId);
     return fail('the path has extra segments after the version id');
   }
   if (third !== '*' && !RESOURCE_TYPE.test(third)) return fail('the compartment search target is not a resource type');
   // resourceType is the searched type; `*` searches every type in the compartment.
   const compartment = { type: resourceType, id, targetType: third };
-  const searched = third === '*' ? { compartment } : { compartment, resourceType: third };
-  if (fourth === undefined) return byMethod({ GET: 'search-compartment' }, searched);
-  if (fourth === '_search' && fifth === undefined) return byMethod({ POST: 'search-compartment' }, searched);
+  const searched = third === '*' ? undefined : third;
+  if (fourth === undefined) return found(by(GET_SEARCH_COMPARTMENT), searched, undefined, undefined, undefined, compartment);
+  if (fourth === '_search' && fifth === undefined) return found(by(POST_SEARCH_COMPARTMENT), searched, undefined, undefined, undefined, compartment);
   return fail('the path has extra segments after the compartment search');
 }
 
-function operation(name: string, at: Omit<Fields, 'interaction' | 'operation'>): Result<Fields> {
+function operation(name: string, resourceType?: string, id?: string, versionId?: string): Result<Fields> {
   if (!OPERATION_NAME.test(name)) return fail('the operation name is invalid');
-  return { ok: true, value: { interaction: 'operation', operation: name, ...at } };
+  return found('operation', resourceType, id, versionId, name);
 }

@@ -226,7 +226,22 @@ export function decideAccess(input: AccessInput): Allowed | Refusal {
     return r;
   }
   trace?.pass('dataAction', `${describeNeed(request.requires)} granted`);
-  return { ok: true, dataActions: [...effective].sort(), ...(compartment ? { compartment } : {}) };
+  const allowed: { ok: true; dataActions: readonly DataAction[]; compartment?: string } = {
+    ok: true,
+    // Unnarrowed grants are the same Set on every decision of a principal (memoised by the Pdp).
+    dataActions: effective === grants.actions ? sortedActions(grants.actions) : [...effective].sort(),
+  };
+  if (compartment) allowed.compartment = compartment;
+  return allowed;
+}
+
+const SORTED = new WeakMap<ReadonlySet<DataAction>, readonly DataAction[]>();
+
+/** The actions of a grant set, sorted, computed once per set (frozen: every decision shares it). */
+function sortedActions(actions: ReadonlySet<DataAction>): readonly DataAction[] {
+  let sorted = SORTED.get(actions);
+  if (!sorted) SORTED.set(actions, (sorted = Object.freeze([...actions].sort())));
+  return sorted;
 }
 
 function notAllowedHint(principal: Principal, policy: CompiledPolicy, membership?: MembershipReport): string {

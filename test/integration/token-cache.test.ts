@@ -1,7 +1,7 @@
 /**
  * The verified-token cache (src/identity/token-cache.ts) on its own, with synthetic verified tokens,
  * and wired into Pdp with a real (development) identity provider: bounded under 100k distinct
- * tokens, keyed by a SHA-256 of profile and token, expiring at `exp`, evicted with its key, holding
+ * tokens, keyed by a SHA-256 of the token, expiring at `exp`, evicted with its key, holding
  * only successful verifications, and never standing in for a policy decision.
  */
 import { createHash, randomUUID } from 'node:crypto';
@@ -40,7 +40,7 @@ function syntheticToken(i: number, overrides: { kid?: string; issuer?: string; e
 }
 
 function cacheWith(options: Partial<TokenCacheOptions> = {}): VerifiedTokenCache {
-  return new VerifiedTokenCache({ maxEntries: 1000, maxBytes: 1024 * 1024, clockSkewSeconds: 0, profile: 'profile-a', ...options });
+  return new VerifiedTokenCache({ maxEntries: 1000, maxBytes: 1024 * 1024, clockSkewSeconds: 0, ...options });
 }
 
 const NOW = (EXP - 3600) * 1000;
@@ -76,14 +76,30 @@ describe('VerifiedTokenCache', () => {
     expect(cache.stats()).toEqual({ entries: 0, bytes: 0 });
   });
 
-  it('keys entries by SHA-256 of the validation profile and the token, never the token itself', () => {
+  it('keys entries by SHA-256 of the token, never the token itself', () => {
     const token = `eyJhbGciOiJSUzI1NiJ9.${randomUUID()}.sig`;
-    const a = cacheWith({ profile: 'profile-a' }).keyOf(token);
-    const b = cacheWith({ profile: 'profile-b' }).keyOf(token);
-    expect(a).toBe(createHash('sha256').update('profile-a').update('\n').update(token).digest('base64url'));
-    expect(a).not.toBe(b);
+    const cache = cacheWith();
+    const a = cache.keyOf(token);
+    expect(a).toBe(createHash('sha256').update(token).digest('base64url'));
+    expect(cache.keyOf(`${token}x`)).not.toBe(a);
     expect(a).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(a).not.toContain(token.split('.')[1]);
+  });
+
+  it('gives a hit entry a second chance: it outlives an older entry that was never asked for again, once', () => {
+    const cache = cacheWith({ maxEntries: 3 });
+    const [a, b, c, d, e] = ['a', 'b', 'c', 'd', 'e'].map((t) => cache.keyOf(t)) as [string, string, string, string, string];
+    cache.set(a, syntheticToken(1));
+    cache.set(b, syntheticToken(2));
+    cache.set(c, syntheticToken(3));
+    expect(cache.get(a, NOW)).toBeDefined(); // marked: a survives the next insert, b does not
+    cache.set(d, syntheticToken(4));
+    expect([a, b, c, d].map((k) => cache.get(k, NOW) !== undefined)).toEqual([true, false, true, true]);
+    // Every live entry was just asked for: the next insert clears the marks in age order, passes
+    // over itself, and evicts the oldest of the cleared entries (c), never the entry it inserts.
+    cache.set(e, syntheticToken(5));
+    expect(cache.stats().entries).toBe(3);
+    expect([a, c, d, e].map((k) => cache.get(k, NOW) !== undefined)).toEqual([true, false, true, true]);
   });
 
   it('does not keep the token text in an entry', () => {
