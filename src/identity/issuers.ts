@@ -33,7 +33,7 @@ const DEFAULT_MAX_DOCUMENT_BYTES = 256 * 1024;
 interface IssuerState {
   record: IssuerRecord;
   keysByKid: Map<string, JWK>;
-  imported: Map<string, Promise<CryptoKey | Uint8Array>>;
+  imported: Map<string, Promise<CryptoKey>>;
   lastRefetchAt: number;
   refetch?: Promise<void>;
   /** Why the last unknown-kid refetch failed; cleared by a successful one. */
@@ -64,7 +64,7 @@ export type IssuerLookup =
   | { readonly state: 'unavailable'; readonly authorities: readonly string[]; readonly problems: readonly string[] };
 
 export type KeyLookup =
-  | { readonly ok: true; readonly key: CryptoKey | Uint8Array; readonly kid?: string }
+  | { readonly ok: true; readonly key: CryptoKey; readonly kid?: string }
   | { readonly ok: false; readonly reason: 'unknown_key' | 'algorithm_not_allowed' | 'issuer_unavailable'; readonly hint: string };
 
 export interface IssuerHealth {
@@ -136,7 +136,7 @@ export class IssuerRegistry {
       if (removed.length) this.options.onKeysRemoved(record.issuer, removed);
     }
     // Imported CryptoKeys are reused only when the JWK is unchanged.
-    const imported = new Map<string, Promise<CryptoKey | Uint8Array>>();
+    const imported = new Map<string, Promise<CryptoKey>>();
     if (prior) {
       for (const [cacheKey, key] of prior.imported) {
         const kid = cacheKey.slice(cacheKey.indexOf('|') + 1);
@@ -381,7 +381,11 @@ export class IssuerRegistry {
     const cacheKey = `${alg}|${jwk.kid ?? ''}`;
     let imported = s.imported.get(cacheKey);
     if (!imported) {
-      imported = importJWK(jwk, alg);
+      // Only asymmetric keys get here (filterVerificationKeys); a symmetric import is refused anyway.
+      imported = importJWK(jwk, alg).then((k) => {
+        if (k instanceof Uint8Array) throw new TypeError('a symmetric key');
+        return k;
+      });
       s.imported.set(cacheKey, imported);
       imported.catch(() => s!.imported.delete(cacheKey));
     }

@@ -1,14 +1,15 @@
 /**
  * verifyAccessToken: a bearer token in, a verified token (or a refusal) out. The order follows the
- * troubleshooting tree: shape → issuer → key → signature → lifetime → audience. jose verifies the
- * signature; everything jose is lenient about is closed before or after it (see compact-jws.ts
- * and the lifetime checks below).
+ * troubleshooting tree: shape → issuer → key → signature → lifetime → audience. jose fetches,
+ * filters and imports the keys; the signature is WebCrypto's verify on the parts parsed once, with
+ * jose's parameters (signature.ts says why). Everything jose is lenient about is closed before or
+ * after it (see compact-jws.ts and the lifetime checks below).
  */
-import { compactVerify, errors as joseErrors } from 'jose';
 import { refuse, type Refusal } from '../policy/reasons.js';
 import type { Trace } from '../policy/trace.js';
 import { parseCompactJws, type CompactJws } from './compact-jws.js';
 import { audienceHint, untrustedIssuerHint } from './hints.js';
+import { verifyCompactSignature } from './signature.js';
 import type { IssuerRegistry } from './issuers.js';
 
 export interface VerifyOptions {
@@ -89,18 +90,24 @@ export async function verifyAccessToken(token: string, o: VerifyOptions): Promis
   }
   t?.pass('key', `alg ${jws.alg}, kid ${key.kid ?? '(none)'}`);
 
-  // --- signature (jose), with exactly the one algorithm chosen above.
+  // --- signature, with exactly the one algorithm chosen above and the key imported for it.
+  let verified: boolean;
+  let problem: string | undefined;
   try {
-    await compactVerify(token, key.key, { algorithms: [jws.alg] });
+    verified = await verifyCompactSignature(token, jws.alg, key.key);
   } catch (err) {
+    verified = false;
+    problem = (err as Error).message;
+  }
+  if (!verified) {
     // Entra signs Graph access tokens over a hashed `nonce`; nobody but Graph can verify them.
     const graphHint =
       'nonce' in jws.header ? '; the header has a `nonce`: this is a Microsoft Graph token, which only Graph can validate; request a token for the FHIR audience instead' : '';
     const r = refuse(
       'invalid_signature',
-      err instanceof joseErrors.JWSSignatureVerificationFailed
+      problem === undefined
         ? `the signature does not verify with key ${key.kid ?? '(no kid)'} of ${iss}${graphHint}`
-        : `the signature could not be checked (${(err as { code?: string }).code ?? 'error'})${graphHint}`,
+        : `the signature could not be checked (${problem})${graphHint}`,
     );
     t?.fail('signature', r);
     return r;
