@@ -17,16 +17,24 @@ export interface CompactJws {
 }
 
 const BASE64URL = /^[A-Za-z0-9_-]*$/;
+const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
 
 /**
  * RFC 7515 §2 / RFC 4648 §5 without padding, and canonical: a string whose unused trailing bits
  * are not zero decodes to the same bytes as another string, so two different tokens would verify
- * as one. Re-encoding and comparing rejects every non-canonical form.
+ * as one. The last character of a 2- or 3-character final group carries 4 or 2 unused bits, which
+ * must be zero (RFC 4648 §3.5); checked on that character rather than by re-encoding the part.
  */
+export function isCanonicalBase64Url(part: string): boolean {
+  if (!BASE64URL.test(part)) return false;
+  const rest = part.length % 4;
+  if (rest === 0) return true;
+  if (rest === 1) return false;
+  return (ALPHABET.indexOf(part[part.length - 1]!) & (rest === 2 ? 0x0f : 0x03)) === 0;
+}
+
 export function decodeBase64UrlStrict(part: string): Buffer | undefined {
-  if (!BASE64URL.test(part) || part.length % 4 === 1) return undefined;
-  const bytes = Buffer.from(part, 'base64url');
-  return bytes.toString('base64url') === part ? bytes : undefined;
+  return isCanonicalBase64Url(part) ? Buffer.from(part, 'base64url') : undefined;
 }
 
 const FATAL = new TextDecoder('utf-8', { fatal: true });
@@ -74,14 +82,10 @@ export function parseCompactJws(token: string, maxBytes: number): CompactJws | R
   // The signature is checked after the header, so an unsigned token (`alg: none`, empty
   // signature) is named for what it is rather than as malformed.
   if (!s) return refuse('malformed_token', 'the token has an empty signature');
-  if (!decodeBase64UrlStrict(s)) return refuse('malformed_token', 'the token signature is not canonical base64url');
+  if (!isCanonicalBase64Url(s)) return refuse('malformed_token', 'the token signature is not canonical base64url');
   const payload = decodeJsonPart(p, 'payload');
   if ('reason' in payload) return payload;
-  return {
-    token,
-    header: hv,
-    payload: payload.value,
-    alg: hv.alg,
-    ...(typeof hv.kid === 'string' ? { kid: hv.kid } : {}),
-  };
+  const jws: { -readonly [K in keyof CompactJws]: CompactJws[K] } = { token, header: hv, payload: payload.value, alg: hv.alg };
+  if (typeof hv.kid === 'string') jws.kid = hv.kid;
+  return jws;
 }

@@ -1,42 +1,47 @@
 /**
  * The signature check of a compact JWS that parseCompactJws has already taken apart and validated
- * (canonical base64url, strict JSON, `alg` allowed for this issuer and this key).
+ * (canonical base64url, strict JSON, `alg` allowed for this issuer and for this key).
  *
- * It is WebCrypto's `verify`, the primitive jose itself calls, with the parameters jose uses for
- * each algorithm (jose 6 `lib/jws_algorithms.js`: `signing`), on the CryptoKey jose imported for
- * exactly this algorithm and kid (`importJWK` in issuers.ts). What is not called is jose's
- * `compactVerify` around it: that parses the token a second time, and on Node 20 its base64url
- * decoding goes through `atob` and a character loop. Measured with 64 RS256 verifications in
- * flight on 2 cores: `compactVerify` costs about 57 µs of CPU per token and keeps the event loop
- * busy 95-99% of the time; `crypto.subtle.verify` on the same bytes, 34 µs and 68-74%
- * (bench/PROFILE.md). A cache miss of `decide` paid for both parses.
+ * jose fetches, filters and imports the keys (`importJWK`, once per algorithm and kid, in
+ * issuers.ts); the check itself is OpenSSL's verify on libuv's thread pool through node:crypto, with
+ * the parameters jose uses for each algorithm (jose 6 `lib/jws_algorithms.js`). Not called is
+ * jose's `compactVerify`: it parses the token a second time, its base64url decoding on Node 20 is
+ * `atob` and a character loop, and it then calls WebCrypto, whose argument handling costs the event
+ * loop more per call than node:crypto's. Measured with 64 RS256 verifications in flight on 2 cores
+ * (bench/PROFILE.md): `compactVerify` keeps the event loop 95-99% busy at about 57 µs of CPU per
+ * token; WebCrypto's verify on the same bytes 60-74% at about 30-36 µs; node:crypto's 53%.
  *
  * test/unit/signature.test.ts checks this against jose's compactVerify, token by token, for every
  * algorithm fhir-pdp accepts and for tampered, truncated and cross-key signatures.
  */
+import { constants, KeyObject, verify, type VerifyKeyObjectInput } from 'node:crypto';
 
 interface SigningAlgorithm {
-  /** WebCrypto parameters of `verify` for this JWS alg (RFC 7518 §3). */
-  readonly params: AlgorithmIdentifier | RsaPssParams | EcdsaParams;
-  /** What the key jose imported for this alg must be. */
+  /** What the key jose imported for this alg must be (WebCrypto algorithm of the CryptoKey). */
   readonly keyName: string;
   readonly keyHash?: string;
   readonly keyCurve?: string;
+  /** node:crypto verify: the digest (null for Ed25519, which hashes internally) and key options. */
+  readonly digest: string | null;
+  readonly options: { readonly padding?: number; readonly saltLength?: number; readonly dsaEncoding?: 'ieee-p1363' };
 }
 
 function rsa(bits: 256 | 384 | 512, pss: boolean): SigningAlgorithm {
-  const name = pss ? 'RSA-PSS' : 'RSASSA-PKCS1-v1_5';
-  const hash = `SHA-${bits}`;
-  // RFC 7518 §3.5: the PSS salt is as long as the hash.
-  return { params: pss ? { name, saltLength: bits / 8 } : { name }, keyName: name, keyHash: hash };
+  return {
+    keyName: pss ? 'RSA-PSS' : 'RSASSA-PKCS1-v1_5',
+    keyHash: `SHA-${bits}`,
+    digest: `sha${bits}`,
+    // RFC 7518 §3.5: the PSS salt is as long as the hash.
+    options: pss ? { padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: bits / 8 } : { padding: constants.RSA_PKCS1_PADDING },
+  };
 }
 
 function ecdsa(curve: string, bits: 256 | 384 | 512): SigningAlgorithm {
-  // RFC 7518 §3.4: R || S, which is WebCrypto's ECDSA signature format.
-  return { params: { name: 'ECDSA', hash: `SHA-${bits}` }, keyName: 'ECDSA', keyCurve: curve };
+  // RFC 7518 §3.4: the signature is R || S (IEEE P1363), not DER.
+  return { keyName: 'ECDSA', keyCurve: curve, digest: `sha${bits}`, options: { dsaEncoding: 'ieee-p1363' } };
 }
 
-const ED25519: SigningAlgorithm = { params: { name: 'Ed25519' }, keyName: 'Ed25519' };
+const ED25519: SigningAlgorithm = { keyName: 'Ed25519', digest: null, options: {} };
 
 /** The asymmetric algorithms of keys.ts ASYMMETRIC_ALGORITHMS; HMAC and `none` are absent on purpose. */
 const SIGNING: ReadonlyMap<string, SigningAlgorithm> = new Map([
@@ -52,6 +57,19 @@ const SIGNING: ReadonlyMap<string, SigningAlgorithm> = new Map([
   ['EdDSA', ED25519],
   ['Ed25519', ED25519],
 ]);
+
+/** The node:crypto form of each imported key with its algorithm's options, made (and checked) once per key. */
+const VERIFY_KEYS = new WeakMap<CryptoKey, { readonly alg: string; readonly input: VerifyKeyObjectInput | KeyObject }>();
+
+function verifyKeyFor(key: CryptoKey, alg: string, a: SigningAlgorithm): VerifyKeyObjectInput | KeyObject {
+  const known = VERIFY_KEYS.get(key);
+  if (known?.alg === alg) return known.input;
+  assertKeyFits(alg, a, key);
+  const keyObject = KeyObject.from(key);
+  const input = a.digest === null ? keyObject : { key: keyObject, ...a.options };
+  VERIFY_KEYS.set(key, { alg, input });
+  return input;
+}
 
 /** The key or algorithm cannot be used for this check (a configuration or import bug, never the token's fault). */
 export class SignatureCheckError extends Error {
@@ -77,16 +95,14 @@ function assertKeyFits(alg: string, a: SigningAlgorithm, key: CryptoKey): void {
 export async function verifyCompactSignature(token: string, alg: string, key: CryptoKey): Promise<boolean> {
   const a = SIGNING.get(alg);
   if (!a) throw new SignatureCheckError(`alg ${alg} is not supported`);
-  assertKeyFits(alg, a, key);
+  const k = verifyKeyFor(key, alg, a);
   const dot = token.lastIndexOf('.');
   // parseCompactJws established that the token is ASCII: latin1 gives its exact bytes.
   const signingInput = Buffer.from(token.slice(0, dot), 'latin1');
   const signature = Buffer.from(token.slice(dot + 1), 'base64url');
-  try {
-    return await crypto.subtle.verify(a.params, key, signature, signingInput);
-  } catch {
-    // WebCrypto rejects some malformed signatures (an ECDSA signature of the wrong size) instead of
-    // answering false; jose reports both as a failed verification, and so does this.
-    return false;
-  }
+  return new Promise((resolve) => {
+    // On libuv's thread pool, like WebCrypto's verify. An error (a malformed signature) is a
+    // failed verification, as jose reports it.
+    verify(a.digest, signingInput, k, signature, (err, ok) => resolve(err === null && ok));
+  });
 }

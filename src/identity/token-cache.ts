@@ -11,7 +11,9 @@
  *   hit only marks its entry, and the oldest entry, if marked since, moves to the young end instead
  *   of being evicted. A hit then costs one Map lookup, not a delete and a re-insert.
  * - An entry lives until the token's `exp` plus the clock skew the verifier allows, never longer,
- *   and never outlives the key that verified it: evictKeys() drops entries of removed kids.
+ *   and never outlives the key that verified it: evictKeys() drops entries of removed kids. It
+ *   walks the cache: keys are removed a few times a year, tokens are inserted on every cache miss,
+ *   and a per-key index cost each insert more than the walk costs each removal.
  * - Only successful verifications are stored.
  */
 import { hash } from 'node:crypto';
@@ -28,20 +30,48 @@ interface Entry {
   readonly bytes: number;
   /** ms since epoch after which the entry is not served. */
   readonly validUntil: number;
-  readonly keyId: string;
   /** Served since it was inserted or last given its second chance. */
   referenced: boolean;
 }
 
+/**
+ * Rough memory of a decoded JSON value: its strings, plus a word per member or element. A walk, not
+ * JSON.stringify: this runs on every cache miss, and claims are bounded by maxTokenBytes.
+ */
+function approxBytes(v: unknown): number {
+  if (typeof v === 'string') return v.length;
+  if (typeof v !== 'object' || v === null) return 8;
+  let n = 16;
+  if (Array.isArray(v)) {
+    for (const x of v) n += 8 + approxBytes(x);
+    return n;
+  }
+  for (const k in v) n += 8 + k.length + approxBytes((v as Record<string, unknown>)[k]);
+  return n;
+}
+
 /** Rough memory of an entry: the decoded claims and header dominate; the token text is dropped. */
 function sizeOf(v: VerifiedToken): number {
-  return 256 + 2 * (v.jws.token.length + JSON.stringify(v.claims).length + JSON.stringify(v.jws.header).length);
+  return 256 + 2 * (approxBytes(v.claims) + approxBytes(v.jws.header));
+}
+
+/** The verified token without its text (explicit fields: a spread copy is V8's slow clone path). */
+function withoutTokenText(v: VerifiedToken): VerifiedToken {
+  const j = v.jws;
+  if (j.token === '') return v;
+  return {
+    jws: { token: '', header: j.header, payload: j.payload, alg: j.alg, kid: j.kid },
+    issuer: v.issuer,
+    authority: v.authority,
+    claims: v.claims,
+    audiences: v.audiences,
+    expiresAt: v.expiresAt,
+    kid: v.kid,
+  };
 }
 
 export class VerifiedTokenCache {
   private readonly entries = new Map<string, Entry>();
-  /** issuer|kid -> cache keys verified with that key, for eviction on key removal. */
-  private readonly byKey = new Map<string, Set<string>>();
   private bytes = 0;
 
   constructor(private readonly options: TokenCacheOptions) {}
@@ -67,27 +97,22 @@ export class VerifiedTokenCache {
     if (bytes > this.options.maxBytes / 16) return; // one entry may not take a large share
     const existing = this.entries.get(cacheKey);
     if (existing) this.remove(cacheKey, existing);
-    const keyId = `${token.issuer}|${token.kid ?? ''}`;
-    const entry: Entry = {
+    this.entries.set(cacheKey, {
       // The raw token is not needed after verification; keep only what decisions read.
-      token: { ...token, jws: { ...token.jws, token: '' } },
+      token: withoutTokenText(token),
       bytes,
       validUntil: (token.expiresAt + this.options.clockSkewSeconds) * 1000,
-      keyId,
       referenced: false,
-    };
-    this.entries.set(cacheKey, entry);
+    });
     this.bytes += bytes;
-    let set = this.byKey.get(keyId);
-    if (!set) this.byKey.set(keyId, (set = new Set()));
-    set.add(cacheKey);
     // Each turn evicts the oldest entry, or clears its mark and moves it young (the entry just
     // inserted is never the one evicted while another remains), so the loop ends within two turns
     // of the cache.
     while (this.entries.size > this.options.maxEntries || this.bytes > this.options.maxBytes) {
-      const oldest = this.entries.entries().next();
+      const oldest = this.entries.keys().next();
       if (oldest.done) break;
-      const [k, e] = oldest.value;
+      const k = oldest.value;
+      const e = this.entries.get(k)!;
       if ((e.referenced || k === cacheKey) && this.entries.size > 1) {
         e.referenced = false;
         this.entries.delete(k);
@@ -98,16 +123,13 @@ export class VerifiedTokenCache {
 
   /** Drops every entry verified with one of these keys (they were removed from the issuer's JWKS). */
   evictKeys(issuer: string, kids: readonly string[]): number {
+    if (kids.length === 0) return 0;
+    const removed = new Set(kids);
     let n = 0;
-    for (const kid of kids) {
-      const set = this.byKey.get(`${issuer}|${kid}`);
-      if (!set) continue;
-      for (const k of [...set]) {
-        const e = this.entries.get(k);
-        if (e) {
-          this.remove(k, e);
-          n++;
-        }
+    for (const [k, e] of this.entries) {
+      if (e.token.issuer === issuer && removed.has(e.token.kid ?? '')) {
+        this.remove(k, e);
+        n++;
       }
     }
     return n;
@@ -116,9 +138,6 @@ export class VerifiedTokenCache {
   private remove(cacheKey: string, e: Entry): void {
     this.entries.delete(cacheKey);
     this.bytes -= e.bytes;
-    const set = this.byKey.get(e.keyId);
-    set?.delete(cacheKey);
-    if (set && set.size === 0) this.byKey.delete(e.keyId);
   }
 
   stats(): { entries: number; bytes: number } {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeBase64UrlStrict, parseCompactJws } from '../../src/identity/compact-jws.js';
+import { decodeBase64UrlStrict, isCanonicalBase64Url, parseCompactJws } from '../../src/identity/compact-jws.js';
 import { hasDuplicateMemberNames, parseJsonObjectStrict } from '../../src/identity/strict-json.js';
 import { b64url, nonCanonicalVariants } from '../support/pdp-fixtures.js';
 
@@ -37,6 +37,28 @@ describe('decodeBase64UrlStrict (RFC 7515 §2: base64url without padding, canoni
     expect(decodeBase64UrlStrict(text)).toBeUndefined();
   });
 
+  it('agrees with decode-and-re-encode on every string of 1 to 3 base64url characters', () => {
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    let canonical = 0;
+    let checked = 0;
+    const check = (s: string) => {
+      const reference = Buffer.from(s, 'base64url').toString('base64url') === s && s.length % 4 !== 1;
+      expect(isCanonicalBase64Url(s), s).toBe(reference);
+      if (reference) canonical++;
+      checked++;
+    };
+    for (const a of alphabet) {
+      check(a);
+      for (const b of alphabet) {
+        check(a + b);
+        for (const c of alphabet) check(`AAAA${a}${b}${c}`);
+      }
+    }
+    expect(checked).toBe(64 + 64 ** 2 + 64 ** 3);
+    // 2-character groups carry 1 byte (256 canonical forms), 3-character groups 2 bytes (65,536).
+    expect(canonical).toBe(256 + 65_536);
+  });
+
   it('refuses every non-canonical trailing-bit variant of a canonical string', () => {
     for (const canonical of [b64url('a'), b64url('ab'), b64url(Buffer.alloc(256, 1))]) {
       const variants = nonCanonicalVariants(canonical);
@@ -62,6 +84,15 @@ describe('hasDuplicateMemberNames / parseJsonObjectStrict (RFC 7515 §5.2, RFC 7
     ['{"a":[{"x":1},{"x":2}]}', false],
     ['{"a":"{\\"a\\":1,\\"a\\":2}"}', false],
     ['{"a\\\\":1,"a":2}', false],
+    ['{"__proto__":1,"__proto__":2}', true],
+    ['{"__proto__":{"a":1},"a":1}', false],
+    ['{"a":"x\\\\","a":1}', true],
+    ['{"a":"\\"","b":"\\\\\\"","b":1}', true],
+    ['{"a":{"b":{"c":{"d":[[{"e":1,"e":1}]]}}}}', true],
+    ['{"a":{"b":{"c":{"d":[[{"e":1,"f":1}]]}}}}', false],
+    ['{"":1,"":2}', true],
+    ['{"a":1, "b" : 2 ,\n "a" :3}', true],
+    ['{"é":1,"\\u00e9":2}', true],
   ])('%s -> %s', (text, duplicate) => {
     expect(hasDuplicateMemberNames(text)).toBe(duplicate);
   });
@@ -173,5 +204,61 @@ describe('parseCompactJws', () => {
   ])('refuses %s without throwing', (_what: string, token: string) => {
     expect(() => parseCompactJws(token, MAX)).not.toThrow();
     expect(['malformed_token', 'unsupported_token']).toContain(reasonOf(token));
+  });
+});
+
+describe('hasDuplicateMemberNames agrees with a name-by-name check on random JSON', () => {
+  /** The reference: every member name of every object, unescaped, in a Set per object. */
+  function referenceHasDuplicates(value: RawJson): boolean {
+    if (value.kind === 'array') return value.items.some(referenceHasDuplicates);
+    if (value.kind !== 'object') return false;
+    const names = value.members.map(([raw]) => JSON.parse(raw) as string);
+    return new Set(names).size !== names.length || value.members.some(([, v]) => referenceHasDuplicates(v));
+  }
+
+  type RawJson = { kind: 'scalar'; text: string } | { kind: 'array'; items: RawJson[] } | { kind: 'object'; members: Array<[string, RawJson]> };
+
+  // Names that collide in tricky ways: escapes of the same character, quotes, backslashes.
+  const NAMES = ['"a"', '"\\u0061"', '"b"', '"a\\\\"', '"a\\""', '"\\""', '"__proto__"', '""', '"é"', '"\\u00e9"'];
+  const SCALARS = ['1', 'true', 'null', '"a"', '"\\\\"', '"\\"}"', '"{\\"a\\":1,\\"a\\":2}"', '"[,]"', '-0.5e3'];
+
+  function random(seed: number): () => number {
+    let s = seed;
+    return () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648);
+  }
+
+  function generate(rnd: () => number, depth: number): RawJson {
+    const r = rnd();
+    if (depth > 3 || r < 0.4) return { kind: 'scalar', text: SCALARS[Math.floor(rnd() * SCALARS.length)]! };
+    if (r < 0.55) return { kind: 'array', items: Array.from({ length: Math.floor(rnd() * 4) }, () => generate(rnd, depth + 1)) };
+    return {
+      kind: 'object',
+      members: Array.from({ length: Math.floor(rnd() * 5) }, () => [NAMES[Math.floor(rnd() * NAMES.length)]!, generate(rnd, depth + 1)] as [string, RawJson]),
+    };
+  }
+
+  function text(v: RawJson, rnd: () => number): string {
+    const ws = () => (rnd() < 0.2 ? ' \n\t'[Math.floor(rnd() * 3)]! : '');
+    if (v.kind === 'scalar') return v.text;
+    if (v.kind === 'array') return `[${v.items.map((i) => ws() + text(i, rnd) + ws()).join(',')}]`;
+    return `{${v.members.map(([n, m]) => `${ws()}${n}${ws()}:${ws()}${text(m, rnd)}${ws()}`).join(',')}}`;
+  }
+
+  it('on 5,000 random objects, about half with a repeated name somewhere', () => {
+    const rnd = random(20261122);
+    let withDuplicates = 0;
+    for (let i = 0; i < 5000; i++) {
+      const root: RawJson = {
+        kind: 'object',
+        members: Array.from({ length: 1 + Math.floor(rnd() * 4) }, () => [NAMES[Math.floor(rnd() * NAMES.length)]!, generate(rnd, 1)] as [string, RawJson]),
+      };
+      const t = text(root, rnd);
+      const expected = referenceHasDuplicates(root);
+      if (expected) withDuplicates++;
+      expect({ t, duplicate: hasDuplicateMemberNames(t) }).toEqual({ t, duplicate: expected });
+      expect(parseJsonObjectStrict(t).ok).toBe(!expected);
+    }
+    expect(withDuplicates).toBeGreaterThan(1000);
+    expect(withDuplicates).toBeLessThan(4000);
   });
 });
