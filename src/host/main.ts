@@ -101,8 +101,20 @@ export async function startHost(env: Record<string, string | undefined>, log: (l
 
 const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href;
 if (isMain) {
-  startHost(process.env).catch((err: unknown) => {
-    process.stderr.write(`fhir-pdp: cannot start: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  });
+  startHost(process.env).then(
+    (host) => {
+      // A container runtime or service manager stops with SIGTERM, a terminal with Ctrl-C: stop
+      // the timers and the server, write the decision-log lines still pending, exit 0.
+      const shutdown = (signal: NodeJS.Signals): void => {
+        process.stderr.write(`fhir-pdp: ${signal}: stopping\n`);
+        void host.close().then(() => process.exit(0));
+      };
+      process.once('SIGTERM', shutdown);
+      process.once('SIGINT', shutdown);
+    },
+    (err: unknown) => {
+      process.stderr.write(`fhir-pdp: cannot start: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exit(1);
+    },
+  );
 }
