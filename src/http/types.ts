@@ -26,9 +26,7 @@ export function firstHeader(req: PdpHttpRequest, name: string): string | undefin
 }
 
 export function json(status: number, value: unknown, headers: Record<string, string> = {}): PdpHttpResponse {
-  return {
-    status,
-    headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers },
-    body: JSON.stringify(value),
-  };
+  const all: Record<string, string> = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' };
+  for (const name in headers) all[name] = headers[name]!;
+  return { status, headers: all, body: JSON.stringify(value) };
 }
