@@ -20,7 +20,8 @@ export const CONNECTIONS = 64;
 const SERVICE_CACHE_ENTRIES = 256;
 
 export const BARE_SERVER = fileURLToPath(new URL('./bare-server.js', import.meta.url));
-export const HOST_MAIN = fileURLToPath(new URL('../src/host/main.js', import.meta.url));
+/** What `npm start` runs: the bundled standalone host (scripts/bundle.mjs). */
+export const HOST_MAIN = fileURLToPath(new URL('../bundle/main.js', import.meta.url));
 const LOAD = fileURLToPath(new URL('./load.js', import.meta.url));
 
 export interface HttpOptions {
@@ -313,7 +314,7 @@ export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
         `Rounds alternate bare, cached, bare, fresh (${plan.repeats}×), then bare and cached at a fixed ${halfRate} req/s (half of the cached peak) ${plan.repeats}×, sent open-loop at even intervals by load.ts (autocannon's overallRate spends each connection's per-second quota in a burst, which is peak load again; see bench/README.md).`,
         'Every request is POST /api/decide with a JSON question (GET /Patient/123, Authorization: Bearer); the bare server reads the same body and answers a fixed decision-shaped JSON.',
         `Cached: ${plan.cachedPool} tokens cycled. Fresh: ${plan.freshPool} distinct tokens cycled against a service whose token cache holds ${SERVICE_CACHE_ENTRIES}, so every decision verifies (checked through /api/health counters).`,
-        'The service runs `npm start` (dist/src/host/main.js) with PDP_LOG_DECISIONS=true (the default; stdout to /dev/null).',
+        'The service runs `npm start` (dist/bundle/main.js) with PDP_LOG_DECISIONS=true (the default; stdout to /dev/null).',
         'Server CPU per request: user + system time of the server process (all threads, /proc/<pid>/stat) over a peak round, divided by the requests it answered; it moves less than requests/s when the machine is shared.',
         'Every answer must be 200 with "decision":"allow"; p50/p99 are exact percentiles of every response time of the measured period (autocannon\'s own histogram counts whole ms).',
       ],

@@ -337,7 +337,7 @@ export async function runScale(options: ScaleOptions): Promise<SuiteResult> {
       `Latency: decisions one at a time with a cached token (GET /Patient/123, allowed), small and large state alternating, ${plan.repeats} samples of ${plan.latencyMs} ms each; a "listed" principal is granted through its own object id, a "member" through the group index.`,
       'Heap: process.memoryUsage().heapUsed after two gc() calls, in a child run with --expose-gc, before and after building a PdpService on a memory store holding the encoded snapshot (the stored bytes are off-heap and not counted).',
       'Encode/decode: src/state/codec.ts on the large snapshot, against JSON.stringify / JSON.parse of the same data in the same process.',
-      `Cold start: ${plan.coldStarts}× spawn of dist/src/host/main.js until POST /api/decide answers allowed (asked as soon as it prints its address, again until allowed); warm snapshot = PDP_SNAPSHOT_STORE=blob on Azurite, seeded by a PdpService refresh; baseline = spawn of bare-server.js until its first answer.`,
+      `Cold start: ${plan.coldStarts}× spawn of npm start (dist/bundle/main.js) until POST /api/decide answers allowed (asked as soon as it prints its address, again until allowed); warm snapshot = PDP_SNAPSHOT_STORE=blob on Azurite, seeded by a PdpService refresh; baseline = spawn of bare-server.js until its first answer.`,
     ],
     measurements: Object.values(m),
     figures: [

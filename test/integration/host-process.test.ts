@@ -1,5 +1,5 @@
 /**
- * `npm start` as a process: dist/src/host/main.js spawned with a configuration in PDP_CONFIG, asked
+ * `npm start` as a process: the bundle it runs (dist/bundle/main.js, scripts/bundle.mjs) spawned with a configuration in PDP_CONFIG, asked
  * over HTTP, then stopped the way a container runtime stops it (SIGTERM) and the way a terminal
  * does (SIGINT). It must write its decision-log lines to stdout and exit 0.
  */
@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEV_OBJECT_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
 
-const MAIN = new URL('../../dist/src/host/main.js', import.meta.url).pathname;
+const MAIN = new URL('../../dist/bundle/main.js', import.meta.url).pathname;
 const AUDIENCE = 'https://fhir.example.test';
 
 let idp: DevIdentityProvider;
@@ -62,7 +62,7 @@ async function ask(url: string, token: string): Promise<{ reason: string; decisi
   return (await res.json()) as { reason: string; decisionId: string };
 }
 
-describe('npm start (dist/src/host/main.js) as a process', () => {
+describe('npm start (dist/bundle/main.js) as a process', () => {
   it.each(['SIGTERM', 'SIGINT'] as const)('stops on %s: says so, has logged every decision, exits 0', async (signal) => {
     const host = await startMain();
     const allowed = await ask(host.url, await idp.mint({ audience: AUDIENCE, scp: 'user_impersonation' }));
