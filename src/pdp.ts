@@ -283,34 +283,56 @@ export class Pdp {
       return { refusal: r, principal, token, cacheHit };
     }
     const request = parsed.request;
+    type GrantsOutcome = { grants: Grants; report?: MembershipReport } | { refusal: Refusal };
     let membership: { memberOf: ReadonlySet<string>; report: MembershipReport } | undefined;
+    const withMembership = (direct: Grants, m: NonNullable<typeof membership>): GrantsOutcome => ({
+      grants: withGroupGrants(direct, m.memberOf, this.policy),
+      report: m.report,
+    });
     // Membership is resolved at most once per decision, and only when direct grants fall short.
-    const grantsFor = async (r: FhirRequest): Promise<{ grants: Grants; report?: MembershipReport } | { refusal: Refusal }> => {
+    // A promise only then: a decision that needs no I/O takes no extra microtask turns here.
+    const grantsFor = (r: FhirRequest): GrantsOutcome | Promise<GrantsOutcome> => {
       const direct = this.directGrantsOf(principal);
       if (!needsMembership(principal, r, direct, this.policy)) {
-        if (!membership) trace?.skip('groups', 'not needed: direct grants decide this request');
-        return membership ? { grants: withGroupGrants(direct, membership.memberOf, this.policy), report: membership.report } : { grants: direct };
+        if (!membership) {
+          trace?.skip('groups', 'not needed: direct grants decide this request');
+          return { grants: direct };
+        }
+        return withMembership(direct, membership);
       }
-      if (!membership) {
-        budget.stage = 'directory';
-        const m = await budget.wait(this.resolveMembership(principal, trace));
-        budget.stage = 'policy';
+      if (membership) return withMembership(direct, membership);
+      return this.membershipWithin(budget, principal, trace).then((m) => {
         if ('refusal' in m) return m;
         membership = m;
-      }
-      return { grants: withGroupGrants(direct, membership.memberOf, this.policy), report: membership.report };
+        return withMembership(direct, m);
+      });
     };
-    const decideOne = async (r: FhirRequest): Promise<Allowed | Refusal> => {
-      const g = await grantsFor(r);
-      if ('refusal' in g) return g.refusal;
-      return decideAccess({ principal, request: r, grants: g.grants, policy: this.policy, ...(g.report ? { membership: g.report } : {}), ...(trace ? { trace } : {}) });
+    const accessWith = (r: FhirRequest, g: GrantsOutcome): Allowed | Refusal =>
+      'refusal' in g ? g.refusal : decideAccess({ principal, request: r, grants: g.grants, policy: this.policy, membership: g.report, trace });
+    const decideOne = (r: FhirRequest): Allowed | Refusal | Promise<Allowed | Refusal> => {
+      const g = grantsFor(r);
+      return g instanceof Promise ? g.then((resolved) => accessWith(r, resolved)) : accessWith(r, g);
     };
-    const access =
-      request.interaction === 'batch' && input.body !== undefined
-        ? await this.decideBundle(input.body, decideOne)
-        : await decideOne(request);
+    let access: Allowed | Refusal;
+    if (request.interaction === 'batch' && input.body !== undefined) access = await this.decideBundle(input.body, decideOne);
+    else {
+      const one = decideOne(request);
+      access = one instanceof Promise ? await one : one;
+    }
     if ('reason' in access) return { refusal: access, principal, token, cacheHit };
     return { allowed: access, principal, token, cacheHit };
+  }
+
+  /** Group membership, waited for within the decision's budget and named as the directory stage. */
+  private async membershipWithin(
+    budget: Budget,
+    principal: Principal,
+    trace: Trace | undefined,
+  ): Promise<{ memberOf: ReadonlySet<string>; report: MembershipReport } | { refusal: Refusal }> {
+    budget.stage = 'directory';
+    const m = await budget.wait(this.resolveMembership(principal, trace));
+    budget.stage = 'policy';
+    return m;
   }
 
   /** Grants through the principal's own id and roles: fixed for a principal under this Pdp's policy. */
@@ -324,7 +346,7 @@ export class Pdp {
    * A batch or transaction Bundle (issue #4): each entry is decided like a request of its own and the
    * bundle is allowed only if every entry is; the first refused entry is named in the hint.
    */
-  private async decideBundle(body: unknown, decideOne: (r: FhirRequest) => Promise<Allowed | Refusal>): Promise<Allowed | Refusal> {
+  private async decideBundle(body: unknown, decideOne: (r: FhirRequest) => Allowed | Refusal | Promise<Allowed | Refusal>): Promise<Allowed | Refusal> {
     const bundle = readBundle(body);
     if ('problem' in bundle) return refuse('action_not_permitted', `the bundle cannot be authorized: ${bundle.problem}`);
     const actions = new Set<DataAction>();
