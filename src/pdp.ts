@@ -120,7 +120,10 @@ export class Pdp {
   private readonly tokenCache?: VerifiedTokenCache;
   /** Principals of cached verified tokens; entries go when the cache drops the token. */
   private readonly principals = new WeakMap<VerifiedToken, Principal>();
-  /** Per principal, what does not change between its decisions (summary, direct grants). */
+  /**
+   * Per cached principal, what does not change between its decisions (summary, direct grants).
+   * Only principals of cached tokens are memoised: a miss's principal is used once.
+   */
   private readonly summaries = new WeakMap<Principal, PrincipalSummary>();
   private readonly grants = new WeakMap<Principal, Grants>();
 
@@ -198,7 +201,7 @@ export class Pdp {
       cacheHit: outcome.cacheHit ?? false,
     };
     if ('refusal' in outcome) decision.hint = outcome.refusal.hint;
-    if (outcome.principal) decision.principal = this.summaryOf(outcome.principal);
+    if (outcome.principal) decision.principal = outcome.cacheHit ? this.summaryOf(outcome.principal) : summarise(outcome.principal);
     if ('allowed' in outcome) {
       decision.dataActions = outcome.allowed.dataActions;
       if (outcome.allowed.compartment) decision.compartment = outcome.allowed.compartment;
@@ -258,7 +261,7 @@ export class Pdp {
           clockSkewSeconds: this.config.clockSkewSeconds,
           now,
           audiencesFor: (authority) => this.audiencesByAuthority.get(authority) ?? [],
-          ...(trace ? { trace } : {}),
+          trace,
         }),
       );
       if ('reason' in verified) return { refusal: verified };
@@ -292,7 +295,7 @@ export class Pdp {
     // Membership is resolved at most once per decision, and only when direct grants fall short.
     // A promise only then: a decision that needs no I/O takes no extra microtask turns here.
     const grantsFor = (r: FhirRequest): GrantsOutcome | Promise<GrantsOutcome> => {
-      const direct = this.directGrantsOf(principal);
+      const direct = cacheHit ? this.directGrantsOf(principal) : directGrants(principal, this.policy);
       if (!needsMembership(principal, r, direct, this.policy)) {
         if (!membership) {
           trace?.skip('groups', 'not needed: direct grants decide this request');

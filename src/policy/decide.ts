@@ -69,6 +69,8 @@ export function acceptedAudiences(config: Pick<PdpConfig, 'audience' | 'audience
 
 export interface Grants {
   readonly actions: ReadonlySet<DataAction>;
+  /** `actions` sorted, as an allowed decision reports them (made once with the grants). */
+  readonly sorted?: readonly DataAction[];
   /** Where the grants came from, for hints: `oid`, `role globalReader`, `group <id>`. */
   readonly sources: readonly string[];
 }
@@ -77,7 +79,7 @@ export interface Grants {
 export function directGrants(principal: Principal, policy: CompiledPolicy): Grants {
   if (principal.kind === 'smart') {
     const actions = policy.smartApplications.get(principal.authority)?.get(principal.applicationId ?? '');
-    return { actions: actions ?? new Set(), sources: actions ? [`application ${principal.applicationId}`] : [] };
+    return withSorted(actions ?? new Set(), actions ? [`application ${principal.applicationId}`] : []);
   }
   const actions = new Set<DataAction>();
   const sources: string[] = [];
@@ -92,7 +94,11 @@ export function directGrants(principal: Principal, policy: CompiledPolicy): Gran
     granted.forEach((a) => actions.add(a));
     sources.push(`role ${role}`);
   }
-  return { actions, sources };
+  return withSorted(actions, sources);
+}
+
+function withSorted(actions: ReadonlySet<DataAction>, sources: readonly string[]): Grants {
+  return { actions, sorted: Object.freeze([...actions].sort()), sources };
 }
 
 /** Adds the grants of the groups the principal belongs to. */
@@ -106,7 +112,7 @@ export function withGroupGrants(base: Grants, memberOf: ReadonlySet<string>, pol
     granted.forEach((a) => actions.add(a));
     sources.push(`group ${g}`);
   }
-  return { actions, sources };
+  return withSorted(actions, sources);
 }
 
 /** Object ids whose membership could add grants: every listed id but the principal's own (at most `limit`). */
@@ -228,20 +234,11 @@ export function decideAccess(input: AccessInput): Allowed | Refusal {
   trace?.pass('dataAction', `${describeNeed(request.requires)} granted`);
   const allowed: { ok: true; dataActions: readonly DataAction[]; compartment?: string } = {
     ok: true,
-    // Unnarrowed grants are the same Set on every decision of a principal (memoised by the Pdp).
-    dataActions: effective === grants.actions ? sortedActions(grants.actions) : [...effective].sort(),
+    // Unnarrowed grants were sorted when they were made (once per cached principal: the Pdp memoises them).
+    dataActions: effective === grants.actions && grants.sorted ? grants.sorted : [...effective].sort(),
   };
   if (compartment) allowed.compartment = compartment;
   return allowed;
-}
-
-const SORTED = new WeakMap<ReadonlySet<DataAction>, readonly DataAction[]>();
-
-/** The actions of a grant set, sorted, computed once per set (frozen: every decision shares it). */
-function sortedActions(actions: ReadonlySet<DataAction>): readonly DataAction[] {
-  let sorted = SORTED.get(actions);
-  if (!sorted) SORTED.set(actions, (sorted = Object.freeze([...actions].sort())));
-  return sorted;
 }
 
 function notAllowedHint(principal: Principal, policy: CompiledPolicy, membership?: MembershipReport): string {
