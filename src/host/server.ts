@@ -38,7 +38,8 @@ function readBody(req: IncomingMessage, limit: number): Promise<{ body?: Buffer;
       }
       chunks.push(chunk);
     });
-    req.on('end', () => resolve(tooLarge ? { tooLarge } : { body: chunks.length ? Buffer.concat(chunks) : undefined, tooLarge }));
+    // A question fits one chunk as a rule; Buffer.concat would copy it all the same.
+    req.on('end', () => resolve(tooLarge ? { tooLarge } : { body: chunks.length > 1 ? Buffer.concat(chunks) : chunks[0], tooLarge }));
     req.on('error', reject);
   });
 }
