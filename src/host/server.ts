@@ -73,8 +73,8 @@ export function toPdpRequest(req: IncomingMessage, body: { body?: Buffer; tooLar
 
 function write(res: ServerResponse, answer: PdpHttpResponse, head: boolean): void {
   // With writeHead() first, node cannot add Content-Length at end() and falls back to chunked
-  // encoding: more bytes and more buffers per answer (measured: bench/PROFILE.md). A HEAD answer
-  // states the length its GET would have (RFC 9110 §8.6).
+  // encoding: more bytes and more buffers per answer, and a reader that must parse chunks. A HEAD
+  // answer states the length its GET would have (RFC 9110 §8.6).
   if (answer.body !== undefined) res.setHeader('content-length', Buffer.byteLength(answer.body));
   res.writeHead(answer.status, answer.headers);
   res.end(head ? undefined : answer.body);
