@@ -185,6 +185,9 @@ export class Pdp {
           err instanceof BudgetExceeded
             ? refuse(code, `the decision took longer than decisionBudgetMs (${this.config.decisionBudgetMs} ms) during ${budget.stage}`)
             : refuse(code, `internal error during ${budget.stage}: ${err instanceof Error ? `${err.name}: ${err.message}` : 'unknown error'}`),
+        // Who was waiting, when that was known: the 503's answer and log line name the principal.
+        principal: budget.principal,
+        cacheHit: budget.cacheHit,
       };
     }
     const reason: ReasonCode = 'refusal' in outcome ? outcome.refusal.reason : 'allowed';
@@ -279,6 +282,8 @@ export class Pdp {
     }
 
     budget.stage = 'policy';
+    budget.principal = principal;
+    budget.cacheHit = cacheHit;
     const parsed = parseFhirRequest(input.method, input.target, this.basePath);
     if (!parsed.ok) {
       const r = refuse('action_not_permitted', `${input.method} ${pathOnly(input.target)} is not a FHIR request this service can authorize: ${parsed.problem}`);
@@ -529,6 +534,9 @@ class BudgetExceeded extends Error {}
  */
 class Budget {
   stage: Stage = 'identity';
+  /** What the decision had established when it stopped (for a 503's answer and log line). */
+  principal?: Principal;
+  cacheHit = false;
   private readonly deadline: number;
 
   constructor(started: number, ms: number) {

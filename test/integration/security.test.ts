@@ -815,6 +815,33 @@ describe('directory_unavailable', () => {
     expectReason(await ask(await pdp.mint({ oid: UNLISTED_OID, groups: [GROUP] })), 'allowed');
     expect(calls).toBe(before);
   });
+
+  it('a membership lookup that never answers ends at decisionBudgetMs, named as the directory stage', async () => {
+    let asked = 0;
+    const silent: GroupMembershipResolver = {
+      checkMemberGroups: () => {
+        asked++;
+        return new Promise(() => undefined);
+      },
+    };
+    const budgetMs = 150;
+    const hanging = new Pdp(configFor(pdp.idp.authority, { accessPolicies: [{ objectId: GROUP, dataActions: ['read'] }], decisionBudgetMs: budgetMs }), { membership: silent });
+    await hanging.refreshIssuers();
+    const token = await pdp.mint({ oid: UNLISTED_OID });
+    const started = performance.now();
+    const d = await hanging.decide({ method: 'GET', target: '/Patient/1', credentials: { authorization: [`Bearer ${token}`] } });
+    const elapsed = performance.now() - started;
+    expectReason(d, 'directory_unavailable');
+    expect(d.hint).toContain(`decisionBudgetMs (${budgetMs} ms) during directory`);
+    expect(asked).toBe(1);
+    expect(elapsed).toBeGreaterThanOrEqual(budgetMs - 20);
+    // A lookup that never answered is not remembered as an answer: the next decision asks again.
+    const again = await hanging.decide({ method: 'GET', target: '/Patient/2', credentials: { authorization: [`Bearer ${token}`] } });
+    expectReason(again, 'directory_unavailable');
+    expect(asked).toBe(2);
+    // The 503 still names who was waiting, and that the token came from the cache.
+    expect([again.principal?.objectId, again.cacheHit]).toEqual([UNLISTED_OID, true]);
+  });
 });
 
 describe('invalid_request', () => {
