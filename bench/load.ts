@@ -105,9 +105,9 @@ let answered = 0;
  * busy, peak load, for part of each second.
  *
  * The sender writes pre-built HTTP/1.1 requests on raw sockets and reads answers by Content-Length
- * (both servers measured send it). A node:http client cost the sender some 40 µs of CPU per request
- * and its own GC pauses; on 2 cores those land on the server's percentiles too (the bare server's p99
- * at 8,900 req/s was 6.5-8.7 ms through node:http, bench/PROFILE.md).
+ * (both servers measured send it). Through a node:http client the sender's own work and GC pauses
+ * landed on the server's percentiles on 2 cores: the bare server's p99 at about 8,000 req/s was
+ * 6.5-8.7 ms through node:http and 2.7-4.7 ms this way (bench/PROFILE.md).
  */
 async function paced(
   job: LoadJob,
