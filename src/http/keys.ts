@@ -3,13 +3,14 @@
  * query parameter. Compared in constant time over SHA-256 digests, so neither content nor length
  * leaks through timing.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { hash, timingSafeEqual } from 'node:crypto';
 import type { PdpHttpRequest } from './types.js';
 
 export type Access = 'none' | 'api' | 'admin';
 
 function digest(v: string): Buffer {
-  return createHash('sha256').update(v, 'utf8').digest();
+  // One-shot: a keyed deployment hashes the presented key on every request.
+  return hash('sha256', v, 'buffer');
 }
 
 export class KeyRing {
