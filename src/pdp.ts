@@ -118,14 +118,11 @@ export class Pdp {
   private readonly audiencesByAuthority = new Map<string, readonly string[]>();
   private groupIndex = GroupIndex.empty();
   private readonly tokenCache?: VerifiedTokenCache;
-  /** Principals of cached verified tokens; entries go when the cache drops the token. */
-  private readonly principals = new WeakMap<VerifiedToken, Principal>();
   /**
-   * Per cached principal, what does not change between its decisions (summary, direct grants).
-   * Only principals of cached tokens are memoised: a miss's principal is used once.
+   * The identity of each cached verified token, keyed by the cache's own entry object (entries go
+   * when the cache drops the token). A miss's identity is used once and not kept.
    */
-  private readonly summaries = new WeakMap<Principal, PrincipalSummary>();
-  private readonly grants = new WeakMap<Principal, Grants>();
+  private readonly identities = new WeakMap<VerifiedToken, Identity>();
 
   constructor(
     readonly config: PdpConfig,
@@ -186,7 +183,7 @@ export class Pdp {
             ? refuse(code, `the decision took longer than decisionBudgetMs (${this.config.decisionBudgetMs} ms) during ${budget.stage}`)
             : refuse(code, `internal error during ${budget.stage}: ${err instanceof Error ? `${err.name}: ${err.message}` : 'unknown error'}`),
         // Who was waiting, when that was known: the 503's answer and log line name the principal.
-        principal: budget.principal,
+        identity: budget.identity,
         cacheHit: budget.cacheHit,
       };
     }
@@ -204,7 +201,7 @@ export class Pdp {
       cacheHit: outcome.cacheHit ?? false,
     };
     if ('refusal' in outcome) decision.hint = outcome.refusal.hint;
-    if (outcome.principal) decision.principal = outcome.cacheHit ? this.summaryOf(outcome.principal) : summarise(outcome.principal);
+    if (outcome.identity) decision.principal = outcome.identity.summary;
     if ('allowed' in outcome) {
       decision.dataActions = outcome.allowed.dataActions;
       if (outcome.allowed.compartment) decision.compartment = outcome.allowed.compartment;
@@ -217,13 +214,6 @@ export class Pdp {
     this.counters.inc(def.decision === 'allow' ? 'allowed' : def.decision === 'deny' ? 'denied' : 'indeterminate');
     this.deps.logger?.(eventFor(decision, input));
     return decision;
-  }
-
-  /** The caller-facing summary of a principal; a cached token's principal is summarised once. */
-  private summaryOf(p: Principal): PrincipalSummary {
-    let s = this.summaries.get(p);
-    if (!s) this.summaries.set(p, (s = summarise(p)));
-    return s;
   }
 
   private async decideInner(input: DecisionInput, trace: Trace | undefined, budget: Budget): Promise<Outcome> {
@@ -271,24 +261,25 @@ export class Pdp {
       token = verified.token;
       if (cacheKey) cache!.set(cacheKey, token);
     }
-    // The principal depends only on the verified claims and the (fixed) configuration, so a cached
-    // token's principal is worked out once, keyed by the cache's own entry object.
-    let principal = cacheHit ? this.principals.get(token) : undefined;
-    if (!principal) {
+    // The identity depends only on the verified claims and the (fixed) configuration, so a cached
+    // token's is worked out once.
+    let identity = cacheHit ? this.identities.get(token) : undefined;
+    if (!identity) {
       const who = principalFromToken(token, this.applications.get(token.authority), trace);
       if ('reason' in who) return { refusal: who, token, cacheHit };
-      principal = who.principal;
-      if (cacheHit) this.principals.set(token, principal);
+      identity = { principal: who.principal, summary: summarise(who.principal), direct: directGrants(who.principal, this.policy) };
+      if (cacheHit) this.identities.set(token, identity);
     }
+    const { principal, direct } = identity;
 
     budget.stage = 'policy';
-    budget.principal = principal;
+    budget.identity = identity;
     budget.cacheHit = cacheHit;
     const parsed = parseFhirRequest(input.method, input.target, this.basePath);
     if (!parsed.ok) {
       const r = refuse('action_not_permitted', `${input.method} ${pathOnly(input.target)} is not a FHIR request this service can authorize: ${parsed.problem}`);
       trace?.fail('dataAction', r);
-      return { refusal: r, principal, token, cacheHit };
+      return { refusal: r, identity, token, cacheHit };
     }
     const request = parsed.request;
     type GrantsOutcome = { grants: Grants; report?: MembershipReport } | { refusal: Refusal };
@@ -300,7 +291,6 @@ export class Pdp {
     // Membership is resolved at most once per decision, and only when direct grants fall short.
     // A promise only then: a decision that needs no I/O takes no extra microtask turns here.
     const grantsFor = (r: FhirRequest): GrantsOutcome | Promise<GrantsOutcome> => {
-      const direct = cacheHit ? this.directGrantsOf(principal) : directGrants(principal, this.policy);
       if (!needsMembership(principal, r, direct, this.policy)) {
         if (!membership) {
           trace?.skip('groups', 'not needed: direct grants decide this request');
@@ -327,8 +317,8 @@ export class Pdp {
       const one = decideOne(request);
       access = one instanceof Promise ? await one : one;
     }
-    if ('reason' in access) return { refusal: access, principal, token, cacheHit };
-    return { allowed: access, principal, token, cacheHit };
+    if ('reason' in access) return { refusal: access, identity, token, cacheHit };
+    return { allowed: access, identity, token, cacheHit };
   }
 
   /** Group membership, waited for within the decision's budget and named as the directory stage. */
@@ -341,13 +331,6 @@ export class Pdp {
     const m = await budget.wait(this.resolveMembership(principal, trace));
     budget.stage = 'policy';
     return m;
-  }
-
-  /** Grants through the principal's own id and roles: fixed for a principal under this Pdp's policy. */
-  private directGrantsOf(principal: Principal): Grants {
-    let g = this.grants.get(principal);
-    if (!g) this.grants.set(principal, (g = directGrants(principal, this.policy)));
-    return g;
   }
 
   /**
@@ -449,7 +432,16 @@ type Stage = 'identity' | 'directory' | 'policy';
 type Outcome = (
   | { refusal: Refusal }
   | { allowed: { dataActions: readonly DataAction[]; compartment?: string } }
-) & { principal?: Principal; token?: VerifiedToken; cacheHit?: boolean };
+) & { identity?: Identity; token?: VerifiedToken; cacheHit?: boolean };
+
+/** Who the caller is, and what does not change between its decisions under this Pdp's policy. */
+interface Identity {
+  readonly principal: Principal;
+  /** The caller-facing summary, as decisions report it. */
+  readonly summary: PrincipalSummary;
+  /** Grants through its own object id and roles (no group lookups). */
+  readonly direct: Grants;
+}
 
 function summarise(p: Principal): PrincipalSummary {
   return {
@@ -535,7 +527,7 @@ class BudgetExceeded extends Error {}
 class Budget {
   stage: Stage = 'identity';
   /** What the decision had established when it stopped (for a 503's answer and log line). */
-  principal?: Principal;
+  identity?: Identity;
   cacheHit = false;
   private readonly deadline: number;
 
