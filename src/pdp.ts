@@ -94,7 +94,8 @@ export interface DecisionEvent {
   readonly cacheHit: boolean;
 }
 
-export type DecisionLogger = (event: DecisionEvent) => void;
+/** Called once per decision with its log event and the decision it describes. */
+export type DecisionLogger = (event: DecisionEvent, decision: Decision) => void;
 
 export interface PdpDependencies {
   readonly clock?: () => number;
@@ -212,7 +213,7 @@ export class Pdp {
     }
     decision.durationMs = Math.round((performance.now() - started) * 1000) / 1000;
     this.counters.inc(def.decision === 'allow' ? 'allowed' : def.decision === 'deny' ? 'denied' : 'indeterminate');
-    this.deps.logger?.(eventFor(decision, input));
+    this.deps.logger?.(eventFor(decision, input), decision);
     return decision;
   }
 
@@ -267,7 +268,10 @@ export class Pdp {
     if (!identity) {
       const who = principalFromToken(token, this.applications.get(token.authority), trace);
       if ('reason' in who) return { refusal: who, token, cacheHit };
-      identity = { principal: who.principal, summary: summarise(who.principal), direct: directGrants(who.principal, this.policy) };
+      const summary = summarise(who.principal);
+      // A memoised summary is answered on every hit: frozen, so its JSON is made once too
+      // (src/decision-json.ts).
+      identity = { principal: who.principal, summary: cacheHit ? deepFreeze(summary) : summary, direct: directGrants(who.principal, this.policy) };
       if (cacheHit) this.identities.set(token, identity);
     }
     const { principal, direct } = identity;
@@ -450,8 +454,14 @@ function summarise(p: Principal): PrincipalSummary {
     ...(p.tenantId ? { tenantId: p.tenantId } : {}),
     ...(p.applicationId ? { applicationId: p.applicationId } : {}),
     ...(p.fhirUser ? { fhirUser: p.fhirUser } : {}),
-    ...(p.scopes.length ? { scopes: p.scopes } : {}),
+    // Its own copy: a summary may be frozen (memoised identities), the principal's list is not.
+    ...(p.scopes.length ? { scopes: [...p.scopes] } : {}),
   };
+}
+
+function deepFreeze(s: PrincipalSummary): PrincipalSummary {
+  if (s.scopes) Object.freeze(s.scopes);
+  return Object.freeze(s);
 }
 
 /** Most entries of a bundle decided in one question (the body limit bounds it too). */

@@ -6,7 +6,7 @@ import { pathToFileURL } from 'node:url';
 import { ConfigError, loadConfigFromEnv } from '../config/load.js';
 import { keyList, readSettings } from '../config/settings.js';
 import { KeyRing } from '../http/keys.js';
-import type { DecisionEvent } from '../pdp.js';
+import { decisionLine } from '../decision-json.js';
 import { PdpService } from '../runtime.js';
 import { createPdpServer, listen } from './server.js';
 
@@ -24,7 +24,7 @@ const MAX_PENDING_LINES = 1024;
  * synchronous in Node, and a write system call per decision cost about a quarter of the host's CPU
  * under load (bench/PROFILE.md). Lines still pending when the process exits are written then.
  */
-export function batchedLines<T>(write: (text: string) => void, format: (event: T) => string): { log: (event: T) => void; flush: () => void } {
+export function batchedLines(write: (text: string) => void): { log: (line: string) => void; flush: () => void } {
   let pending: string[] = [];
   const flush = (): void => {
     if (pending.length === 0) return;
@@ -38,8 +38,8 @@ export function batchedLines<T>(write: (text: string) => void, format: (event: T
     process.once('exit', () => pendingFlushes.forEach((f) => f()));
   }
   return {
-    log: (event) => {
-      if (pending.push(format(event)) === 1) setImmediate(flush);
+    log: (line) => {
+      if (pending.push(line) === 1) setImmediate(flush);
       else if (pending.length >= MAX_PENDING_LINES) flush();
     },
     flush: () => {
@@ -47,11 +47,6 @@ export function batchedLines<T>(write: (text: string) => void, format: (event: T
       pendingFlushes.delete(flush);
     },
   };
-}
-
-/** `{"type":"decision", …event}` as one JSON line, without copying the event into a new object. */
-export function decisionLine(e: DecisionEvent): string {
-  return `{"type":"decision",${JSON.stringify(e).slice(1)}`;
 }
 
 /** One exit hook for every batched logger of the process. */
@@ -66,14 +61,11 @@ export async function startHost(env: Record<string, string | undefined>, log: (l
   const host = settings.PDP_HOST ?? (keys.hasAnyKey ? '0.0.0.0' : '127.0.0.1');
   if (!keys.hasAnyKey && host !== '127.0.0.1' && host !== '::1' && host !== 'localhost')
     throw new ConfigError([{ path: 'PDP_HOST', message: `binding ${host} needs PDP_API_KEYS or PDP_ADMIN_KEYS` }], 'app settings');
-  const decisionLog =
-    settings.PDP_LOG_DECISIONS === 'true'
-      ? batchedLines<DecisionEvent>((text) => process.stdout.write(text), decisionLine)
-      : undefined;
+  const decisionLog = settings.PDP_LOG_DECISIONS === 'true' ? batchedLines((text) => process.stdout.write(text)) : undefined;
   const service = new PdpService({
     config,
     env,
-    ...(decisionLog ? { logger: decisionLog.log } : {}),
+    ...(decisionLog ? { logger: (event, decision) => decisionLog.log(decisionLine(event, decision.principal)) } : {}),
     snapshotPollMs: settings.PDP_SNAPSHOT_POLL_SECONDS * 1000,
   });
   // A stored snapshot (Blob) is read before the first request: a warm instance then decides

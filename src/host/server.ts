@@ -17,31 +17,35 @@ export interface HostOptions {
   readonly maxBodyBytes?: number;
 }
 
-function readBody(req: IncomingMessage, limit: number): Promise<{ body?: Buffer; tooLarge: boolean }> {
-  return new Promise((resolve, reject) => {
-    const declared = Number(req.headers['content-length'] ?? NaN);
-    if (Number.isFinite(declared) && declared > limit) {
-      req.resume();
-      resolve({ tooLarge: true });
+interface ReadBody {
+  readonly body?: Buffer;
+  readonly tooLarge: boolean;
+}
+
+/** Reads the body, bounded, and calls `done` once (callbacks, not a promise: this runs per request). */
+function readBody(req: IncomingMessage, limit: number, done: (body: ReadBody) => void, failed: () => void): void {
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  if (Number.isFinite(declared) && declared > limit) {
+    req.resume();
+    done({ tooLarge: true });
+    return;
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let tooLarge = false;
+  req.on('data', (chunk: Buffer) => {
+    if (tooLarge) return;
+    size += chunk.length;
+    if (size > limit) {
+      tooLarge = true;
+      chunks.length = 0;
       return;
     }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let tooLarge = false;
-    req.on('data', (chunk: Buffer) => {
-      if (tooLarge) return;
-      size += chunk.length;
-      if (size > limit) {
-        tooLarge = true;
-        chunks.length = 0;
-        return;
-      }
-      chunks.push(chunk);
-    });
-    // A question fits one chunk as a rule; Buffer.concat would copy it all the same.
-    req.on('end', () => resolve(tooLarge ? { tooLarge } : { body: chunks.length > 1 ? Buffer.concat(chunks) : chunks[0], tooLarge }));
-    req.on('error', reject);
+    chunks.push(chunk);
   });
+  // A question fits one chunk as a rule; Buffer.concat would copy it all the same.
+  req.on('end', () => done(tooLarge ? { tooLarge } : { body: chunks.length > 1 ? Buffer.concat(chunks) : chunks[0], tooLarge }));
+  req.on('error', failed);
 }
 
 /**
@@ -59,7 +63,7 @@ export function headerValues(rawHeaders: readonly string[], name: string): strin
   return values;
 }
 
-export function toPdpRequest(req: IncomingMessage, body: { body?: Buffer; tooLarge: boolean }): PdpHttpRequest {
+export function toPdpRequest(req: IncomingMessage, body: ReadBody): PdpHttpRequest {
   const raw = req.rawHeaders;
   const request: { -readonly [K in keyof PdpHttpRequest]: PdpHttpRequest[K] } = {
     method: req.method ?? 'GET',
@@ -71,24 +75,44 @@ export function toPdpRequest(req: IncomingMessage, body: { body?: Buffer; tooLar
   return request;
 }
 
+/**
+ * The answer's headers as the flat [name, value, …] list writeHead takes, Content-Length last.
+ * One writeHead with every header, no setHeader: setHeader first makes node merge the two into its
+ * header map, per answer. With writeHead alone, node cannot add Content-Length at end() and falls
+ * back to chunked encoding. A HEAD answer states the length its GET would have (RFC 9110 §8.6).
+ */
+export function headerList(answer: PdpHttpResponse): string[] {
+  const list: string[] = [];
+  for (const name in answer.headers) list.push(name, answer.headers[name]!);
+  if (answer.body !== undefined) list.push('content-length', String(Buffer.byteLength(answer.body)));
+  return list;
+}
+
 function write(res: ServerResponse, answer: PdpHttpResponse, head: boolean): void {
-  // With writeHead() first, node cannot add Content-Length at end() and falls back to chunked
-  // encoding: more bytes and more buffers per answer, and a reader that must parse chunks. A HEAD
-  // answer states the length its GET would have (RFC 9110 §8.6).
-  if (answer.body !== undefined) res.setHeader('content-length', Buffer.byteLength(answer.body));
-  res.writeHead(answer.status, answer.headers);
+  res.writeHead(answer.status, headerList(answer));
   res.end(head ? undefined : answer.body);
 }
 
+const INTERNAL_ERROR = json(500, { error: 'internal_error' });
+
 export function createPdpServer(runtime: PdpRuntime, options: HostOptions): Server {
   const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const routeOptions = { keys: options.keys };
   const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => {
-    readBody(req, maxBody)
-      .then((body) => route(runtime, toPdpRequest(req, body), { keys: options.keys }))
-      .then(
-        (answer) => write(res, answer, req.method === 'HEAD'),
-        () => write(res, json(500, { error: 'internal_error' }), false),
-      );
+    // Never an unhandled rejection (which would end the process): a failure before the answer is
+    // written is a 500; one after its head went out ends the connection.
+    const failed = (): void => {
+      if (res.headersSent) res.destroy();
+      else write(res, INTERNAL_ERROR, false);
+    };
+    const answered = (answer: PdpHttpResponse): void => {
+      try {
+        write(res, answer, req.method === 'HEAD');
+      } catch {
+        failed();
+      }
+    };
+    readBody(req, maxBody, (body) => route(runtime, toPdpRequest(req, body), routeOptions).then(answered, failed), failed);
   });
   server.keepAliveTimeout = 65_000;
   return server;

@@ -6,6 +6,7 @@
 import type { HttpRequest, HttpResponseInit, InvocationContext, Timer } from '@azure/functions';
 import { loadConfigFromEnv } from '../config/load.js';
 import { keyList, readSettings } from '../config/settings.js';
+import { decisionLine } from '../decision-json.js';
 import { PdpService } from '../runtime.js';
 import { KeyRing } from './keys.js';
 import { route } from './routes.js';
@@ -29,7 +30,7 @@ export function workerService(env: Record<string, string | undefined> = process.
       config: loadConfigFromEnv(env),
       env,
       // Function output goes to the host's logs and Application Insights; one JSON line per decision.
-      ...(settings.PDP_LOG_DECISIONS === 'true' ? { logger: (e) => console.log(JSON.stringify({ type: 'decision', ...e })) } : {}),
+      ...(settings.PDP_LOG_DECISIONS === 'true' ? { logger: (event, decision) => console.log(decisionLine(event, decision.principal)) } : {}),
       snapshotPollMs: settings.PDP_SNAPSHOT_POLL_SECONDS * 1000,
     });
     const started = service.start(settings.PDP_SNAPSHOT_STORE === 'memory' ? { refreshIntervalMs: settings.PDP_REFRESH_INTERVAL_SECONDS * 1000 } : {});

@@ -26,7 +26,12 @@ export function firstHeader(req: PdpHttpRequest, name: string): string | undefin
 }
 
 export function json(status: number, value: unknown, headers: Record<string, string> = {}): PdpHttpResponse {
+  return jsonText(status, JSON.stringify(value), headers);
+}
+
+/** An answer whose JSON text is already made (src/decision-json.ts). */
+export function jsonText(status: number, body: string, headers: Record<string, string> = {}): PdpHttpResponse {
   const all: Record<string, string> = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' };
   for (const name in headers) all[name] = headers[name]!;
-  return { status, headers: all, body: JSON.stringify(value) };
+  return { status, headers: all, body };
 }

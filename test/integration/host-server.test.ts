@@ -1,0 +1,100 @@
+/**
+ * The standalone host's shell (src/host/server.ts) around the router: every answer carries
+ * Content-Length (never chunked), HEAD states the length without a body, and a failure inside a
+ * request (a rejected route, an answer node refuses to write) is a 500 for that request while the
+ * host keeps serving.
+ */
+import { request, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPdpServer, headerList, listen } from '../../src/host/server.js';
+import { KeyRing } from '../../src/http/keys.js';
+import type { PdpRuntime } from '../../src/http/routes.js';
+import type { Pdp } from '../../src/pdp.js';
+
+const ADMIN = 'admin-key-for-the-host-server-test';
+
+interface Answer {
+  readonly status: number;
+  readonly headers: IncomingHttpHeaders;
+  readonly body: string;
+}
+
+describe('the standalone host server', () => {
+  let server: Server;
+  let port: number;
+  let explainAnswer: () => ReturnType<NonNullable<PdpRuntime['explain']>>;
+
+  beforeAll(async () => {
+    const runtime: PdpRuntime = {
+      pdp: undefined as unknown as Pdp,
+      health: () => ({ ready: true, note: 'é and ☃' }),
+      refresh: () => Promise.reject(new Error('refresh failed')),
+      explain: () => explainAnswer(),
+    };
+    server = createPdpServer(runtime, { keys: new KeyRing([], [ADMIN]) });
+    port = ((await listen(server, 0, '127.0.0.1')) as AddressInfo).port;
+  });
+
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  function ask(method: string, path: string, headers: Record<string, string> = {}): Promise<Answer> {
+    return new Promise((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port, method, path, headers }, (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (t: string) => (body += t));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  it('answers with Content-Length in bytes, not chunked', async () => {
+    const a = await ask('GET', '/api/health');
+    expect(a.status).toBe(200);
+    expect(a.headers['transfer-encoding']).toBeUndefined();
+    expect(Number(a.headers['content-length'])).toBe(Buffer.byteLength(a.body));
+    expect(Buffer.byteLength(a.body)).toBeGreaterThan(a.body.length);
+    expect(a.headers['content-type']).toBe('application/json; charset=utf-8');
+  });
+
+  it('answers HEAD with the length of its GET and no body', async () => {
+    const get = await ask('GET', '/api/health');
+    const head = await ask('HEAD', '/api/health');
+    expect(head.status).toBe(200);
+    expect(head.body).toBe('');
+    expect(head.headers['content-length']).toBe(get.headers['content-length']);
+  });
+
+  it('turns a rejected route into a 500 and keeps serving', async () => {
+    const a = await ask('POST', '/api/refresh', { 'x-functions-key': ADMIN });
+    expect(a.status).toBe(500);
+    expect(JSON.parse(a.body)).toEqual({ error: 'internal_error' });
+    expect((await ask('GET', '/api/health')).status).toBe(200);
+  });
+
+  it('turns an answer node cannot write (a header with a line break) into a 500 and keeps serving', async () => {
+    explainAnswer = () => Promise.resolve({ status: 200, headers: { 'x-bad': 'a\r\nset-cookie: injected=1' }, body: '{}' });
+    const a = await ask('POST', '/api/explain', { 'x-functions-key': ADMIN });
+    expect(a.status).toBe(500);
+    expect(a.headers['set-cookie']).toBeUndefined();
+    expect(a.headers['x-bad']).toBeUndefined();
+    expect((await ask('GET', '/api/health')).status).toBe(200);
+  });
+
+  it('turns an explain that throws into a 500', async () => {
+    explainAnswer = () => Promise.reject(new Error('boom'));
+    expect((await ask('POST', '/api/explain', { 'x-functions-key': ADMIN })).status).toBe(500);
+  });
+});
+
+describe('headerList', () => {
+  it('lists every header once, name then value, with the body length in bytes last', () => {
+    expect(headerList({ status: 200, headers: { 'content-type': 'text/plain', 'x-a': '1' }, body: 'é' })).toEqual(['content-type', 'text/plain', 'x-a', '1', 'content-length', '2']);
+    expect(headerList({ status: 204, headers: { 'x-a': '1' } })).toEqual(['x-a', '1']);
+  });
+});
