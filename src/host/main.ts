@@ -13,24 +13,49 @@ import { createPdpServer, listen } from './server.js';
 export interface StartedHost {
   readonly url: string;
   readonly service: PdpService;
+  /** Writes the decision-log lines still waiting for their batch (they are written within LOG_FLUSH_MS anyway). */
+  flushDecisionLog(): void;
   close(): Promise<void>;
 }
 
-/** Most decision lines held before a write; a burst never holds more. */
-const MAX_PENDING_LINES = 1024;
+/** Bytes of decision lines held before a write. */
+const LOG_BUFFER_BYTES = 64 * 1024;
+/** Longest a decision line waits for its write. */
+export const LOG_FLUSH_MS = 50;
+
+export interface BatchedLines {
+  /** Queues one line (a newline is added). */
+  log(line: string): void;
+  /** Writes what is queued now. */
+  flush(): void;
+  /** Writes what is queued, and stops: later lines are written one by one. */
+  close(): void;
+}
 
 /**
- * One write per turn of the event loop instead of one per decision: stdout to a file or a pipe is
- * synchronous in Node, and a write system call per decision cost about a quarter of the host's CPU
- * under load (bench/PROFILE.md). Lines still pending when the process exits are written then.
+ * Decision lines written in batches: every LOG_FLUSH_MS, or sooner when LOG_BUFFER_BYTES are
+ * waiting. stdout to a file or a pipe is synchronous in Node and costs per write: a write per
+ * decision took about a quarter of the host's CPU under load, and a write per event-loop turn
+ * still several µs per decision at half of peak, where a turn holds one or two (bench/PROFILE.md).
+ * Each line is encoded into an off-heap buffer at once, so the strings die young: lines held as
+ * strings for LOG_FLUSH_MS doubled the host's garbage-collection pauses. Lines still waiting are
+ * written on close, on SIGTERM/SIGINT and at exit; a process killed outright (SIGKILL, out of
+ * memory) loses at most LOG_FLUSH_MS of them.
  */
-export function batchedLines(write: (text: string) => void): { log: (line: string) => void; flush: () => void } {
-  let pending: string[] = [];
+export function batchedLines(write: (chunk: Buffer) => void, flushMs = LOG_FLUSH_MS): BatchedLines {
+  let buffer = Buffer.allocUnsafeSlow(LOG_BUFFER_BYTES);
+  let used = 0;
+  let timer: NodeJS.Timeout | undefined;
+  let closed = false;
   const flush = (): void => {
-    if (pending.length === 0) return;
-    const text = `${pending.join('\n')}\n`;
-    pending = [];
-    write(text);
+    if (timer) clearTimeout(timer);
+    timer = undefined;
+    if (used === 0) return;
+    // The written buffer is handed over, not reused: a stream may still hold it after write returns.
+    const full = buffer.subarray(0, used);
+    buffer = Buffer.allocUnsafeSlow(LOG_BUFFER_BYTES);
+    used = 0;
+    write(full);
   };
   pendingFlushes.add(flush);
   if (!exitHooked) {
@@ -39,11 +64,23 @@ export function batchedLines(write: (text: string) => void): { log: (line: strin
   }
   return {
     log: (line) => {
-      if (pending.push(line) === 1) setImmediate(flush);
-      else if (pending.length >= MAX_PENDING_LINES) flush();
+      // UTF-8 takes at most 3 bytes per UTF-16 code unit.
+      const most = line.length * 3 + 1;
+      if (closed || most > LOG_BUFFER_BYTES) {
+        flush();
+        write(Buffer.from(`${line}\n`));
+        return;
+      }
+      if (used + most > LOG_BUFFER_BYTES) flush();
+      used += buffer.write(line, used);
+      buffer[used++] = 0x0a;
+      // The timer never keeps the process alive: the exit hook writes what is left.
+      if (timer === undefined) timer = setTimeout(flush, flushMs).unref();
     },
-    flush: () => {
+    flush,
+    close: () => {
       flush();
+      closed = true;
       pendingFlushes.delete(flush);
     },
   };
@@ -61,7 +98,7 @@ export async function startHost(env: Record<string, string | undefined>, log: (l
   const host = settings.PDP_HOST ?? (keys.hasAnyKey ? '0.0.0.0' : '127.0.0.1');
   if (!keys.hasAnyKey && host !== '127.0.0.1' && host !== '::1' && host !== 'localhost')
     throw new ConfigError([{ path: 'PDP_HOST', message: `binding ${host} needs PDP_API_KEYS or PDP_ADMIN_KEYS` }], 'app settings');
-  const decisionLog = settings.PDP_LOG_DECISIONS === 'true' ? batchedLines((text) => process.stdout.write(text)) : undefined;
+  const decisionLog = settings.PDP_LOG_DECISIONS === 'true' ? batchedLines((chunk) => process.stdout.write(chunk)) : undefined;
   const service = new PdpService({
     config,
     env,
@@ -81,10 +118,11 @@ export async function startHost(env: Record<string, string | undefined>, log: (l
   return {
     url,
     service,
+    flushDecisionLog: () => decisionLog?.flush(),
     close: () =>
       new Promise<void>((resolve) => {
         service.stop();
-        decisionLog?.flush();
+        decisionLog?.close();
         server.closeAllConnections();
         server.close(() => resolve());
       }),

@@ -48,14 +48,17 @@ describe('limits, keys and decision logs of the standalone host', () => {
     headers: { 'x-functions-key': key, 'content-type': 'application/json', ...extra },
     body,
   });
-  /** Decision lines are written once per event-loop turn (batched); wait for that turn's flush. */
-  const logFlushed = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-  const decisionLines = (): LogLine[] =>
-    stdout
+  /** Decision lines are written in batches (every LOG_FLUSH_MS); write the waiting ones now. */
+  const logFlushed = async (): Promise<void> => host.flushDecisionLog();
+  /** Every decision line so far, the waiting ones written first. */
+  const decisionLines = (): LogLine[] => {
+    host.flushDecisionLog();
+    return stdout
       .split('\n')
       .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as LogLine)
       .filter((l) => l.type === 'decision');
+  };
 
   beforeAll(async () => {
     const write = process.stdout.write.bind(process.stdout);
