@@ -78,9 +78,11 @@ export interface DecideCallOptions {
   readonly admin: boolean;
 }
 
+// `return await` where an async function hands on another's promise: a bare `return` of a promise
+// costs two more microtask turns per request than awaiting it.
 export async function handleDecide(pdp: Pdp, req: PdpHttpRequest, path: string, query: string, options: DecideCallOptions): Promise<PdpHttpResponse> {
   const mode = modeOf(req, path);
-  if (mode === 'json') return handleJson(pdp, req, options);
+  if (mode === 'json') return await handleJson(pdp, req, options);
   const input = mode === 'envoy' ? envoyInput(req, path, query) : forwardAuthInput(req);
   const decision = await pdp.decide(input);
   return gatewayAnswer(decision, options, mode);

@@ -49,7 +49,8 @@ export async function route(runtime: PdpRuntime, req: PdpHttpRequest, options: R
     // In Envoy mode the query string belongs to the original request; a key must come in a header.
     const access = options.keys.accessOf(req, path === DECIDE_PREFIX);
     if (!options.keys.decideIsOpen && access === 'none' && !options.hostCheckedKey) return UNAUTHORIZED;
-    return handleDecide(runtime.pdp, req, path, query, { admin: access === 'admin' });
+    // Awaited, not returned: returning another async function's promise costs two more microtask turns.
+    return await handleDecide(runtime.pdp, req, path, query, { admin: access === 'admin' });
   }
   if (path === '/api/refresh' || path === '/api/explain') {
     if (options.keys.accessOf(req) !== 'admin') return UNAUTHORIZED;
