@@ -37,7 +37,7 @@ interface Plan {
   readonly cachedPool: number;
 }
 
-const FULL: Plan = { repeats: 3, warmupSeconds: 1, durationSeconds: 5, freshPool: 4096, cachedPool: CONNECTIONS };
+const FULL: Plan = { repeats: 5, warmupSeconds: 1, durationSeconds: 5, freshPool: 4096, cachedPool: CONNECTIONS };
 const SMOKE: Plan = { repeats: 1, warmupSeconds: 0.1, durationSeconds: 0.3, freshPool: 1280, cachedPool: CONNECTIONS };
 /**
  * A token comes back after `freshPool` bodies; between, up to CONNECTIONS are still in flight (not yet

@@ -3,8 +3,8 @@
  * standalone server, the Azure Functions adapter, the CLI) build one Pdp and call it; the checks
  * live in src/identity (who), src/fhir (what) and src/policy (whether).
  */
-import { randomUUID } from 'node:crypto';
 import type { PdpConfig } from './config/schema.js';
+import { newDecisionId } from './decision-id.js';
 import { DirectoryUnavailableError, type GroupMembershipResolver } from './directory/types.js';
 import { parseFhirRequest } from './fhir/request.js';
 import type { FhirRequest } from './fhir/types.js';
@@ -169,7 +169,7 @@ export class Pdp {
 
   async decide(input: DecisionInput, options: DecideOptions = {}): Promise<Decision> {
     const started = performance.now();
-    const decisionId = randomUUID();
+    const decisionId = newDecisionId();
     const trace = options.trace ? new Trace() : undefined;
     const budget = new Budget(started, this.config.decisionBudgetMs);
     let outcome: Outcome;
