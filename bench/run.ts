@@ -4,6 +4,7 @@
  * test-output/bench-smoke.md (and .json) instead: a smoke run never overwrites RESULTS.md.
  *
  *   node dist/bench/run.js [--smoke] [--only in-process,http,scale] [--cases decide-hit,...] [--out FILE]
+ *   node dist/bench/run.js --render test-output/bench-results.json   (RESULTS.md again, with the current PROFILE.md)
  *
  * `--only` / `--cases` (for profiling one path, e.g. under `node --cpu-prof`) write
  * test-output/bench-partial.md unless `--out` says otherwise. Missed targets are reported, not
@@ -127,9 +128,21 @@ async function main(): Promise<void> {
       only: { type: 'string' },
       cases: { type: 'string' },
       out: { type: 'string' },
+      render: { type: 'string' },
     },
     strict: true,
   });
+  if (values.render) {
+    // Re-renders a saved full report (test-output/bench-results.json) with the current PROFILE.md,
+    // without measuring again: the figures stay those of the run, commit and date included.
+    const report = JSON.parse(await readFile(values.render, 'utf8')) as BenchReport;
+    if (report.smoke) throw new Error('a smoke report is never rendered into bench/RESULTS.md');
+    const out = resolve(values.out ?? join(REPO_ROOT, 'bench/RESULTS.md'));
+    const profileNotes = await readFile(join(REPO_ROOT, 'bench/PROFILE.md'), 'utf8').catch(() => undefined);
+    await writeFile(out, renderMarkdown(report, profileNotes));
+    process.stderr.write(`bench: rendered ${relative(process.cwd(), out)} from ${values.render}\n`);
+    return;
+  }
   const only = values.only ? values.only.split(',').map((s) => s.trim()) : [...SUITES];
   for (const s of only) if (!SUITES.includes(s as SuiteName)) throw new Error(`unknown suite ${s}; one of ${SUITES.join(', ')}`);
   const cases = values.cases?.split(',').map((s) => s.trim());
