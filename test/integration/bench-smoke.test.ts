@@ -4,7 +4,8 @@
  * not asserted; the shape of the report is: every figure has a baseline from the same run and a ratio.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -41,9 +42,9 @@ interface Report {
   suites: Array<{ suite: string; figures: Figure[]; measurements: Measurement[] }>;
 }
 
-function runSmoke(): Promise<{ code: number | null; stderr: string; ms: number }> {
+function runBench(args: readonly string[]): Promise<{ code: number | null; stderr: string; ms: number }> {
   const started = performance.now();
-  const child = spawn(process.execPath, [RUNNER, '--smoke'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [RUNNER, ...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (t: string) => (stderr = (stderr + t).slice(-8000)));
   return new Promise((done) => child.once('exit', (code) => done({ code, stderr, ms: performance.now() - started })));
@@ -58,7 +59,7 @@ describe('bench:smoke', () => {
   beforeAll(async () => {
     if (!existsSync(RUNNER)) throw new Error(`${RUNNER} is missing: run \`npm run build\` first (npm test does)`);
     resultsBefore = existsSync(RESULTS_MD) ? statSync(RESULTS_MD).mtimeMs : undefined;
-    run = await runSmoke();
+    run = await runBench(['--smoke']);
     if (run.code === 0) {
       report = JSON.parse(readFileSync(SMOKE_JSON, 'utf8')) as Report;
       markdown = readFileSync(SMOKE_MD, 'utf8');
@@ -105,6 +106,27 @@ describe('bench:smoke', () => {
       const row = markdown.split('\n').find((l) => l.startsWith(`| ${f.title} |`) && l.includes(`| ${f.baseline.label}: `));
       expect(row, f.title).toBeDefined();
       expect(row!.split(' | ')[3], f.title).toMatch(/^\d+(\.\d+)?×$/);
+    }
+  });
+
+  it('--render writes a saved full report again with PROFILE.md, and refuses a smoke report', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bench-render-'));
+    try {
+      const full = join(dir, 'full.json');
+      writeFileSync(full, JSON.stringify({ ...report, smoke: false }));
+      const out = join(dir, 'RESULTS.md');
+      const rendered = await runBench(['--render', full, '--out', out]);
+      expect(rendered.code, rendered.stderr).toBe(0);
+      const text = readFileSync(out, 'utf8');
+      expect(text).toMatch(/^# fhir-pdp benchmarks\n/);
+      expect(text).toContain(`- Date: ${report.date}`);
+      expect(text).toContain(readFileSync(join(ROOT, 'bench/PROFILE.md'), 'utf8').trim());
+      const refused = await runBench(['--render', SMOKE_JSON, '--out', join(dir, 'smoke.md')]);
+      expect(refused.code).not.toBe(0);
+      expect(refused.stderr).toMatch(/smoke report/);
+      expect(existsSync(join(dir, 'smoke.md'))).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
