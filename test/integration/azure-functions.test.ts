@@ -4,7 +4,7 @@
  * process.env, and resetWorker() between tests so each reads its settings afresh.
  */
 import { HttpRequest, InvocationContext, type HttpResponseInit, type Timer } from '@azure/functions';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { decide } from '../../functions/decide.js';
 import { health } from '../../functions/health.js';
 import { refreshNow } from '../../functions/refresh.js';
@@ -66,6 +66,25 @@ describe('decide (functions/decide.ts)', () => {
     expect(res.status).toBe(200);
     expect(bodyOf(res)).toMatchObject({ decision: 'allow', status: 200, reason: 'allowed', principal: { objectId: READER_OID } });
     expect(header(res, 'x-decision-id')).toBe(bodyOf(res).decisionId);
+  });
+
+  it('with PDP_LOG_DECISIONS=true writes one decision line per decision, in the standalone host\'s format, never the token', async () => {
+    configure({}, { PDP_LOG_DECISIONS: 'true' });
+    const lines: string[] = [];
+    const spy = vi.spyOn(console, 'log').mockImplementation((line: unknown) => void lines.push(String(line)));
+    try {
+      const token = await mint();
+      const res = await decide(jsonQuestion({ method: 'GET', path: '/Patient/123?identifier=secret', headers: { authorization: `Bearer ${token}` } }), context());
+      const again = await decide(jsonQuestion({ method: 'GET', path: '/Patient/124', headers: { authorization: `Bearer ${token}` } }), context());
+      const decisions = lines.filter((l) => l.startsWith('{"type":"decision"')).map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(decisions).toHaveLength(2);
+      expect(decisions[0]).toMatchObject({ type: 'decision', decisionId: bodyOf(res).decisionId, decision: 'allow', reason: 'allowed', objectId: READER_OID, path: '/Patient/123', cacheHit: false });
+      expect(decisions[1]).toMatchObject({ decisionId: bodyOf(again).decisionId, objectId: READER_OID, path: '/Patient/124', cacheHit: true });
+      expect(lines.join('\n')).not.toContain(token);
+      expect(lines.join('\n')).not.toContain('secret');
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it('forward-auth mode: the decision status, identity headers on allow, a challenge on deny', async () => {
