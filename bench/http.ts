@@ -12,6 +12,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { DEV_OBJECT_ID, DevIdentityProvider } from '../src/host/dev-idp.js';
 import type { LoadJob, LoadResult } from './load.js';
+import { processCpuSeconds } from './machine-cpu.js';
 import { figure, measurement, summarize, type Figure, type Measurement, type SuiteResult } from './stats.js';
 
 export const AUDIENCE = 'https://fhir.example.test';
@@ -31,14 +32,16 @@ export interface HttpOptions {
 
 interface Plan {
   readonly repeats: number;
+  /** Fixed-rate rounds of each server: the noisiest figure on a shared machine gets more of them. */
+  readonly halfRepeats: number;
   readonly warmupSeconds: number;
   readonly durationSeconds: number;
   readonly freshPool: number;
   readonly cachedPool: number;
 }
 
-const FULL: Plan = { repeats: 5, warmupSeconds: 1, durationSeconds: 5, freshPool: 4096, cachedPool: CONNECTIONS };
-const SMOKE: Plan = { repeats: 1, warmupSeconds: 0.1, durationSeconds: 0.3, freshPool: 1280, cachedPool: CONNECTIONS };
+const FULL: Plan = { repeats: 5, halfRepeats: 7, warmupSeconds: 1, durationSeconds: 5, freshPool: 4096, cachedPool: CONNECTIONS };
+const SMOKE: Plan = { repeats: 1, halfRepeats: 1, warmupSeconds: 0.1, durationSeconds: 0.3, freshPool: 1280, cachedPool: CONNECTIONS };
 /**
  * A token comes back after `freshPool` bodies; between, up to CONNECTIONS are still in flight (not yet
  * cached), and a connection that autocannon opens late sends the body it built at start-up hundreds
@@ -170,13 +173,17 @@ async function counters(baseUrl: string): Promise<{ hit: number; miss: number }>
 async function cpuSeconds(pid: number | undefined): Promise<number | undefined> {
   if (pid === undefined) return undefined;
   try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
+    return processCpuSeconds(await readFile(`/proc/${pid}/stat`, 'utf8'));
   } catch {
     return undefined;
   }
+}
+
+/** One fixed-rate round in a line: p99 from due / from send / generator lateness [/ other CPU / steal]. */
+function halfRoundDetail(r: LoadResult): string {
+  const f = (v: number | undefined): string => (v === undefined ? '?' : v.toFixed(2));
+  const i = r.interference ? ` / ${r.interference.otherCpuMs} / ${r.interference.stealMs} ms` : ' ms';
+  return `${f(r.p99Ms)} / ${f(r.fromSendP99Ms)} / ${f(r.senderLateP99Ms)}${i}`;
 }
 
 function failuresOf(r: LoadResult): number {
@@ -235,6 +242,7 @@ export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
         bodiesFile: files[s],
         startAt: cursor[s],
         expectInBody: '"decision":"allow"',
+        ...(pids[s] !== undefined ? { serverPid: pids[s] } : {}),
       });
       cursor[s] += r.sent;
       const cpuAfter = await cpuSeconds(pids[s]);
@@ -249,7 +257,7 @@ export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
         if (s === 'fresh' && hits > 2 * CONNECTIONS) throw new Error(`fresh: ${hits} cache hits; the pool must exceed the cache`);
         if (s === 'cached' && misses > 2 * CONNECTIONS) throw new Error(`cached: ${misses} cache misses`);
       }
-      options.log(`http: ${s}${overallRate ? ` @${Math.round(overallRate)}/s` : ''}: ${Math.round(r.requestsPerSecond)} req/s, p50 ${r.p50Ms.toFixed(2)} ms, p99 ${r.p99Ms.toFixed(2)} ms`);
+      options.log(`http: ${s}${overallRate ? ` @${Math.round(overallRate)}/s` : ''}: ${Math.round(r.requestsPerSecond)} req/s, p50 ${r.p50Ms.toFixed(2)} ms, p99 ${r.p99Ms.toFixed(2)} ms${overallRate ? ` (${halfRoundDetail(r)})` : ''}`);
       return r;
     };
 
@@ -261,10 +269,11 @@ export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
     const cachedPeak = summarize(peak.cached.map((x) => x.requestsPerSecond)).median;
     const halfRate = Math.max(CONNECTIONS, Math.round(cachedPeak / 2));
     const half: Record<'bare' | 'cached', LoadResult[]> = { bare: [], cached: [] };
-    for (let r = 0; r < plan.repeats; r++) for (const s of ['bare', 'cached'] as const) half[s].push(await round(s, halfRate));
+    for (let r = 0; r < plan.halfRepeats; r++) for (const s of ['bare', 'cached'] as const) half[s].push(await round(s, halfRate));
 
     const rps = (id: string, label: string, rs: LoadResult[]): Measurement => measurement(id, label, 'req/s', 'higher', rs.map((x) => x.requestsPerSecond));
-    const ms = (id: string, label: string, rs: LoadResult[], which: 'p50Ms' | 'p99Ms'): Measurement => measurement(id, label, 'ms', 'lower', rs.map((x) => x[which]));
+    const ms = (id: string, label: string, rs: LoadResult[], which: 'p50Ms' | 'p99Ms' | 'fromSendP99Ms' | 'senderLateP99Ms'): Measurement =>
+      measurement(id, label, 'ms', 'lower', rs.map((x) => x[which] ?? Number.NaN));
     const m = {
       bareRps: rps('bare-rps', 'bare node:http, requests/s', peak.bare),
       cachedRps: rps('cached-rps', 'decide, cached tokens, requests/s', peak.cached),
@@ -279,6 +288,10 @@ export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
       halfBareP99: ms('half-bare-p99', `bare node:http, p99 at ${halfRate} req/s`, half.bare, 'p99Ms'),
       halfCachedP50: ms('half-cached-p50', `decide, cached tokens, p50 at ${halfRate} req/s`, half.cached, 'p50Ms'),
       halfCachedP99: ms('half-cached-p99', `decide, cached tokens, p99 at ${halfRate} req/s`, half.cached, 'p99Ms'),
+      halfBareFromSendP99: ms('half-bare-from-send-p99', `bare node:http, p99 from send at ${halfRate} req/s`, half.bare, 'fromSendP99Ms'),
+      halfCachedFromSendP99: ms('half-cached-from-send-p99', `decide, cached tokens, p99 from send at ${halfRate} req/s`, half.cached, 'fromSendP99Ms'),
+      halfBareSenderLate: ms('half-bare-sender-late-p99', `load generator's own lateness (p99) in the bare rounds at ${halfRate} req/s`, half.bare, 'senderLateP99Ms'),
+      halfCachedSenderLate: ms('half-cached-sender-late-p99', `load generator's own lateness (p99) in the cached rounds at ${halfRate} req/s`, half.cached, 'senderLateP99Ms'),
       ...(cpuPerRequest.bare.length && cpuPerRequest.cached.length && cpuPerRequest.fresh.length
         ? {
             bareCpu: measurement('bare-cpu', 'bare node:http, server CPU per request', 'µs', 'lower', cpuPerRequest.bare),
@@ -299,19 +312,26 @@ export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
         text: 'p99 < 5 ms',
         met: (_r, v) => v.summary.median < 5,
       }),
+      figure(`decide (cached tokens) vs bare, p99 at half of peak counted from send (${halfRate} req/s)`, m.halfCachedFromSendP99, m.halfBareFromSendP99),
     ];
     if (m.bareCpu && m.cachedCpu && m.freshCpu)
       figures.push(
         figure('server CPU per request: decide (cached tokens) vs bare', m.cachedCpu, m.bareCpu),
         figure('server CPU per request: decide (fresh tokens) vs bare', m.freshCpu, m.bareCpu),
       );
+    notes.push(
+      `Rounds at ${halfRate} req/s, in order (p99 from due time / from send / the load generator's own lateness p99${half.cached[0]?.interference ? ' / CPU time used by neither server nor generator / steal' : ''}): ` +
+        half.cached.map((c, i) => `bare ${halfRoundDetail(half.bare[i]!)}; cached ${halfRoundDetail(c)}`).join('. ') +
+        '.',
+    );
     notes.push(`Fresh-token rounds: at most ${(Math.max(...freshHits) * 100).toFixed(2)}% of decisions were cache hits (first requests of connections autocannon opened late).`);
     return {
       suite: 'http',
       title: 'Over HTTP on loopback (autocannon)',
       method: [
         `${CONNECTIONS} keep-alive connections; at peak, autocannon ${plan.warmupSeconds} s warm-up then ${plan.durationSeconds} s measured, in a process of its own; server and service in processes of their own.`,
-        `Rounds alternate bare, cached, bare, fresh (${plan.repeats}×), then bare and cached at a fixed ${halfRate} req/s (half of the cached peak) ${plan.repeats}×, sent open-loop at even intervals by load.ts (autocannon's overallRate spends each connection's per-second quota in a burst, which is peak load again; see bench/README.md).`,
+        `Rounds alternate bare, cached, bare, fresh (${plan.repeats}×), then bare and cached at a fixed ${halfRate} req/s (half of the cached peak) ${plan.halfRepeats}×, sent open-loop at even intervals by load.ts (autocannon's overallRate spends each connection's per-second quota in a burst, which is peak load again; see bench/README.md).`,
+        "Fixed-rate latency counts from when each request was due (wrk2's model, no coordinated omission), so it includes the load generator's own lateness (its timer ticks once a millisecond; on 2 cores it can be descheduled). \"From send\" counts from when the generator got to the request (wrote it, or queued it for a busy connection); both are reported, with the generator's lateness and, on Linux, the CPU time other work and the hypervisor took during each round.",
         'Every request is POST /api/decide with a JSON question (GET /Patient/123, Authorization: Bearer); the bare server reads the same body and answers a fixed decision-shaped JSON.',
         `Cached: ${plan.cachedPool} tokens cycled. Fresh: ${plan.freshPool} distinct tokens cycled against a service whose token cache holds ${SERVICE_CACHE_ENTRIES}, so every decision verifies (checked through /api/health counters).`,
         'The service runs `npm start` (dist/bundle/main.js) with PDP_LOG_DECISIONS=true (the default; stdout to /dev/null).',

@@ -8,6 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { connect, type Socket } from 'node:net';
+import { cpuSnapshot, interference, type Interference } from './machine-cpu.js';
 
 export interface LoadJob {
   readonly url: string;
@@ -25,12 +26,26 @@ export interface LoadJob {
   readonly startAt: number;
   /** Every answer must contain this text (a decision that is not an allow is a failed request). */
   readonly expectInBody: string;
+  /** The server's pid, so a fixed-rate round can tell its CPU time from other work on the machine. */
+  readonly serverPid?: number;
 }
 
 export interface LoadResult {
   readonly requestsPerSecond: number;
   readonly p50Ms: number;
   readonly p99Ms: number;
+  /**
+   * Fixed-rate load only: latency counted from when the sender got to each request (wrote it, or
+   * queued it because every connection was busy) instead of from when it was due. The difference is
+   * the sender's own lateness: its timer ticks once a millisecond, and on a shared machine it can be
+   * descheduled. Waiting for a busy connection still counts, so a slow server still shows.
+   */
+  readonly fromSendP50Ms?: number;
+  readonly fromSendP99Ms?: number;
+  /** Fixed-rate load only: the sender's own lateness (due → got to it) at the 99th percentile, ms. */
+  readonly senderLateP99Ms?: number;
+  /** Fixed-rate load on Linux: what else used the CPUs during the measured period. */
+  readonly interference?: Interference;
   /** Requests answered in the measured period. */
   readonly completed: number;
   /** Bodies consumed (warm-up and measured), to continue the cycle in the next round. */
@@ -83,18 +98,101 @@ const autocannon = createRequire(import.meta.url)('autocannon') as (options: Aut
 const MAX_SAMPLES = 1_000_000;
 
 interface Recorder {
+  /** Response times, ms. */
   readonly times: Float64Array;
+  /** Fixed-rate load only: response times counted from when the sender got to the request, ms. */
+  readonly fromSend: Float64Array;
+  /** Fixed-rate load only: how long after it was due the sender got to each request, ms. */
+  readonly late: Float64Array;
   count: number;
 }
 
-function summary(rec: Recorder, elapsedSeconds: number, sent: number, answered: number, failures: LoadResult['failures']): LoadResult {
-  const sorted = rec.times.subarray(0, rec.count).sort();
-  const at = (q: number): number => (rec.count === 0 ? Number.NaN : sorted[Math.min(rec.count - 1, Math.floor(q * rec.count))]!);
-  return { requestsPerSecond: rec.count / elapsedSeconds, p50Ms: at(0.5), p99Ms: at(0.99), completed: rec.count, sent, answered, failures };
+function newRecorder(): Recorder {
+  return { times: new Float64Array(MAX_SAMPLES), fromSend: new Float64Array(MAX_SAMPLES), late: new Float64Array(MAX_SAMPLES), count: 0 };
+}
+
+function percentile(values: Float64Array, count: number, q: number): number {
+  const sorted = values.subarray(0, count).sort();
+  return count === 0 ? Number.NaN : sorted[Math.min(count - 1, Math.floor(q * count))]!;
+}
+
+function summary(rec: Recorder, elapsedSeconds: number, sent: number, answered: number, failures: LoadResult['failures'], paced = false): LoadResult {
+  return {
+    requestsPerSecond: rec.count / elapsedSeconds,
+    p50Ms: percentile(rec.times, rec.count, 0.5),
+    p99Ms: percentile(rec.times, rec.count, 0.99),
+    ...(paced
+      ? {
+          fromSendP50Ms: percentile(rec.fromSend, rec.count, 0.5),
+          fromSendP99Ms: percentile(rec.fromSend, rec.count, 0.99),
+          senderLateP99Ms: percentile(rec.late, rec.count, 0.99),
+        }
+      : {}),
+    completed: rec.count,
+    sent,
+    answered,
+    failures,
+  };
 }
 
 /** Every response of the process's lifetime, warm-up included. */
 let answered = 0;
+
+/** Keep-alive sockets of the open-loop sender, opened once and used by the warm-up and the measured period. */
+interface Connection {
+  readonly socket: Socket;
+  /** When the request in flight on this socket was due (one at a time: no pipelining). */
+  dueAt: number | undefined;
+  /** When the sender got to it: wrote it, or queued it for a free connection. */
+  reachedAt: number;
+  buffered: Buffer;
+  /** Where this socket's answers go: the period running now. */
+  onAnswer: (c: Connection, status: number, body: Buffer) => void;
+  onLost: (c: Connection) => void;
+}
+
+const IGNORE_ANSWER = (): void => {};
+
+/** Reads whole answers off the socket: status line, headers up to the blank line, Content-Length bytes. */
+function readAnswers(c: Connection, chunk: Buffer): void {
+  c.buffered = c.buffered.length === 0 ? chunk : Buffer.concat([c.buffered, chunk]);
+  for (;;) {
+    const headerEnd = c.buffered.indexOf('\r\n\r\n');
+    if (headerEnd < 0 || c.dueAt === undefined) return;
+    const headerText = c.buffered.toString('latin1', 0, headerEnd).toLowerCase();
+    const length = /\r\ncontent-length: *(\d+)/.exec(headerText);
+    if (!length) {
+      c.socket.destroy();
+      return;
+    }
+    const total = headerEnd + 4 + Number(length[1]);
+    if (c.buffered.length < total) return;
+    const body = c.buffered.subarray(headerEnd + 4, total);
+    c.buffered = c.buffered.subarray(total);
+    c.onAnswer(c, Number(headerText.slice(9, 12)), body);
+  }
+}
+
+function openConnections(url: URL, count: number): Promise<Connection[]> {
+  return Promise.all(
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<Connection>((resolve, reject) => {
+          const socket = connect({ host: url.hostname, port: Number(url.port) }, () => {
+            socket.off('error', reject);
+            socket.setNoDelay(true);
+            resolve(c);
+          });
+          const c: Connection = { socket, dueAt: undefined, reachedAt: 0, buffered: Buffer.alloc(0), onAnswer: IGNORE_ANSWER, onLost: IGNORE_ANSWER };
+          socket.once('error', reject);
+          socket.on('data', (chunk: Buffer) => readAnswers(c, chunk));
+          // A socket lost with a request in flight (or without an answer it could read): that request failed.
+          socket.on('close', () => c.onLost(c));
+        }),
+    ),
+  );
+}
 
 /**
  * Open-loop load at a fixed rate (wrk2's model): request i is due at t0 + i / rate whatever happened to
@@ -107,95 +205,68 @@ let answered = 0;
  * The sender writes pre-built HTTP/1.1 requests on raw sockets and reads answers by Content-Length
  * (both servers measured send it). Through a node:http client the sender's own work and GC pauses
  * landed on the server's percentiles on 2 cores: the bare server's p99 at about 8,000 req/s was
- * 6.5-8.7 ms through node:http and 2.7-4.7 ms this way (bench/PROFILE.md).
+ * 6.5-8.7 ms through node:http and 2.7-4.7 ms this way (bench/PROFILE.md). The sockets are the ones
+ * the warm-up used: opening 64 new ones at the start of the measured period put the servers' (and the
+ * sender's) first-use costs into its first few hundred milliseconds.
+ *
+ * The sender's timer fires about once a millisecond, so a request goes out up to a tick after it is
+ * due, later when the sender itself is descheduled. That lateness is part of the latency counted from
+ * the due time (`times`); `fromSend` counts from when the sender got to the request, and `late` is the
+ * difference, so a report can tell the sender's share of a percentile from the server's.
  */
 async function paced(
-  job: LoadJob,
+  connections: readonly Connection[],
   rate: number,
-  next: () => string,
+  next: () => Buffer,
+  expected: Buffer,
   seconds: number,
   rec: Recorder | undefined,
 ): Promise<{ failures: LoadResult['failures']; elapsedSeconds: number }> {
-  const url = new URL(job.url);
   const failures = { non2xx: 0, errors: 0, timeouts: 0, mismatches: 0 };
-  const head = `POST ${url.pathname} HTTP/1.1\r\nhost: ${url.host}\r\ncontent-type: application/json\r\ncontent-length: `;
-  const requestBytes = (body: string): Buffer => Buffer.from(`${head}${Buffer.byteLength(body)}\r\n\r\n${body}`);
-  const expected = Buffer.from(job.expectInBody);
-
-  interface Connection {
-    readonly socket: Socket;
-    /** When each request in flight on this socket was due (one at a time: no pipelining). */
-    dueAt: number | undefined;
-    buffered: Buffer;
-  }
-  const idle: Connection[] = [];
-  /** Due times of requests waiting for a free connection (they wait like wrk2's do). */
+  const idle: Connection[] = [...connections];
+  /** Requests waiting for a free connection (they wait like wrk2's do): due time, then when queued. */
   const waiting: number[] = [];
   let outstanding = 0;
   let drained: (() => void) | undefined;
 
-  const dispatch = (c: Connection, dueAt: number): void => {
+  const dispatch = (c: Connection, dueAt: number, reachedAt: number): void => {
     c.dueAt = dueAt;
+    c.reachedAt = reachedAt;
     outstanding++;
-    c.socket.write(requestBytes(next()));
+    c.socket.write(next());
   };
   const release = (c: Connection): void => {
     c.dueAt = undefined;
     outstanding--;
-    const due = waiting.shift();
-    if (due !== undefined) dispatch(c, due);
-    else idle.push(c);
+    if (waiting.length > 0) {
+      const due = waiting.shift()!;
+      dispatch(c, due, waiting.shift()!);
+    } else idle.push(c);
     if (outstanding === 0 && waiting.length === 0) drained?.();
   };
-  /** Reads whole answers off the socket: status line, headers up to the blank line, Content-Length bytes. */
-  const onData = (c: Connection, chunk: Buffer): void => {
-    c.buffered = c.buffered.length === 0 ? chunk : Buffer.concat([c.buffered, chunk]);
-    for (;;) {
-      const headerEnd = c.buffered.indexOf('\r\n\r\n');
-      if (headerEnd < 0 || c.dueAt === undefined) return;
-      const headerText = c.buffered.toString('latin1', 0, headerEnd).toLowerCase();
-      const length = /\r\ncontent-length: *(\d+)/.exec(headerText);
-      if (!length) {
-        failures.errors++;
-        c.socket.destroy();
-        return;
-      }
-      const total = headerEnd + 4 + Number(length[1]);
-      if (c.buffered.length < total) return;
-      const status = Number(headerText.slice(9, 12));
-      const body = c.buffered.subarray(headerEnd + 4, total);
-      answered++;
-      if (status !== 200) failures.non2xx++;
-      else if (body.indexOf(expected) < 0) failures.mismatches++;
-      else if (rec && rec.count < MAX_SAMPLES) rec.times[rec.count++] = performance.now() - c.dueAt;
-      c.buffered = c.buffered.subarray(total);
-      release(c);
+  const onAnswer = (c: Connection, status: number, body: Buffer): void => {
+    answered++;
+    if (status !== 200) failures.non2xx++;
+    else if (body.indexOf(expected) < 0) failures.mismatches++;
+    else if (rec && rec.count < MAX_SAMPLES) {
+      const now = performance.now();
+      rec.late[rec.count] = c.reachedAt - c.dueAt!;
+      rec.fromSend[rec.count] = now - c.reachedAt;
+      rec.times[rec.count++] = now - c.dueAt!;
     }
+    release(c);
   };
-  const connections = await Promise.all(
-    Array.from({ length: job.connections }, () =>
-      new Promise<Connection>((resolve, reject) => {
-        const socket = connect({ host: url.hostname, port: Number(url.port) }, () => {
-          socket.off('error', reject);
-          socket.setNoDelay(true);
-          resolve(c);
-        });
-        const c: Connection = { socket, dueAt: undefined, buffered: Buffer.alloc(0) };
-        socket.once('error', reject);
-        socket.on('data', (chunk: Buffer) => onData(c, chunk));
-        socket.on('close', () => {
-          // A socket lost with a request in flight: that request failed.
-          if (c.dueAt !== undefined) {
-            failures.errors++;
-            c.dueAt = undefined;
-            outstanding--;
-            if (outstanding === 0) drained?.();
-          }
-        });
-      }),
-    ),
-  );
-  idle.push(...connections);
+  const onLost = (c: Connection): void => {
+    if (c.dueAt === undefined) return;
+    failures.errors++;
+    c.dueAt = undefined;
+    outstanding--;
+    if (outstanding === 0) drained?.();
+  };
+  for (const c of connections) {
+    c.onAnswer = onAnswer;
+    c.onLost = onLost;
+  }
 
   const interval = 1000 / rate;
   const t0 = performance.now();
@@ -207,8 +278,8 @@ async function paced(
       for (let due = t0 + sent * interval; due <= now && due < end; due = t0 + sent * interval) {
         sent++;
         const c = idle.pop();
-        if (c) dispatch(c, due);
-        else waiting.push(due);
+        if (c) dispatch(c, due, now);
+        else waiting.push(due, now);
       }
       if (now >= end) {
         clearInterval(timer);
@@ -221,9 +292,8 @@ async function paced(
     const timeout = setTimeout(() => drained?.(), 10_000);
     await new Promise<void>((resolve) => (drained = resolve));
     clearTimeout(timeout);
-    failures.timeouts += outstanding + waiting.length;
+    failures.timeouts += outstanding + waiting.length / 2;
   }
-  for (const c of connections) c.socket.destroy();
   // Until the last answer: a server that cannot keep up shows a rate below the one asked for.
   return { failures, elapsedSeconds: (performance.now() - t0) / 1000 };
 }
@@ -232,11 +302,25 @@ async function run(job: LoadJob): Promise<LoadResult> {
   const bodies = JSON.parse(readFileSync(job.bodiesFile, 'utf8')) as string[];
   let cursor = job.startAt;
   if (job.overallRate) {
-    const next = (): string => bodies[cursor++ % bodies.length]!;
-    if (job.warmupSeconds > 0) await paced(job, job.overallRate, next, job.warmupSeconds, undefined);
-    const rec: Recorder = { times: new Float64Array(MAX_SAMPLES), count: 0 };
-    const { failures, elapsedSeconds } = await paced(job, job.overallRate, next, job.durationSeconds, rec);
-    return summary(rec, elapsedSeconds, cursor - job.startAt, answered, failures);
+    const url = new URL(job.url);
+    const head = `POST ${url.pathname} HTTP/1.1\r\nhost: ${url.host}\r\ncontent-type: application/json\r\ncontent-length: `;
+    // Built once: the sender's own garbage collections land on the percentiles it measures.
+    const requests = bodies.map((body) => Buffer.from(`${head}${Buffer.byteLength(body)}\r\n\r\n${body}`));
+    const next = (): Buffer => requests[cursor++ % requests.length]!;
+    const expected = Buffer.from(job.expectInBody);
+    const connections = await openConnections(url, job.connections);
+    try {
+      if (job.warmupSeconds > 0) await paced(connections, job.overallRate, next, expected, job.warmupSeconds, undefined);
+      const rec = newRecorder();
+      const measured = job.serverPid === undefined ? [process.pid] : [process.pid, job.serverPid];
+      const before = cpuSnapshot(measured);
+      const { failures, elapsedSeconds } = await paced(connections, job.overallRate, next, expected, job.durationSeconds, rec);
+      const after = cpuSnapshot(measured);
+      const result = summary(rec, elapsedSeconds, cursor - job.startAt, answered, failures, true);
+      return before && after ? { ...result, interference: interference(before, after) } : result;
+    } finally {
+      for (const c of connections) c.socket.destroy();
+    }
   }
   const path = new URL(job.url).pathname;
   const template = (): RequestTemplate => ({
@@ -268,7 +352,7 @@ async function run(job: LoadJob): Promise<LoadResult> {
     await warmup;
   }
 
-  const rec: Recorder = { times: new Float64Array(MAX_SAMPLES), count: 0 };
+  const rec = newRecorder();
   const started = performance.now();
   const instance = autocannon(options(job.durationSeconds));
   instance.on('response', (_client, statusCode, _bytes, ms) => {

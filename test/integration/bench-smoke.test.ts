@@ -130,6 +130,22 @@ describe('bench:smoke', () => {
     }
   });
 
+  it("reports fixed-rate latency from due time and from send, the second never above the first, with the generator's lateness", () => {
+    const http = report.suites.find((s) => s.suite === 'http')!;
+    const byId = (id: string): Summary => http.measurements.find((m) => m.id === id)!.summary;
+    for (const server of ['bare', 'cached']) {
+      const due = byId(`half-${server}-p99`);
+      const fromSend = byId(`half-${server}-from-send-p99`);
+      const late = byId(`half-${server}-sender-late-p99`);
+      // Every request's latency from send is its latency from due less the generator's lateness.
+      expect(fromSend.median).toBeGreaterThan(0);
+      expect(fromSend.median).toBeLessThanOrEqual(due.median);
+      expect(late.median).toBeGreaterThanOrEqual(0);
+      expect(late.median).toBeLessThanOrEqual(due.median);
+    }
+    expect(markdown).toMatch(/Rounds at \d+ req\/s, in order \(p99 from due time \/ from send/);
+  });
+
   it('states every target of the issue with met or missed', () => {
     const targets = report.suites.flatMap((s) => s.figures.filter((f) => f.target).map((f) => f.target!.text));
     expect(targets).toEqual(
