@@ -10,7 +10,6 @@ import { REASONS, REASON_CODES, reasonFor, refuse, type ReasonCode } from '../..
 const repo = (p: string) => fileURLToPath(new URL(`../../${p}`, import.meta.url));
 const CONTRACT = [repo('docs/decision-contract.md'), '/work/shared/docs/decision-contract.md'].find((p) => existsSync(p));
 const REASON_DOC = repo('docs/reason-codes.md');
-const hasReasonDoc = existsSync(REASON_DOC);
 
 /** Rows `| \`code\` | status | when |` of the contract's answer table. */
 function contractTable(): Map<string, number> {
@@ -42,16 +41,15 @@ describe('REASONS and the decision contract', () => {
   });
 });
 
-describe.skipIf(!hasReasonDoc)('REASONS and docs/reason-codes.md', () => {
+describe('REASONS and docs/reason-codes.md', () => {
   /** Rows `| \`code\` | status | \`error\` or (none) | when | what to do |`. */
   const rows = new Map<string, { status: number; bearerError?: string }>();
-  if (hasReasonDoc)
-    for (const line of readFileSync(REASON_DOC, 'utf8').split('\n')) {
-      const m = /^\|\s*`([a-z_]+)`\s*\|\s*(\d{3})\s*\|([^|]*)\|/.exec(line);
-      if (!m) continue;
-      const error = /`([a-z_]+)`/.exec(m[3]!)?.[1];
-      rows.set(m[1]!, { status: Number(m[2]), ...(error ? { bearerError: error } : {}) });
-    }
+  for (const line of readFileSync(REASON_DOC, 'utf8').split('\n')) {
+    const m = /^\|\s*`([a-z_]+)`\s*\|\s*(\d{3})\s*\|([^|]*)\|/.exec(line);
+    if (!m) continue;
+    const error = /`([a-z_]+)`/.exec(m[3]!)?.[1];
+    rows.set(m[1]!, { status: Number(m[2]), ...(error ? { bearerError: error } : {}) });
+  }
 
   it.each(REASON_CODES)('%s is documented with the same status', (code) => {
     expect(rows.get(code)?.status).toBe(REASONS[code].status);
@@ -69,10 +67,6 @@ describe.skipIf(!hasReasonDoc)('REASONS and docs/reason-codes.md', () => {
   it('documents no code that REASONS lacks', () => {
     expect([...rows.keys()].filter((c) => !(c in REASONS))).toEqual([]);
   });
-});
-
-it.skipIf(hasReasonDoc)('docs/reason-codes.md does not exist yet: its half of the sync check is skipped', () => {
-  expect(hasReasonDoc).toBe(false);
 });
 
 describe('the catalogue is internally consistent', () => {
