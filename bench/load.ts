@@ -138,6 +138,13 @@ function summary(rec: Recorder, elapsedSeconds: number, sent: number, answered: 
 /** Every response of the process's lifetime, warm-up included. */
 let answered = 0;
 
+/** What the paced sender sleeps on between requests: nothing ever wakes it but its timeout. */
+const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
+/** The longest the paced sender sleeps before it reads what arrived (bounds the delay it adds). */
+const MAX_SLEEP_MS = 0.2;
+/** Shorter sleeps than this are not worth a system call. */
+const MIN_SLEEP_MS = 0.01;
+
 /** Keep-alive sockets of the open-loop sender, opened once and used by the warm-up and the measured period. */
 interface Connection {
   readonly socket: Socket;
@@ -209,10 +216,18 @@ function openConnections(url: URL, count: number): Promise<Connection[]> {
  * the warm-up used: opening 64 new ones at the start of the measured period put the servers' (and the
  * sender's) first-use costs into its first few hundred milliseconds.
  *
- * The sender's timer fires about once a millisecond, so a request goes out up to a tick after it is
- * due, later when the sender itself is descheduled. That lateness is part of the latency counted from
- * the due time (`times`); `fromSend` counts from when the sender got to the request, and `late` is the
- * difference, so a report can tell the sender's share of a percentile from the server's.
+ * Even intervals need a clock finer than node's timers: a setInterval of 1 ms fires every 1-2 ms, so
+ * the sender wrote 11-15 requests back to back per tick, and the server saw bursts, not a rate (p50
+ * 1.3-1.5 ms for the bare server at 10,800 req/s, mostly the wait for the tick and the queue behind
+ * the burst; 0.27 ms paced). Between requests the sender sleeps until the next is due, at most
+ * MAX_SLEEP_MS, in Atomics.wait (a futex with a microsecond timeout), then lets the event loop read
+ * what arrived (setImmediate) and sends what is due. An answer can therefore wait up to one sleep
+ * before it is read; that counts in its latency.
+ *
+ * A request still goes out a little after it is due, later when the sender itself is descheduled.
+ * That lateness is part of the latency counted from the due time (`times`); `fromSend` counts from
+ * when the sender got to the request, and `late` is the difference, so a report can tell the
+ * sender's share of a percentile from the server's.
  */
 async function paced(
   connections: readonly Connection[],
@@ -273,7 +288,7 @@ async function paced(
   const end = t0 + seconds * 1000;
   let sent = 0;
   await new Promise<void>((resolve) => {
-    const timer = setInterval(() => {
+    const tick = (): void => {
       const now = performance.now();
       for (let due = t0 + sent * interval; due <= now && due < end; due = t0 + sent * interval) {
         sent++;
@@ -282,10 +297,14 @@ async function paced(
         else waiting.push(due, now);
       }
       if (now >= end) {
-        clearInterval(timer);
         resolve();
+        return;
       }
-    }, 1);
+      const sleep = Math.min(t0 + sent * interval - performance.now(), MAX_SLEEP_MS);
+      if (sleep > MIN_SLEEP_MS) Atomics.wait(SLEEPER, 0, 0, sleep);
+      setImmediate(tick);
+    };
+    tick();
   });
   if (outstanding > 0 || waiting.length > 0) {
     // Answers still due are waited for, up to 10 s; the rest count as timeouts.
