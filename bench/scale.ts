@@ -10,8 +10,6 @@
  * parent exactly as the refresh timer would; the host then starts with PDP_SNAPSHOT_STORE=blob.
  */
 import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseConfig } from '../src/config/load.js';
 import type { PdpConfigInput } from '../src/config/schema.js';
@@ -21,7 +19,9 @@ import { BlobSnapshotStore } from '../src/state/blob-store.js';
 import { decodeSnapshot, encodeSnapshot, newRevision, DEFAULT_SNAPSHOT_MAX_BYTES } from '../src/state/codec.js';
 import { MemorySnapshotStore } from '../src/state/memory-store.js';
 import { SNAPSHOT_SCHEMA_VERSION, type GroupRecord, type IssuerRecord, type SnapshotData } from '../src/state/types.js';
-import { askDecision, cleanEnv, startBareServer, startHostProcess, startNode, type RunningChild } from './http.js';
+import { startAzurite } from './azurite.js';
+import { cleanEnv, type RunningChild } from './child.js';
+import { askDecision, startBareServer, startHostProcess } from './http.js';
 import { decisionInput } from './in-process.js';
 import { figure, measurement, throughput, type Measurement, type SuiteResult } from './stats.js';
 
@@ -213,28 +213,6 @@ async function runChild(smoke: boolean, log: (line: string) => void): Promise<Ch
   const line = out.split('\n').find((l) => l.startsWith('RESULT '));
   if (code !== 0 || !line) throw new Error(`scale child failed (exit ${code}): ${err}`);
   return JSON.parse(line.slice('RESULT '.length)) as ChildSamples;
-}
-
-interface RunningAzurite {
-  readonly connectionString: string;
-  stop(): Promise<void>;
-}
-
-/** Azurite's Blob service in memory on 127.0.0.1, an ephemeral port read from its startup line. */
-async function startAzurite(): Promise<RunningAzurite> {
-  const blobMain = join(dirname(createRequire(import.meta.url).resolve('azurite/package.json')), 'dist/src/blob/main.js');
-  // --skipApiVersionCheck: @azure/storage-blob may send a newer x-ms-version than Azurite 3.35 knows.
-  const running = await startNode(
-    [blobMain, '--blobHost', '127.0.0.1', '--blobPort', '0', '--inMemoryPersistence', '--disableTelemetry', '--skipApiVersionCheck', '--loose'],
-    { env: cleanEnv({}), stream: 'stdout', pattern: /listens on (http:\/\/127\.0\.0\.1:\d+)/ },
-  );
-  // Azurite's documented well-known development account; not a secret.
-  const account = 'devstoreaccount1';
-  const key = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==';
-  return {
-    connectionString: `DefaultEndpointsProtocol=http;AccountName=${account};AccountKey=${key};BlobEndpoint=${running.match[1]}/${account};`,
-    stop: () => running.stop(),
-  };
 }
 
 interface ColdStarts {
