@@ -37,8 +37,8 @@ export interface LoadResult {
   /**
    * Fixed-rate load only: latency counted from when the sender got to each request (wrote it, or
    * queued it because every connection was busy) instead of from when it was due. The difference is
-   * the sender's own lateness: its timer ticks once a millisecond, and on a shared machine it can be
-   * descheduled. Waiting for a busy connection still counts, so a slow server still shows.
+   * the sender's own lateness: its sleeps between requests end a little late, and on a shared machine
+   * it can be descheduled. Waiting for a busy connection still counts, so a slow server still shows.
    */
   readonly fromSendP50Ms?: number;
   readonly fromSendP99Ms?: number;
