@@ -107,11 +107,19 @@ async function cpuSeconds(pid: number | undefined): Promise<number | undefined> 
   }
 }
 
-/** One fixed-rate round in a line: p99 from due / from send / generator lateness [/ other CPU / steal]. */
-function halfRoundDetail(r: LoadResult): string {
+/** A load round, and at a fixed rate how busy the server was (its CPU time over the round, % of one core). */
+type FixedRateRound = LoadResult & { readonly busyPercent?: number };
+
+/**
+ * One fixed-rate round in a line: p99 from due / from send / generator lateness [/ other CPU / steal]
+ * ms, then the longest silence of the server and the longest stall of the sender, and how busy the server was.
+ */
+function halfRoundDetail(r: FixedRateRound): string {
   const f = (v: number | undefined): string => (v === undefined ? '?' : v.toFixed(2));
   const i = r.interference ? ` / ${r.interference.otherCpuMs} / ${r.interference.stealMs} ms` : ' ms';
-  return `${f(r.p99Ms)} / ${f(r.fromSendP99Ms)} / ${f(r.senderLateP99Ms)}${i}`;
+  const s = r.longestSilenceMs !== undefined ? `, silent ≤ ${f(r.longestSilenceMs)} ms (sender ≤ ${f(r.senderLongestStallMs)} ms)` : '';
+  const b = r.busyPercent !== undefined ? `, ${Math.round(r.busyPercent)}% busy` : '';
+  return `${f(r.p99Ms)} / ${f(r.fromSendP99Ms)} / ${f(r.senderLateP99Ms)}${i}${s}${b}`;
 }
 
 function failuresOf(r: LoadResult): number {
@@ -158,7 +166,7 @@ export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
     const freshHits: number[] = [];
     const pids: Record<Scenario, number | undefined> = { bare: bare.child.pid, cached: host.child.pid, fresh: host.child.pid };
     const cpuPerRequest: Record<Scenario, number[]> = { bare: [], cached: [], fresh: [] };
-    const round = async (s: Scenario, overallRate?: number): Promise<LoadResult> => {
+    const round = async (s: Scenario, overallRate?: number): Promise<FixedRateRound> => {
       const before = s === 'bare' ? undefined : await counters(hostUrl);
       const cpuBefore = await cpuSeconds(pids[s]);
       const r = await runLoad(dir, {
@@ -174,7 +182,8 @@ export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
       });
       cursor[s] += r.sent;
       const cpuAfter = await cpuSeconds(pids[s]);
-      if (!overallRate && cpuBefore !== undefined && cpuAfter !== undefined) cpuPerRequest[s].push(((cpuAfter - cpuBefore) * 1e6) / Math.max(1, r.answered));
+      const serverCpuUs = cpuBefore !== undefined && cpuAfter !== undefined ? ((cpuAfter - cpuBefore) * 1e6) / Math.max(1, r.answered) : undefined;
+      if (!overallRate && serverCpuUs !== undefined) cpuPerRequest[s].push(serverCpuUs);
       if (failuresOf(r) > 0 || r.completed === 0) throw new Error(`${s}: ${JSON.stringify(r.failures)} failed requests, ${r.completed} answered`);
       if (before) {
         const after = await counters(hostUrl);
@@ -185,8 +194,12 @@ export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
         if (s === 'fresh' && hits > 2 * CONNECTIONS) throw new Error(`fresh: ${hits} cache hits; the pool must exceed the cache`);
         if (s === 'cached' && misses > 2 * CONNECTIONS) throw new Error(`cached: ${misses} cache misses`);
       }
-      options.log(`http: ${s}${overallRate ? ` @${Math.round(overallRate)}/s` : ''}: ${Math.round(r.requestsPerSecond)} req/s, p50 ${r.p50Ms.toFixed(2)} ms, p99 ${r.p99Ms.toFixed(2)} ms${overallRate ? ` (${halfRoundDetail(r)})` : ''}`);
-      return r;
+      // At a fixed rate, CPU per request times the rate is how busy the server's process was: the
+      // share of one core it needed to keep up (all its threads; GC helpers included).
+      const busy = overallRate && serverCpuUs !== undefined ? (serverCpuUs * overallRate) / 1e4 : undefined;
+      const done: FixedRateRound = busy === undefined ? r : { ...r, busyPercent: busy };
+      options.log(`http: ${s}${overallRate ? ` @${Math.round(overallRate)}/s` : ''}: ${Math.round(r.requestsPerSecond)} req/s, p50 ${r.p50Ms.toFixed(2)} ms, p99 ${r.p99Ms.toFixed(2)} ms${overallRate ? ` (${halfRoundDetail(done)})` : ''}`);
+      return done;
     };
 
     const peak: Record<Scenario, LoadResult[]> = { bare: [], cached: [], fresh: [] };
@@ -196,12 +209,24 @@ export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
     }
     const cachedPeak = summarize(peak.cached.map((x) => x.requestsPerSecond)).median;
     const halfRate = Math.max(CONNECTIONS, Math.round(cachedPeak / 2));
-    const half: Record<'bare' | 'cached', LoadResult[]> = { bare: [], cached: [] };
-    for (let r = 0; r < plan.halfRepeats; r++) for (const s of ['bare', 'cached'] as const) half[s].push(await round(s, halfRate));
+    // The same target applied to the platform's limit: the bare server at half of its own peak. Half of
+    // a server's closed-loop peak keeps it about as busy whatever its cost per request (a faster
+    // server's half is a higher rate), so this says what p99 node:http itself holds at that load here.
+    const bareHalfRate = Math.max(CONNECTIONS, Math.round(summarize(peak.bare.map((x) => x.requestsPerSecond)).median / 2));
+    const half: Record<'bare' | 'cached', FixedRateRound[]> = { bare: [], cached: [] };
+    const bareOwnHalf: FixedRateRound[] = [];
+    for (let r = 0; r < plan.halfRepeats; r++) {
+      for (const s of ['bare', 'cached'] as const) half[s].push(await round(s, halfRate));
+      bareOwnHalf.push(await round('bare', bareHalfRate));
+    }
 
     const rps = (id: string, label: string, rs: LoadResult[]): Measurement => measurement(id, label, 'req/s', 'higher', rs.map((x) => x.requestsPerSecond));
     const ms = (id: string, label: string, rs: LoadResult[], which: 'p50Ms' | 'p99Ms' | 'fromSendP99Ms' | 'senderLateP99Ms'): Measurement =>
       measurement(id, label, 'ms', 'lower', rs.map((x) => x[which] ?? Number.NaN));
+    const busy = (id: string, label: string, rs: FixedRateRound[]): Measurement | undefined =>
+      rs.every((x) => x.busyPercent !== undefined) ? measurement(id, label, '% of a core', 'lower', rs.map((x) => x.busyPercent!)) : undefined;
+    const halfCachedBusy = busy('half-cached-busy', `decide, cached tokens, server busy at ${halfRate} req/s`, half.cached);
+    const ownHalfBareBusy = busy('own-half-bare-busy', `bare node:http, server busy at ${bareHalfRate} req/s (half of its own peak)`, bareOwnHalf);
     const m = {
       bareRps: rps('bare-rps', 'bare node:http, requests/s', peak.bare),
       cachedRps: rps('cached-rps', 'decide, cached tokens, requests/s', peak.cached),
@@ -220,6 +245,9 @@ export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
       halfCachedFromSendP99: ms('half-cached-from-send-p99', `decide, cached tokens, p99 from send at ${halfRate} req/s`, half.cached, 'fromSendP99Ms'),
       halfBareSenderLate: ms('half-bare-sender-late-p99', `load generator's own lateness (p99) in the bare rounds at ${halfRate} req/s`, half.bare, 'senderLateP99Ms'),
       halfCachedSenderLate: ms('half-cached-sender-late-p99', `load generator's own lateness (p99) in the cached rounds at ${halfRate} req/s`, half.cached, 'senderLateP99Ms'),
+      ownHalfBareP99: ms('own-half-bare-p99', `bare node:http, p99 at ${bareHalfRate} req/s (half of its own peak)`, bareOwnHalf, 'p99Ms'),
+      ownHalfBareFromSendP99: ms('own-half-bare-from-send-p99', `bare node:http, p99 from send at ${bareHalfRate} req/s (half of its own peak)`, bareOwnHalf, 'fromSendP99Ms'),
+      ...(halfCachedBusy && ownHalfBareBusy ? { halfCachedBusy, ownHalfBareBusy } : {}),
       ...(cpuPerRequest.bare.length && cpuPerRequest.cached.length && cpuPerRequest.fresh.length
         ? {
             bareCpu: measurement('bare-cpu', 'bare node:http, server CPU per request', 'µs', 'lower', cpuPerRequest.bare),
@@ -241,7 +269,10 @@ export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
         met: (_r, v) => v.summary.median < 5,
       }),
       figure(`decide (cached tokens) vs bare, p99 at half of peak counted from send (${halfRate} req/s)`, m.halfCachedFromSendP99, m.halfBareFromSendP99),
+      figure(`p99 at half of each server's own peak: decide (cached tokens, ${halfRate} req/s) vs bare node:http (${bareHalfRate} req/s)`, m.halfCachedP99, m.ownHalfBareP99),
     ];
+    if (m.halfCachedBusy && m.ownHalfBareBusy)
+      figures.push(figure(`server busy at half of its own peak: decide (cached tokens) vs bare node:http`, m.halfCachedBusy, m.ownHalfBareBusy));
     if (m.bareCpu && m.cachedCpu && m.freshCpu)
       figures.push(
         figure('server CPU per request: decide (cached tokens) vs bare', m.cachedCpu, m.bareCpu),
@@ -249,21 +280,29 @@ export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
       );
     notes.push(
       `Rounds at ${halfRate} req/s, in order (p99 from due time / from send / the load generator's own lateness p99${half.cached[0]?.interference ? ' / CPU time used by neither server nor generator / steal' : ''}): ` +
-        half.cached.map((c, i) => `bare ${halfRoundDetail(half.bare[i]!)}; cached ${halfRoundDetail(c)}`).join('. ') +
+        half.cached.map((c, i) => `bare ${halfRoundDetail(half.bare[i]!)}; cached ${halfRoundDetail(c)}; bare at ${bareHalfRate} req/s ${halfRoundDetail(bareOwnHalf[i]!)}`).join('. ') +
         '.',
     );
+    {
+      const own = summarize(bareOwnHalf.map((x) => x.p99Ms));
+      const under = bareOwnHalf.filter((x) => x.p99Ms < 5).length;
+      notes.push(
+        `The p99 target applied to bare node:http at half of its own peak (${bareHalfRate} req/s): ${own.median.toFixed(2)} ms (${own.min.toFixed(2)}–${own.max.toFixed(2)}), under 5 ms in ${under} of ${bareOwnHalf.length} rounds. ` +
+          `The service's rounds at half of its peak: under 5 ms in ${half.cached.filter((x) => x.p99Ms < 5).length} of ${half.cached.length}.`,
+      );
+    }
     notes.push(`Fresh-token rounds: at most ${(Math.max(...freshHits) * 100).toFixed(2)}% of decisions were cache hits (first requests of connections autocannon opened late).`);
     return {
       suite: 'http',
       title: 'Over HTTP on loopback (autocannon)',
       method: [
         `${CONNECTIONS} keep-alive connections; at peak, autocannon ${plan.warmupSeconds} s warm-up then ${plan.durationSeconds} s measured, in a process of its own; server and service in processes of their own.`,
-        `Rounds alternate bare, cached, bare, fresh (${plan.repeats}×), then bare and cached at a fixed ${halfRate} req/s (half of the cached peak) ${plan.halfRepeats}×, sent open-loop at even intervals by load.ts (autocannon's overallRate spends each connection's per-second quota in a burst, which is peak load again; see bench/README.md).`,
+        `Rounds alternate bare, cached, bare, fresh (${plan.repeats}×), then bare and cached at a fixed ${halfRate} req/s (half of the cached peak) and bare at ${bareHalfRate} req/s (half of its own peak) ${plan.halfRepeats}×, sent open-loop at even intervals by load.ts (autocannon's overallRate spends each connection's per-second quota in a burst, which is peak load again; see bench/README.md).`,
         "Fixed-rate latency counts from when each request was due (wrk2's model, no coordinated omission), so it includes the load generator's own lateness (it sleeps between requests, and on 2 cores it can be descheduled). \"From send\" counts from when the generator got to the request (wrote it, or queued it for a busy connection); both are reported, with the generator's lateness and, on Linux, the CPU time other work and the hypervisor took during each round.",
         'Every request is POST /api/decide with a JSON question (GET /Patient/123, Authorization: Bearer); the bare server reads the same body and answers a fixed decision-shaped JSON.',
         `Cached: ${plan.cachedPool} tokens cycled. Fresh: ${plan.freshPool} distinct tokens cycled against a service whose token cache holds ${SERVICE_CACHE_ENTRIES}, so every decision verifies (checked through /api/health counters).`,
         'The service runs `npm start` (dist/bundle/main.js) with PDP_LOG_DECISIONS=true (the default; stdout to /dev/null).',
-        'Server CPU per request: user + system time of the server process (all threads, /proc/<pid>/stat) over a peak round, divided by the requests it answered; it moves less than requests/s when the machine is shared.',
+        'Server CPU per request: user + system time of the server process (all threads, /proc/<pid>/stat) over a peak round, divided by the requests it answered; it moves less than requests/s when the machine is shared. "Busy" at a fixed rate is that CPU per request times the rate: the share of one core the server needed.',
         'Every answer must be 200 with "decision":"allow"; p50/p99 are exact percentiles of every response time of the measured period (autocannon\'s own histogram counts whole ms).',
       ],
       measurements: Object.values(m),

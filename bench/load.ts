@@ -46,6 +46,13 @@ export interface LoadResult {
   readonly senderLateP99Ms?: number;
   /** Fixed-rate load on Linux: what else used the CPUs during the measured period. */
   readonly interference?: Interference;
+  /**
+   * Fixed-rate load only: the longest time no answer came while a request sent before the previous
+   * answer was still waiting, ms: how long the server (or the machine under it) went silent.
+   */
+  readonly longestSilenceMs?: number;
+  /** Fixed-rate load only: the longest the sender itself went without running its loop, ms. */
+  readonly senderLongestStallMs?: number;
   /** Requests answered in the measured period. */
   readonly completed: number;
   /** Bodies consumed (warm-up and measured), to continue the cycle in the next round. */
@@ -105,6 +112,10 @@ interface Recorder {
   /** Fixed-rate load only: how long after it was due the sender got to each request, ms. */
   readonly late: Float64Array;
   count: number;
+  /** When the last answer was read, and the longest silence so far (see LoadResult.longestSilenceMs). */
+  lastAnswerAt: number;
+  longestSilenceMs: number;
+  longestStallMs: number;
 }
 
 /**
@@ -114,7 +125,7 @@ interface Recorder {
  */
 function newRecorder(capacity: number): Recorder {
   const n = Math.min(MAX_SAMPLES, Math.ceil(capacity));
-  return { times: new Float64Array(n), fromSend: new Float64Array(n), late: new Float64Array(n), count: 0 };
+  return { times: new Float64Array(n), fromSend: new Float64Array(n), late: new Float64Array(n), count: 0, lastAnswerAt: Number.NaN, longestSilenceMs: 0, longestStallMs: 0 };
 }
 
 function percentile(values: Float64Array, count: number, q: number): number {
@@ -132,6 +143,8 @@ function summary(rec: Recorder, elapsedSeconds: number, sent: number, answered: 
           fromSendP50Ms: percentile(rec.fromSend, rec.count, 0.5),
           fromSendP99Ms: percentile(rec.fromSend, rec.count, 0.99),
           senderLateP99Ms: percentile(rec.late, rec.count, 0.99),
+          longestSilenceMs: rec.longestSilenceMs,
+          senderLongestStallMs: rec.longestStallMs,
         }
       : {}),
     completed: rec.count,
@@ -271,6 +284,9 @@ async function paced(
     else if (body.indexOf(expected) < 0) failures.mismatches++;
     else if (rec && rec.count < rec.times.length) {
       const now = performance.now();
+      // Sent before the previous answer came: the server had it all through the gap.
+      if (c.reachedAt < rec.lastAnswerAt) rec.longestSilenceMs = Math.max(rec.longestSilenceMs, now - rec.lastAnswerAt);
+      rec.lastAnswerAt = now;
       rec.late[rec.count] = c.reachedAt - c.dueAt!;
       rec.fromSend[rec.count] = now - c.reachedAt;
       rec.times[rec.count++] = now - c.dueAt!;
@@ -293,9 +309,12 @@ async function paced(
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
   let sent = 0;
+  let lastTick = t0;
   await new Promise<void>((resolve) => {
     const tick = (): void => {
       const now = performance.now();
+      if (rec) rec.longestStallMs = Math.max(rec.longestStallMs, now - lastTick);
+      lastTick = now;
       for (let due = t0 + sent * interval; due <= now && due < end; due = t0 + sent * interval) {
         sent++;
         const c = idle.pop();

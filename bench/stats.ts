@@ -36,7 +36,7 @@ export function summarize(samples: readonly number[]): Summary {
   };
 }
 
-export type Unit = 'ops/s' | 'req/s' | 'ms' | 'µs' | 'MB' | 'B';
+export type Unit = 'ops/s' | 'req/s' | 'ms' | 'µs' | 'MB' | 'B' | '% of a core';
 
 /** One quantity measured repeatedly. */
 export interface Measurement {

@@ -146,6 +146,24 @@ describe('bench:smoke', () => {
     expect(markdown).toMatch(/Rounds at \d+ req\/s, in order \(p99 from due time \/ from send/);
   });
 
+  it('applies the p99 target to bare node:http at half of its own peak, and says how busy each server was', () => {
+    const http = report.suites.find((s) => s.suite === 'http')!;
+    const byId = (id: string): Summary | undefined => http.measurements.find((m) => m.id === id)?.summary;
+    const own = byId('own-half-bare-p99')!;
+    expect(own.n).toBeGreaterThan(0);
+    expect(own.median).toBeGreaterThan(0);
+    expect(byId('own-half-bare-from-send-p99')!.median).toBeLessThanOrEqual(own.median);
+    // Half of the bare server's own peak is not the rate the service was held to.
+    const rates = [...markdown.matchAll(/p99 at half of each server's own peak: decide \(cached tokens, (\d+) req\/s\) vs bare node:http \((\d+) req\/s\)/g)];
+    expect(rates).toHaveLength(1);
+    expect(markdown).toContain(`bare node:http at half of its own peak (${rates[0]![2]} req/s)`);
+    if (process.platform === 'linux') {
+      // CPU per request times the rate: a share of one core, above zero for a server that answered.
+      for (const id of ['half-cached-busy', 'own-half-bare-busy']) expect(byId(id)!.median).toBeGreaterThan(0);
+      expect(markdown).toMatch(/silent ≤ \d+\.\d\d ms \(sender ≤ \d+\.\d\d ms\), \d+% busy/);
+    }
+  });
+
   it('states every target of the issue with met or missed', () => {
     const targets = report.suites.flatMap((s) => s.figures.filter((f) => f.target).map((f) => f.target!.text));
     expect(targets).toEqual(
