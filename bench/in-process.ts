@@ -49,8 +49,19 @@ interface Case {
   readonly check?: () => string | undefined;
 }
 
-export function decisionInput(token: string): DecisionInput {
-  return { method: 'GET', target: '/Patient/123', credentials: { authorization: [`Bearer ${token}`] }, mode: 'json' };
+/**
+ * The question a host hands `decide` for a request carrying `authorization` (`Bearer <token>`).
+ * Hosts pass the header as node's parser or JSON.parse made it: one flat string. The benchmarks make
+ * each header once, as jose's case is handed its tokens made once; a template literal per call
+ * would be a rope that V8 copies flat on every decision, which no host pays.
+ */
+export function decisionInput(authorization: string): DecisionInput {
+  return { method: 'GET', target: '/Patient/123', credentials: { authorization: [authorization] }, mode: 'json' };
+}
+
+/** `Bearer <token>`, made flat once (String.prototype.concat of a template would stay a rope). */
+export function bearerHeader(token: string): string {
+  return Buffer.from(`Bearer ${token}`, 'latin1').toString('latin1');
 }
 
 export async function runInProcess(options: InProcessOptions): Promise<SuiteResult> {
@@ -60,7 +71,8 @@ export async function runInProcess(options: InProcessOptions): Promise<SuiteResu
     options.log(`in-process: minting ${plan.pool} RS256 tokens`);
     const tokens: string[] = [];
     for (let i = 0; i < plan.pool; i++) tokens.push(await idp.mint({ audience: AUDIENCE, scp: 'user_impersonation' }));
-    const reused = tokens.slice(0, plan.reused);
+    const headers = tokens.map(bearerHeader);
+    const reusedHeaders = headers.slice(0, plan.reused); // the cache-hit case: one token per operation in flight
 
     const jwk = idp.publicJwk(idp.signingKid) as JWK & webcrypto.JsonWebKey;
     const algorithm = { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' } as const;
@@ -130,7 +142,7 @@ export async function runInProcess(options: InProcessOptions): Promise<SuiteResu
           missOrder.inFlight[i] = 1;
           let d;
           try {
-            d = await pdpMiss.decide(decisionInput(tokens[i]!));
+            d = await pdpMiss.decide(decisionInput(headers[i]!));
           } finally {
             missOrder.inFlight[i] = 0;
             missOrder.completedAt[i] = ++missOrder.completions;
@@ -146,7 +158,7 @@ export async function runInProcess(options: InProcessOptions): Promise<SuiteResu
         id: 'decide-hit',
         label: '4. fhir-pdp decide, cache hits',
         op: async () => {
-          const d = await pdpHit.decide(decisionInput(reused[cursor.hit++ % reused.length]!));
+          const d = await pdpHit.decide(decisionInput(reusedHeaders[cursor.hit++ % reusedHeaders.length]!));
           if (d.reason !== 'allowed') throw new Error(`decide-hit: ${d.reason}`);
         },
         check: () => {
@@ -169,12 +181,18 @@ export async function runInProcess(options: InProcessOptions): Promise<SuiteResu
     countedFrom.missCaseHits = pdpMiss.counters.get('token_cache_hit');
     countedFrom.hitCaseMisses = pdpHit.counters.get('token_cache_miss');
     const samples = new Map<string, number[]>(cases.map((c) => [c.id, []]));
+    const cpuSamples = new Map<string, number[]>(cases.map((c) => [c.id, []]));
     for (let r = 0; r < plan.repeats; r++) {
       // Rotate the order each round so no case always runs first or right after the same neighbour.
       for (let k = 0; k < cases.length; k++) {
         const c = cases[(r + k) % cases.length]!;
-        const { opsPerSecond } = await throughput(c.op, CONCURRENCY, plan.roundMs);
+        // The whole process's CPU time (every thread: jose's and the peer's signatures run on libuv's
+        // thread pool, so on both cores; a cached decision runs on the main thread alone).
+        const cpuBefore = process.cpuUsage();
+        const { opsPerSecond, ops } = await throughput(c.op, CONCURRENCY, plan.roundMs);
+        const cpu = process.cpuUsage(cpuBefore);
         samples.get(c.id)!.push(opsPerSecond);
+        cpuSamples.get(c.id)!.push((cpu.user + cpu.system) / Math.max(1, ops));
       }
       options.log(`in-process: round ${r + 1}/${plan.repeats}: ${cases.map((c) => `${c.id} ${Math.round(samples.get(c.id)!.at(-1)!)}`).join(', ')}`);
     }
@@ -184,6 +202,7 @@ export async function runInProcess(options: InProcessOptions): Promise<SuiteResu
     }
 
     const m = new Map<string, Measurement>(cases.map((c) => [c.id, measurement(c.id, c.label, 'ops/s', 'higher', samples.get(c.id)!)]));
+    const cpuOf = new Map<string, Measurement>(cases.map((c) => [c.id, measurement(`${c.id}-cpu`, `${c.label}, CPU per operation`, 'µs', 'lower', cpuSamples.get(c.id)!)]));
     const get = (id: string): Measurement | undefined => m.get(id);
     const figures = [];
     const [subtle, jose, miss, hit, peer] = ['subtle', 'jose', 'decide-miss', 'decide-hit', 'peer'].map(get);
@@ -193,6 +212,11 @@ export async function runInProcess(options: InProcessOptions): Promise<SuiteResu
     if (peer && jose) figures.push(figure('jsonwebtoken + jwks-rsa vs jose.jwtVerify', peer, jose));
     if (miss && peer) figures.push(figure('decide, cache misses vs the peer', miss, peer, { text: '> 1× (ahead of the peer)', met: (r) => r > 1 }));
     if (hit && peer) figures.push(figure('decide, cache hits vs the peer', hit, peer, { text: '> 1× (ahead of the peer)', met: (r) => r > 1 }));
+    // Operations per second compare jose on two cores with a cached decision on one; the CPU each
+    // operation takes compares the work, whatever the machine's core count and load.
+    const [joseCpu, missCpu, hitCpu] = ['jose', 'decide-miss', 'decide-hit'].map((id) => cpuOf.get(id));
+    if (missCpu && joseCpu) figures.push(figure('CPU per operation: decide, cache misses vs jose.jwtVerify', missCpu, joseCpu));
+    if (hitCpu && joseCpu) figures.push(figure('CPU per operation: jose.jwtVerify vs decide, cache hits (how many cached decisions one verification costs)', joseCpu, hitCpu));
 
     return {
       suite: 'in-process',
@@ -203,9 +227,10 @@ export async function runInProcess(options: InProcessOptions): Promise<SuiteResu
         `Case 3 runs a Pdp whose cache holds ${plan.missCacheEntries} entries and takes the next token of the pool that is not in flight and that ${plan.missCacheEntries} later verifications have pushed out of the cache (verifications finish out of order): every decision verifies (checked: no cache hit counted).`,
         'Case 1 verifies the signature bytes only (split and base64url-decoded per call); case 2 checks signature, iss, aud and exp with the imported key.',
         'Case 5 decodes the header, asks jwks-rsa for the key by kid (cached after the first fetch) and calls jwt.verify with algorithms, audience and issuer.',
-        'Each decision of cases 3 and 4 asks GET /Patient/123 for an object id allowed `read`, and must be allowed.',
+        'Each decision of cases 3 and 4 asks GET /Patient/123 for an object id allowed `read`, and must be allowed; its Authorization header is one string made once per token, as hosts hand it over.',
+        'CPU per operation: the process\'s user + system time over a round (all threads) divided by the operations completed. Cases 1, 2, 3 and 5 verify RSA signatures on libuv\'s thread pool (both cores); a cached decision (case 4) runs on the main thread, so operations per second compare two cores with one.',
       ],
-      measurements: [...m.values()],
+      measurements: [...m.values(), ...cpuOf.values()],
       figures,
       notes: [],
     };

@@ -22,7 +22,7 @@ import { SNAPSHOT_SCHEMA_VERSION, type GroupRecord, type IssuerRecord, type Snap
 import { startAzurite } from './azurite.js';
 import { cleanEnv, type RunningChild } from './child.js';
 import { askDecision, startBareServer, startHostProcess } from './http.js';
-import { decisionInput } from './in-process.js';
+import { bearerHeader, decisionInput } from './in-process.js';
 import { figure, measurement, throughput, type Measurement, type SuiteResult } from './stats.js';
 
 export const AUDIENCE = 'https://fhir.example.test';
@@ -163,9 +163,12 @@ async function child(plan: Plan): Promise<ChildSamples> {
     // --- decide latency, one decision at a time, small and large state alternating.
     const small = (await serviceFor(smallListed, smallBytes)).service;
     const big = (await serviceFor(bigListed, bigBytes)).service;
-    const one = (s: PdpService, token: string) => async (): Promise<void> => {
-      const d = await s.pdp.decide(decisionInput(token));
-      if (d.reason !== 'allowed') throw new Error(`scale: ${d.reason} (${d.hint ?? ''})`);
+    const one = (s: PdpService, token: string) => {
+      const authorization = bearerHeader(token);
+      return async (): Promise<void> => {
+        const d = await s.pdp.decide(decisionInput(authorization));
+        if (d.reason !== 'allowed') throw new Error(`scale: ${d.reason} (${d.hint ?? ''})`);
+      };
     };
     const cases = {
       smallDirect: one(small, tokens.direct),

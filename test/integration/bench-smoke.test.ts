@@ -146,6 +146,17 @@ describe('bench:smoke', () => {
     expect(markdown).toMatch(/Rounds at \d+ req\/s, in order \(p99 from due time \/ from send/);
   });
 
+  it('measures the CPU each in-process operation takes, all threads counted, beside operations per second', () => {
+    const inProcess = report.suites.find((s) => s.suite === 'in-process')!;
+    const cpu = (id: string): Summary => inProcess.measurements.find((m) => m.id === `${id}-cpu`)!.summary;
+    for (const id of ['subtle', 'jose', 'decide-miss', 'decide-hit', 'peer']) expect(cpu(id).median).toBeGreaterThan(0);
+    // A verification on the thread pool costs more CPU than a decision answered from the cache.
+    expect(cpu('jose').median).toBeGreaterThan(cpu('decide-hit').median);
+    const titles = inProcess.figures.map((f) => f.title);
+    expect(titles).toContain('CPU per operation: decide, cache misses vs jose.jwtVerify');
+    expect(titles.some((t) => t.startsWith('CPU per operation: jose.jwtVerify vs decide, cache hits'))).toBe(true);
+  });
+
   it('applies the p99 target to bare node:http at half of its own peak, and says how busy each server was', () => {
     const http = report.suites.find((s) => s.suite === 'http')!;
     const byId = (id: string): Summary | undefined => http.measurements.find((m) => m.id === id)?.summary;
