@@ -200,6 +200,35 @@ describe('the token cache in Pdp', () => {
     expect(service.pdp.counters.get('token_cache_hit') - hitsBefore).toBe(2);
   });
 
+  it('fails closed when the cached path throws: a 503 decision, never a rejected promise', async () => {
+    const token = await mint();
+    const first = await service.pdp.decide(request('GET', '/Patient/1', token));
+    expect(first.reason).toBe('allowed');
+    // The cached path runs without a promise of its own; a throw there must still become a decision.
+    const keysFresh = service.pdp.registry.keysFresh;
+    service.pdp.registry.keysFresh = () => {
+      throw new Error('boom');
+    };
+    try {
+      const d = await service.pdp.decide(request('GET', '/Patient/1', token));
+      expect({ decision: d.decision, reason: d.reason, status: d.status }).toEqual({ decision: 'indeterminate', reason: 'issuer_unavailable', status: 503 });
+      expect(d.hint).toContain('Error: boom');
+    } finally {
+      service.pdp.registry.keysFresh = keysFresh;
+    }
+    const again = await service.pdp.decide(request('GET', '/Patient/1', token));
+    expect({ reason: again.reason, cacheHit: again.cacheHit }).toEqual({ reason: 'allowed', cacheHit: true });
+  });
+
+  it('answers a cached decision the same as the verified one, but for cacheHit', async () => {
+    const token = await mint();
+    const verified = await service.pdp.decide(request('GET', '/Patient/1', token));
+    const cached = await service.pdp.decide(request('GET', '/Patient/1', token));
+    const comparable = (d: typeof verified) => ({ ...d, decisionId: undefined, durationMs: undefined, cacheHit: undefined });
+    expect(cached.cacheHit).toBe(true);
+    expect(comparable(cached)).toEqual(comparable(verified));
+  });
+
   it('walks every check for explain, cached or not', async () => {
     const token = await mint();
     await service.pdp.decide(request('GET', '/Patient/1', token));
