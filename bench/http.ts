@@ -209,9 +209,9 @@ export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
     }
     const cachedPeak = summarize(peak.cached.map((x) => x.requestsPerSecond)).median;
     const halfRate = Math.max(CONNECTIONS, Math.round(cachedPeak / 2));
-    // The same target applied to the platform's limit: the bare server at half of its own peak. Half of
-    // a server's closed-loop peak keeps it about as busy whatever its cost per request (a faster
-    // server's half is a higher rate), so this says what p99 node:http itself holds at that load here.
+    // The same target applied to the platform's limit: the bare server at half of its own peak, so the
+    // report says what p99 node:http itself holds on this machine at that share of its peak (a faster
+    // server's half is a higher rate: cheaper decisions alone do not make the target easier).
     const bareHalfRate = Math.max(CONNECTIONS, Math.round(summarize(peak.bare.map((x) => x.requestsPerSecond)).median / 2));
     const half: Record<'bare' | 'cached', FixedRateRound[]> = { bare: [], cached: [] };
     const bareOwnHalf: FixedRateRound[] = [];

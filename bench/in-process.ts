@@ -59,7 +59,7 @@ export function decisionInput(authorization: string): DecisionInput {
   return { method: 'GET', target: '/Patient/123', credentials: { authorization: [authorization] }, mode: 'json' };
 }
 
-/** `Bearer <token>`, made flat once (String.prototype.concat of a template would stay a rope). */
+/** `Bearer <token>` as one flat string (a template literal stays a rope until V8 flattens it). */
 export function bearerHeader(token: string): string {
   return Buffer.from(`Bearer ${token}`, 'latin1').toString('latin1');
 }

@@ -47,8 +47,8 @@ export interface LoadResult {
   /** Fixed-rate load on Linux: what else used the CPUs during the measured period. */
   readonly interference?: Interference;
   /**
-   * Fixed-rate load only: the longest time no answer came while a request sent before the previous
-   * answer was still waiting, ms: how long the server (or the machine under it) went silent.
+   * Fixed-rate load only: the longest time the server held a request without answering any, ms: how
+   * long the server (or the machine under it) went silent while it had work.
    */
   readonly longestSilenceMs?: number;
   /** Fixed-rate load only: the longest the sender itself went without running its loop, ms. */
@@ -125,7 +125,7 @@ interface Recorder {
  */
 function newRecorder(capacity: number): Recorder {
   const n = Math.min(MAX_SAMPLES, Math.ceil(capacity));
-  return { times: new Float64Array(n), fromSend: new Float64Array(n), late: new Float64Array(n), count: 0, lastAnswerAt: Number.NaN, longestSilenceMs: 0, longestStallMs: 0 };
+  return { times: new Float64Array(n), fromSend: new Float64Array(n), late: new Float64Array(n), count: 0, lastAnswerAt: 0, longestSilenceMs: 0, longestStallMs: 0 };
 }
 
 function percentile(values: Float64Array, count: number, q: number): number {
@@ -284,8 +284,10 @@ async function paced(
     else if (body.indexOf(expected) < 0) failures.mismatches++;
     else if (rec && rec.count < rec.times.length) {
       const now = performance.now();
-      // Sent before the previous answer came: the server had it all through the gap.
-      if (c.reachedAt < rec.lastAnswerAt) rec.longestSilenceMs = Math.max(rec.longestSilenceMs, now - rec.lastAnswerAt);
+      // Since the previous answer, or since this request went out if that was later, the server
+      // held this request and answered nothing.
+      const heldSince = rec.lastAnswerAt > c.reachedAt ? rec.lastAnswerAt : c.reachedAt;
+      if (now - heldSince > rec.longestSilenceMs) rec.longestSilenceMs = now - heldSince;
       rec.lastAnswerAt = now;
       rec.late[rec.count] = c.reachedAt - c.dueAt!;
       rec.fromSend[rec.count] = now - c.reachedAt;
