@@ -215,7 +215,7 @@ export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
     const peak: Record<Scenario, LoadResult[]> = { bare: [], cached: [], fresh: [] };
     const wrkPeak: Record<'bare' | 'cached', number[]> = { bare: [], cached: [] };
     for (let r = 0; r < plan.repeats; r++) {
-      // A B A C: every service round sits between two rounds of the bare server; then wrk's B A.
+      // A B A C: every service round sits between two rounds of the bare server; then A B with wrk.
       for (const s of ['bare', 'cached', 'bare', 'fresh'] as const) peak[s].push(await round(s));
       if (wrk) for (const s of ['bare', 'cached'] as const) wrkPeak[s].push(await wrkRound(s));
     }
