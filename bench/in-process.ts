@@ -15,7 +15,7 @@ import jwksRsa from 'jwks-rsa';
 import { parseConfig } from '../src/config/load.js';
 import { DEV_OBJECT_ID, DevIdentityProvider } from '../src/host/dev-idp.js';
 import { Pdp, type DecisionInput } from '../src/pdp.js';
-import { figure, measurement, throughput, type Measurement, type SuiteResult } from './stats.js';
+import { figure, measurement, ratiosByRound, throughput, type Measurement, type SuiteResult } from './stats.js';
 
 export const AUDIENCE = 'https://fhir.example.test';
 export const CONCURRENCY = 64;
@@ -207,7 +207,12 @@ export async function runInProcess(options: InProcessOptions): Promise<SuiteResu
     const figures = [];
     const [subtle, jose, miss, hit, peer] = ['subtle', 'jose', 'decide-miss', 'decide-hit', 'peer'].map(get);
     if (jose && subtle) figures.push(figure('jose.jwtVerify vs the signature limit', jose, subtle));
-    if (miss && jose) figures.push(figure('decide, cache misses vs jose.jwtVerify', miss, jose, { text: '≥ 0.9×', met: (r) => r >= 0.9 }));
+    // Both cases run in every round, a few seconds apart: the ratio is taken within each round, then
+    // the median of those (the ruling on this target; see bench/PROFILE.md).
+    if (miss && jose)
+      figures.push(
+        figure('decide, cache misses vs jose.jwtVerify', miss, jose, { text: '≥ 0.9× (median of per-round ratios)', met: (r) => r >= 0.9 }, ratiosByRound(samples.get('decide-miss')!, samples.get('jose')!)),
+      );
     if (hit && jose) figures.push(figure('decide, cache hits vs jose.jwtVerify', hit, jose, { text: '≥ 10×', met: (r) => r >= 10 }));
     if (peer && jose) figures.push(figure('jsonwebtoken + jwks-rsa vs jose.jwtVerify', peer, jose));
     if (miss && peer) figures.push(figure('decide, cache misses vs the peer', miss, peer, { text: '> 1× (ahead of the peer)', met: (r) => r > 1 }));

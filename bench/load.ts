@@ -8,7 +8,6 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { connect, type Socket } from 'node:net';
-import { cpuSnapshot, interference, type Interference } from './machine-cpu.js';
 
 export interface LoadJob {
   readonly url: string;
@@ -26,8 +25,6 @@ export interface LoadJob {
   readonly startAt: number;
   /** Every answer must contain this text (a decision that is not an allow is a failed request). */
   readonly expectInBody: string;
-  /** The server's pid, so a fixed-rate round can tell its CPU time from other work on the machine. */
-  readonly serverPid?: number;
 }
 
 export interface LoadResult {
@@ -35,17 +32,11 @@ export interface LoadResult {
   readonly p50Ms: number;
   readonly p99Ms: number;
   /**
-   * Fixed-rate load only: latency counted from when the sender got to each request (wrote it, or
-   * queued it because every connection was busy) instead of from when it was due. The difference is
-   * the sender's own lateness: its sleeps between requests end a little late, and on a shared machine
-   * it can be descheduled. Waiting for a busy connection still counts, so a slow server still shows.
+   * Fixed-rate load only: the sender's own lateness at the 99th percentile, ms: how long after a
+   * request was due the sender got to it (wrote it, or queued it because every connection was busy).
+   * Its sleeps between requests end a little late, and on a shared machine it can be descheduled.
    */
-  readonly fromSendP50Ms?: number;
-  readonly fromSendP99Ms?: number;
-  /** Fixed-rate load only: the sender's own lateness (due → got to it) at the 99th percentile, ms. */
   readonly senderLateP99Ms?: number;
-  /** Fixed-rate load on Linux: what else used the CPUs during the measured period. */
-  readonly interference?: Interference;
   /**
    * Fixed-rate load only: the longest time the server held a request without answering any, ms: how
    * long the server (or the machine under it) went silent while it had work.
@@ -107,8 +98,6 @@ const MAX_SAMPLES = 1_000_000;
 interface Recorder {
   /** Response times, ms. */
   readonly times: Float64Array;
-  /** Fixed-rate load only: response times counted from when the sender got to the request, ms. */
-  readonly fromSend: Float64Array;
   /** Fixed-rate load only: how long after it was due the sender got to each request, ms. */
   readonly late: Float64Array;
   count: number;
@@ -125,7 +114,7 @@ interface Recorder {
  */
 function newRecorder(capacity: number): Recorder {
   const n = Math.min(MAX_SAMPLES, Math.ceil(capacity));
-  return { times: new Float64Array(n), fromSend: new Float64Array(n), late: new Float64Array(n), count: 0, lastAnswerAt: 0, longestSilenceMs: 0, longestStallMs: 0 };
+  return { times: new Float64Array(n), late: new Float64Array(n), count: 0, lastAnswerAt: 0, longestSilenceMs: 0, longestStallMs: 0 };
 }
 
 function percentile(values: Float64Array, count: number, q: number): number {
@@ -140,8 +129,6 @@ function summary(rec: Recorder, elapsedSeconds: number, sent: number, answered: 
     p99Ms: percentile(rec.times, rec.count, 0.99),
     ...(paced
       ? {
-          fromSendP50Ms: percentile(rec.fromSend, rec.count, 0.5),
-          fromSendP99Ms: percentile(rec.fromSend, rec.count, 0.99),
           senderLateP99Ms: percentile(rec.late, rec.count, 0.99),
           longestSilenceMs: rec.longestSilenceMs,
           senderLongestStallMs: rec.longestStallMs,
@@ -244,9 +231,8 @@ function openConnections(url: URL, count: number): Promise<Connection[]> {
  * before it is read; that counts in its latency.
  *
  * A request still goes out a little after it is due, later when the sender itself is descheduled.
- * That lateness is part of the latency counted from the due time (`times`); `fromSend` counts from
- * when the sender got to the request, and `late` is the difference, so a report can tell the
- * sender's share of a percentile from the server's.
+ * That lateness is part of the latency counted from the due time (`times`), and is recorded on its
+ * own (`late`), so a report can tell a late sender from a slow server.
  */
 async function paced(
   connections: readonly Connection[],
@@ -290,7 +276,6 @@ async function paced(
       if (now - heldSince > rec.longestSilenceMs) rec.longestSilenceMs = now - heldSince;
       rec.lastAnswerAt = now;
       rec.late[rec.count] = c.reachedAt - c.dueAt!;
-      rec.fromSend[rec.count] = now - c.reachedAt;
       rec.times[rec.count++] = now - c.dueAt!;
     }
     release(c);
@@ -359,12 +344,8 @@ async function run(job: LoadJob): Promise<LoadResult> {
     const connections = await openConnections(url, job.connections);
     try {
       if (job.warmupSeconds > 0) await paced(connections, job.overallRate, next, expected, job.warmupSeconds, undefined);
-      const measured = job.serverPid === undefined ? [process.pid] : [process.pid, job.serverPid];
-      const before = cpuSnapshot(measured);
       const { failures, elapsedSeconds } = await paced(connections, job.overallRate, next, expected, job.durationSeconds, rec);
-      const after = cpuSnapshot(measured);
-      const result = summary(rec, elapsedSeconds, cursor - job.startAt, answered, failures, true);
-      return before && after ? { ...result, interference: interference(before, after) } : result;
+      return summary(rec, elapsedSeconds, cursor - job.startAt, answered, failures, true);
     } finally {
       for (const c of connections) c.socket.destroy();
     }

@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import { runHttp } from './http.js';
 import { runInProcess } from './in-process.js';
 import { runScale } from './scale.js';
-import { formatNumber, formatRatio, formatSummary, type Figure, type SuiteResult } from './stats.js';
+import { formatFigureRatio, formatNumber, formatSummary, type Figure, type SuiteResult } from './stats.js';
 
 const SUITES = ['in-process', 'http', 'scale'] as const;
 type SuiteName = (typeof SUITES)[number];
@@ -65,7 +65,7 @@ function machine(): MachineInfo {
 
 function figureRow(f: Figure): string {
   const target = f.target ? `${f.target.text}: **${f.target.met ? 'met' : 'missed'}**` : '—';
-  return `| ${f.title} | ${formatSummary(f.value)} | ${f.baseline.label}: ${formatSummary(f.baseline)} | ${formatRatio(f.ratio)} | ${target} |`;
+  return `| ${f.title} | ${formatSummary(f.value)} | ${f.baseline.label}: ${formatSummary(f.baseline)} | ${formatFigureRatio(f)} | ${target} |`;
 }
 
 export function renderMarkdown(report: BenchReport, profileNotes: string | undefined): string {
@@ -80,7 +80,7 @@ export function renderMarkdown(report: BenchReport, profileNotes: string | undef
   lines.push(`- Node ${m.node}${m.commit ? `, commit ${m.commit}` : ''}`);
   lines.push(`- Load average (1/5/15 min) at start ${m.loadAverageStart.join(' / ')}${m.loadAverageEnd ? `, at end ${m.loadAverageEnd.join(' / ')}` : ''}: a busy machine moves every figure; the ratios move less, since each baseline is measured in the same run, interleaved.`);
   lines.push('');
-  lines.push('Every value is the median of the repeats with (min–max, n). "Ratio" is figure ÷ baseline, both medians of this run.');
+  lines.push('Every value is the median of the repeats with (min–max, n). "Ratio" is figure ÷ baseline, both medians of this run; a ratio followed by "(rounds …)" is instead the median of the ratios taken within each interleaved round, with their spread.');
   lines.push('');
   const targets = report.suites.flatMap((s) => s.figures.filter((f) => f.target));
   if (targets.length) {
@@ -89,7 +89,7 @@ export function renderMarkdown(report: BenchReport, profileNotes: string | undef
     lines.push('| figure | value | ratio to baseline | target | |');
     lines.push('| --- | --- | --- | --- | --- |');
     for (const f of targets)
-      lines.push(`| ${f.title} | ${formatNumber(f.value.summary.median)} ${f.value.unit} | ${formatRatio(f.ratio)} | ${f.target!.text} | ${f.target!.met ? 'met' : '**missed**'} |`);
+      lines.push(`| ${f.title} | ${formatNumber(f.value.summary.median)} ${f.value.unit} | ${formatFigureRatio(f)} | ${f.target!.text} | ${f.target!.met ? 'met' : '**missed**'} |`);
     lines.push('');
   }
   for (const s of report.suites) {

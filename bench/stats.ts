@@ -54,12 +54,17 @@ export interface Target {
   readonly met: boolean;
 }
 
-/** A measurement next to its baseline from the same run. `ratio` is figure ÷ baseline (medians). */
+/**
+ * A measurement next to its baseline from the same run. `ratio` is figure ÷ baseline (medians), or,
+ * when `roundRatios` is there, the median of the ratios taken within each interleaved round.
+ */
 export interface Figure {
   readonly title: string;
   readonly value: Measurement;
   readonly baseline: Measurement;
   readonly ratio: number;
+  /** figure ÷ baseline within each round (the two measured back to back), summarized. */
+  readonly roundRatios?: Summary;
   readonly target?: Target;
 }
 
@@ -81,15 +86,27 @@ export function ratioOf(value: Measurement, baseline: Measurement): number {
   return baseline.summary.median === 0 ? Number.NaN : value.summary.median / baseline.summary.median;
 }
 
-/** A figure; `target` receives the ratio and the figure and says whether the target is met. */
+/**
+ * A figure; `target` receives the ratio and the figure and says whether the target is met. With
+ * `perRound` (figure ÷ baseline of each round, in order) the ratio is their median: a drift of the
+ * machine in the middle of a suite moves both sides of a round alike, but splits two medians
+ * taken over all rounds unevenly.
+ */
 export function figure(
   title: string,
   value: Measurement,
   baseline: Measurement,
   target?: { text: string; met: (ratio: number, value: Measurement) => boolean },
+  perRound?: readonly number[],
 ): Figure {
-  const ratio = ratioOf(value, baseline);
-  return { title, value, baseline, ratio, ...(target ? { target: { text: target.text, met: target.met(ratio, value) } } : {}) };
+  const roundRatios = perRound ? summarize(perRound) : undefined;
+  const ratio = roundRatios ? roundRatios.median : ratioOf(value, baseline);
+  return { title, value, baseline, ratio, ...(roundRatios ? { roundRatios } : {}), ...(target ? { target: { text: target.text, met: target.met(ratio, value) } } : {}) };
+}
+
+/** values[i] ÷ baselines[i]: the ratio within each round. */
+export function ratiosByRound(values: readonly number[], baselines: readonly number[]): number[] {
+  return values.map((v, i) => v / baselines[i]!);
 }
 
 /** A compact rendering: `12 345 ops/s (10 100 – 13 000)`; the spread is min–max of the repeats. */
@@ -111,6 +128,12 @@ export function formatNumber(v: number): string {
 export function formatRatio(r: number): string {
   if (!Number.isFinite(r)) return 'n/a';
   return r >= 10 ? `${r.toFixed(1)}×` : `${r.toFixed(2)}×`;
+}
+
+/** A figure's ratio, and for a median of per-round ratios their spread: `0.95× (rounds 0.65–1.20×, n=7)`. */
+export function formatFigureRatio(f: Figure): string {
+  const r = f.roundRatios;
+  return r ? `${formatRatio(f.ratio)} (rounds ${formatRatio(r.min).slice(0, -1)}–${formatRatio(r.max)}, n=${r.n})` : formatRatio(f.ratio);
 }
 
 /** Runs `op` with `concurrency` calls in flight until `durationMs` has passed; resolves ops per second. */
