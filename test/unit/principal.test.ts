@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { clientIdOf, principalFromToken, tenantOfIssuer, type SmartApplication } from '../../src/identity/principal.js';
+import { tenantOfIssuer } from '../../src/identity/entra-token.js';
+import { clientIdOf, principalFromToken, type SmartApplication } from '../../src/identity/principal.js';
 import type { VerifiedToken } from '../../src/identity/verify.js';
 import { Trace } from '../../src/policy/trace.js';
 
