@@ -6,6 +6,8 @@
 import { readScopeClaims } from '../fhir/scopes.js';
 import { refuse, type Refusal } from '../policy/reasons.js';
 import type { Trace } from '../policy/trace.js';
+import { checkClaimTypes } from './claim-types.js';
+import { appOnlyEvidence, tenantOfIssuer } from './entra-token.js';
 import type { VerifiedToken } from './verify.js';
 
 export interface SmartApplication {
@@ -24,7 +26,7 @@ export interface Principal {
   readonly tenantId?: string;
   /** Client id of the calling application (appid / azp / client_id / cid). */
   readonly applicationId?: string;
-  /** True for app-only tokens (client credentials): Entra's `idtyp: app`, or roles without scp. */
+  /** True for app-only tokens (client credentials): Entra's `idtyp: app`, or no scope claim (see appOnlyEvidence). */
   readonly isAppToken: boolean;
   readonly roles: readonly string[];
   /** Scope strings as the token carries them (raw_scope, scp or scope). */
@@ -60,8 +62,29 @@ function fhirUserOf(claims: Readonly<Record<string, unknown>>): string | undefin
 }
 
 function overage(claims: Readonly<Record<string, unknown>>): boolean {
-  const names = claims._claim_names;
-  return claims.hasgroups === true || claims.hasgroups === 'true' || (typeof names === 'object' && names !== null && 'groups' in names);
+  // Types are checked first (checkClaimTypes): hasgroups is a boolean, _claim_names an object.
+  const names = claims._claim_names as Readonly<Record<string, string>> | undefined;
+  return claims.hasgroups === true || (names !== undefined && Object.hasOwn(names, 'groups'));
+}
+
+/**
+ * Claims that name the same thing under different providers' names: the client id (azp, appid,
+ * client_id, cid) and the FHIR user (fhirUser, extension_fhirUser). Two of them naming different
+ * values leave the token saying two things; it is refused rather than one of them believed.
+ */
+const ALTERNATIVE_NAMES = [
+  ['azp', 'appid', 'client_id', 'cid'],
+  ['fhirUser', 'extension_fhirUser'],
+] as const;
+
+function contradictingAlternatives(claims: Readonly<Record<string, unknown>>): string | undefined {
+  for (const names of ALTERNATIVE_NAMES) {
+    const present = names.filter((n) => claims[n] !== undefined);
+    const first = present[0];
+    const other = first === undefined ? undefined : present.find((n) => claims[n] !== claims[first]);
+    if (other !== undefined) return `${first} "${String(claims[first!])}" and ${other} "${String(claims[other])}" differ`;
+  }
+  return undefined;
 }
 
 export function principalFromToken(
@@ -70,7 +93,20 @@ export function principalFromToken(
   trace?: Trace,
 ): { ok: true; principal: Principal } | Refusal {
   const c = v.claims;
-  // App-only Entra tokens carry `roles` and no scope claim at all: that is no scopes, not a bad claim.
+  // One place for claim types, before anything is read: a claim of the wrong type is refused, never
+  // taken as absent (claim-types.ts).
+  const mistyped = checkClaimTypes(c, applications ? 'smart' : 'entra');
+  if (mistyped) {
+    trace?.fail('claims', mistyped);
+    return mistyped;
+  }
+  const conflict = contradictingAlternatives(c);
+  if (conflict) {
+    const r = refuse('malformed_token', `${conflict}: the token names two values for one thing; the issuer's claim mapping writes both`);
+    trace?.fail('claims', r);
+    return r;
+  }
+  // App-only Entra tokens carry no scope claim at all: that is no scopes, not a bad claim.
   const hasScopeClaim = c.scp !== undefined || c.scope !== undefined || c.raw_scope !== undefined;
   const scopes: ReturnType<typeof readScopeClaims> = hasScopeClaim ? readScopeClaims(c) : { ok: true, scopes: [], source: 'scp' };
   const common = {
@@ -79,7 +115,6 @@ export function principalFromToken(
     expiresAt: v.expiresAt,
     ...(str(c.sub) ? { subject: str(c.sub)! } : {}),
     ...(str(c.tid) ? { tenantId: str(c.tid)! } : {}),
-    ...(str(c.ver) ? { version: str(c.ver)! } : {}),
     ...(fhirUserOf(c) ? { fhirUser: fhirUserOf(c)! } : {}),
     ...(str(c.patient) ? { patient: str(c.patient)! } : {}),
   };
@@ -128,17 +163,41 @@ export function principalFromToken(
   }
 
   trace?.skip('application', 'the primary authority matches principals through access policies and roles');
-  // Primary authority. `oid` identifies the principal; `scp` (delegated) or `roles` (app or
-  // user roles) must be present, which an ID token never has, so an ID token is never taken
-  // for an access token.
+  // Primary authority. Entra's issuer names its tenant; a `tid` naming another one means the token
+  // was not made by the issuer it claims, or by a misconfigured one ("Always check that the tid in
+  // a token matches the tenant ID", Entra's claims-validation guidance).
+  if (c.tid !== undefined) {
+    const issuerTenant = tenantOfIssuer(v.issuer);
+    const tid = (c.tid as string).toLowerCase();
+    if (issuerTenant !== tid) {
+      const r = refuse(
+        'untrusted_issuer',
+        issuerTenant === undefined
+          ? `tid ${tid} cannot be checked: iss ${v.issuer} names no tenant (Entra's issuers are https://sts.windows.net/{tid}/ and https://login.microsoftonline.com/{tid}/v2.0); the primary authority must be an Entra tenant, or its tokens must not carry tid`
+          : `tid ${tid} is not the tenant of iss ${v.issuer} (${issuerTenant}): the token contradicts its issuer; check the authority's token configuration`,
+      );
+      trace?.fail('claims', r, { found: `tid ${tid}`, expected: issuerTenant ?? `an issuer naming tenant ${tid}` });
+      return r;
+    }
+  }
+  // `oid` identifies the principal. `scp` (delegated) or `roles` (app or user roles) show an
+  // access token; without either, only an Entra app-only token is accepted (appOnlyEvidence), so
+  // an ID token is never taken for an access token.
   const oid = str(c.oid);
-  const roles = c.roles === undefined ? [] : stringList(c.roles);
+  const roles = stringList(c.roles) ?? [];
   const hasScp = hasScopeClaim;
   const problems: string[] = [];
   if (!oid) problems.push('`oid`');
-  if (roles === undefined) problems.push('`roles` as an array of strings');
   if (!scopes.ok) problems.push(`scopes (${scopes.problem})`);
-  if (!hasScp && (roles ?? []).length === 0) problems.push('`scp` or `roles` (an ID token is not an access token)');
+  let appOnly: string | undefined;
+  if (!hasScp && roles.length === 0 && oid) {
+    const evidence = appOnlyEvidence(c);
+    if (evidence.ok) appOnly = evidence.because;
+    else
+      problems.push(
+        `\`scp\` or \`roles\`, and it does not show it is an Entra app-only access token (\`idtyp: app\`, or \`azp\`+\`azpacr\` (v2) / \`appid\`+\`appidacr\` (v1) with \`sub\` equal to \`oid\`): ${evidence.found}; request an access token for the FHIR audience (an ID token is never one), or add the optional claim idtyp to the API's access tokens`,
+      );
+  } else if (!hasScp && roles.length === 0) problems.push('`scp` or `roles`');
   if (problems.length) {
     const r = refuse('missing_claim', `the token lacks ${problems.join(', ')}`);
     trace?.fail('claims', r);
@@ -146,7 +205,7 @@ export function principalFromToken(
   }
   const groups = stringList(c.groups);
   const idtyp = str(c.idtyp);
-  trace?.pass('claims', `oid ${oid}`);
+  trace?.pass('claims', appOnly ? `oid ${oid}, app-only (${appOnly})` : `oid ${oid}`);
   return {
     ok: true,
     principal: {
@@ -154,6 +213,7 @@ export function principalFromToken(
       ...common,
       objectId: oid!.toLowerCase(),
       ...(clientIdOf(c) ? { applicationId: clientIdOf(c)! } : {}),
+      ...(str(c.ver) ? { version: str(c.ver)! } : {}),
       isAppToken: idtyp === 'app' || (idtyp === undefined && !hasScp),
       roles: roles ?? [],
       scopes: scopes.ok ? scopes.scopes : [],

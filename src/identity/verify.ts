@@ -8,6 +8,7 @@
 import { refuse, type Refusal } from '../policy/reasons.js';
 import type { Trace } from '../policy/trace.js';
 import { parseCompactJws, type CompactJws } from './compact-jws.js';
+import { CLAIMS, claimTypeProblem, hasClaimType, wrongTypeReason } from './claim-types.js';
 import { audienceHint, untrustedIssuerHint } from './hints.js';
 import { verifyCompactSignature } from './signature.js';
 import type { IssuerRegistry } from './issuers.js';
@@ -36,11 +37,9 @@ export interface VerifiedToken {
 
 export type VerifyResult = { ok: true; token: VerifiedToken } | Refusal;
 
-/** JSON numbers beyond this are not dates (year 9999); `1e400` parses to Infinity. */
-const MAX_NUMERIC_DATE = 253402300799;
-
+/** A usable NumericDate (claim-types.ts: finite, not before 1970, before year 10000), else undefined. */
 function numericDate(v: unknown): number | undefined {
-  return typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= MAX_NUMERIC_DATE ? v : undefined;
+  return hasClaimType('numericDate', v) ? (v as number) : undefined;
 }
 
 function iso(seconds: number): string {
@@ -59,8 +58,8 @@ export async function verifyAccessToken(token: string, o: VerifyOptions): Promis
 
   // --- issuer: chosen by `iss` first, so only that issuer's keys are ever tried.
   const iss = claims.iss;
-  if (typeof iss !== 'string' || iss === '') {
-    const r = refuse('missing_claim', 'the token has no `iss` claim (string)');
+  if (typeof iss !== 'string' || !hasClaimType(CLAIMS.iss.type, iss)) {
+    const r = refuse('missing_claim', iss === undefined ? 'the token has no `iss` claim' : claimTypeProblem('iss', iss));
     t?.fail('issuer', r, { found: JSON.stringify(iss ?? null) });
     return r;
   }
@@ -120,7 +119,7 @@ export async function verifyAccessToken(token: string, o: VerifyOptions): Promis
   const skew = o.clockSkewSeconds;
   const exp = numericDate(claims.exp);
   if (exp === undefined) {
-    const r = refuse('missing_claim', claims.exp === undefined ? 'the token has no `exp` claim (RFC 9068 §2.2 requires it)' : `\`exp\` is not a usable NumericDate (${String(claims.exp).slice(0, 30)})`);
+    const r = refuse('missing_claim', claims.exp === undefined ? 'the token has no `exp` claim (RFC 9068 §2.2 requires it)' : claimTypeProblem('exp', claims.exp));
     t?.fail('lifetime', r, { found: String(claims.exp) });
     return r;
   }
@@ -134,7 +133,8 @@ export async function verifyAccessToken(token: string, o: VerifyOptions): Promis
     if (claims[name] === undefined) continue;
     const v = numericDate(claims[name]);
     if (v === undefined) {
-      const r = refuse('missing_claim', `\`${name}\` is not a usable NumericDate`);
+      // Optional claims: present with another type is a token no trusted issuer made.
+      const r = refuse(wrongTypeReason(CLAIMS[name].entra)!, claimTypeProblem(name, claims[name]));
       t?.fail('lifetime', r, { found: String(claims[name]) });
       return r;
     }
@@ -149,9 +149,9 @@ export async function verifyAccessToken(token: string, o: VerifyOptions): Promis
 
   // --- audience: exact comparison with the authority's accepted audiences (RFC 7519 §4.1.3).
   const aud = claims.aud;
-  const audiences = typeof aud === 'string' ? [aud] : Array.isArray(aud) && aud.length > 0 && aud.every((a) => typeof a === 'string') ? (aud as string[]) : undefined;
+  const audiences = hasClaimType(CLAIMS.aud.type, aud) ? (typeof aud === 'string' ? [aud] : (aud as string[])) : undefined;
   if (!audiences) {
-    const r = refuse('missing_claim', 'the token has no `aud` claim (a string or an array of strings)');
+    const r = refuse('missing_claim', aud === undefined ? 'the token has no `aud` claim' : claimTypeProblem('aud', aud));
     t?.fail('audience', r, { found: JSON.stringify(aud ?? null) });
     return r;
   }

@@ -98,6 +98,8 @@ beforeAll(async () => {
     resource: E2E_AUDIENCE,
     scopes: [APP_SCOPE],
     extraTokenClaims: () => pendingClaims,
+    // Entra-shaped issuer: the tokens' `tid` must be the tenant `iss` names.
+    issuerPath: `/${TENANT}/v2.0`,
   });
   dir.readers = fake.addGroup({ displayName: 'FHIR readers' });
   dir.nestedReaders = fake.addGroup({ displayName: 'Ward 3 (nested in FHIR readers)' });
@@ -258,7 +260,7 @@ describe('access policies, groups and roles through the standalone host', () => 
       const token =
         claim === 'client_id'
           ? await appToken(dir.listedAppSp, {}, LISTED_APP)
-          : await appToken(dir.listedAppSp, { [claim]: LISTED_APP.client_id });
+          : await appToken(dir.listedAppSp, { [claim]: LISTED_APP.client_id }, LISTED_APP);
       const answer = await pdp.ask({ path: '/Patient/1', token });
       expect(outcome(answer)).toEqual({ reason: 'principal_not_allowed', status: 403 });
       expect(answer.body.hint).toContain(`application (client) id ${LISTED_APP.client_id} is listed`);

@@ -34,10 +34,15 @@ export interface StartOidcProviderOptions {
   readonly extraTokenClaims?: ExtraTokenClaims;
   /** Scopes the resource server accepts; requested scopes outside this list are dropped. */
   readonly scopes?: readonly string[];
+  /**
+   * A path for the issuer, e.g. `/{tenant}/v2.0` to make it Entra-shaped (the primary authority's
+   * `tid` must be the tenant its issuer names). Default none: `http://127.0.0.1:PORT`.
+   */
+  readonly issuerPath?: string;
 }
 
 export interface RunningOidcProvider {
-  /** `http://127.0.0.1:PORT`, equal to discovery's `issuer` and the tokens' `iss`. */
+  /** `http://127.0.0.1:PORT` plus `issuerPath`, equal to discovery's `issuer` and the tokens' `iss`. */
   readonly issuer: string;
   readonly discoveryUrl: string;
   readonly tokenEndpoint: string;
@@ -79,7 +84,8 @@ export async function startOidcProvider(options: StartOidcProviderOptions): Prom
     });
   });
   const { port } = server.address() as AddressInfo;
-  const issuer = `http://127.0.0.1:${port}`;
+  const mountPath = options.issuerPath?.replace(/\/+$/, '') ?? '';
+  const issuer = `http://127.0.0.1:${port}${mountPath}`;
 
   const resourceScope = (options.scopes ?? []).join(' ');
   const extraTokenClaims = options.extraTokenClaims;
@@ -114,7 +120,21 @@ export async function startOidcProvider(options: StartOidcProviderOptions): Prom
       ? {}
       : { extraTokenClaims: async (ctx: unknown, token: OidcTokenView) => extraTokenClaims(ctx, token) }),
   }));
-  server.on('request', provider.callback());
+  const callback = provider.callback();
+  // oidc-provider mounted under a path: it reads the route from `url` and the mount path from
+  // `originalUrl`, as when an app framework mounts it.
+  server.on('request', (req: IncomingMessage & { originalUrl?: string }, res: ServerResponse) => {
+    const url = req.url ?? '/';
+    if (mountPath !== '') {
+      if (url !== mountPath && !url.startsWith(`${mountPath}/`) && !url.startsWith(`${mountPath}?`)) {
+        res.writeHead(404).end();
+        return;
+      }
+      req.originalUrl = url;
+      req.url = url.slice(mountPath.length) || '/';
+    }
+    callback(req, res);
+  });
 
   const tokenEndpoint = `${issuer}/token`;
   return {

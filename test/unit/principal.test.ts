@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { tenantOfIssuer } from '../../src/identity/entra-token.js';
 import { clientIdOf, principalFromToken, type SmartApplication } from '../../src/identity/principal.js';
 import type { VerifiedToken } from '../../src/identity/verify.js';
 import { Trace } from '../../src/policy/trace.js';
@@ -75,12 +76,19 @@ describe('principalFromToken: the primary (Entra) authority', () => {
     expect(entra({ oid: OID, scp: 'x', groups: ['AA-BB'] })).toMatchObject({ groups: ['aa-bb'], groupsOverage: false });
     expect(entra({ oid: OID, scp: 'x', _claim_names: { groups: 'src1' }, _claim_sources: { src1: { endpoint: 'https://graph.example/x' } } }).groupsOverage).toBe(true);
     expect(entra({ oid: OID, scp: 'x', hasgroups: true }).groupsOverage).toBe(true);
-    expect(entra({ oid: OID, scp: 'x', hasgroups: 'true' }).groupsOverage).toBe(true);
     expect(entra({ oid: OID, scp: 'x' })).not.toHaveProperty('groups');
   });
 
-  it('ignores a groups claim that is not an array of strings', () => {
-    expect(entra({ oid: OID, scp: 'x', groups: 'g1' })).not.toHaveProperty('groups');
+  it.each<[string, Record<string, unknown>]>([
+    ['groups as a string', { groups: 'g1' }],
+    ['groups holding a number', { groups: ['g1', 2] }],
+    ['hasgroups as the string "true"', { hasgroups: 'true' }],
+    ['_claim_names as an array', { _claim_names: ['groups'] }],
+    ['tid as a number', { tid: 5 }],
+    ['idtyp "application"', { idtyp: 'application' }],
+    ['azp and appid naming different clients', { azp: APP, appid: 'another' }],
+  ])('refuses %s as malformed_token (never read as absent)', (_what, claims) => {
+    expect(refusalOf(verified({ oid: OID, scp: 'x', ...claims }))).toBe('malformed_token');
   });
 
   it('reads scopes from raw_scope before scp before scope', () => {
@@ -189,5 +197,91 @@ describe('principalFromToken: a SMART identity provider', () => {
     ['a numeric scope', { azp: 'portal', fhirUser: 'Patient/1', scope: 1 }],
   ])('refuses %s as missing_claim', (_what, claims) => {
     expect(refusalOf(smart(claims), apps)).toBe('missing_claim');
+  });
+});
+
+describe('principalFromToken: Entra app-only tokens without roles or scp', () => {
+  // Entra issues a client-credentials token without `roles` when the application has no app role
+  // assignment; the service principal is then matched by object id through accessPolicies.
+  const V2_APP_ONLY = { ver: '2.0', azp: APP, azpacr: '1', oid: OID, sub: OID, tid: TENANT };
+  const V1_APP_ONLY = { ver: '1.0', appid: APP, appidacr: '2', oid: OID, sub: OID, tid: TENANT };
+
+  it.each<[string, Record<string, unknown>, { issuer?: string }]>([
+    ['v2 with idtyp app', { ver: '2.0', azp: APP, azpacr: '1', oid: OID, sub: 'pairwise', idtyp: 'app' }, {}],
+    ['v2 without idtyp: azp + azpacr, sub = oid', V2_APP_ONLY, {}],
+    ['v1 without idtyp: appid + appidacr, sub = oid', V1_APP_ONLY, { issuer: V1_ISS }],
+    ['sub = oid in another case', { ...V2_APP_ONLY, sub: OID.toLowerCase() }, {}],
+  ])('accepts %s', (_what, claims, o) => {
+    const r = principalFromToken(verified(claims, o), undefined);
+    expect(r).toMatchObject({ ok: true, principal: { kind: 'entra', objectId: OID.toLowerCase(), applicationId: APP, isAppToken: true, roles: [], scopes: [] } });
+  });
+
+  it.each<[string, Record<string, unknown>, string, { issuer?: string }]>([
+    ['sub differs from oid', { ...V2_APP_ONLY, sub: 'pairwise-sub' }, 'sub differs from oid', {}],
+    ['no azpacr', { ...V2_APP_ONLY, azpacr: undefined }, '`azpacr`', {}],
+    ['a v2 token with the v1 pair', { ver: '2.0', appid: APP, appidacr: '1', oid: OID, sub: OID }, '`azp`', {}],
+    ['a v1 token with the v2 pair', { ver: '1.0', azp: APP, azpacr: '1', oid: OID, sub: OID }, '`appid`', { issuer: V1_ISS }],
+    ['no ver', { ...V2_APP_ONLY, ver: undefined }, 'no `ver`', {}],
+    ['idtyp user', { ...V2_APP_ONLY, idtyp: 'user' }, 'idtyp is "user"', {}],
+    ['a nonce, even with idtyp app', { ...V2_APP_ONLY, idtyp: 'app', nonce: 'n' }, '`nonce`', {}],
+    // Entra's v2 ID token: aud is the client id, pairwise sub, nonce, no azp/azpacr.
+    ['an Entra ID token', { ver: '2.0', oid: OID, sub: 'pairwise', tid: TENANT, nonce: 'n', aio: 'x', preferred_username: 'a@b' }, 'an ID token is never one', {}],
+  ])('refuses %s as missing_claim, naming what was found', (_what, claims, named, o) => {
+    const r = principalFromToken(verified(claims, o), undefined);
+    expect(r).toMatchObject({ reason: 'missing_claim' });
+    if ('reason' in r) {
+      expect(r.hint).toContain(named);
+      expect(r.hint).toContain('app-only');
+    }
+  });
+});
+
+describe('principalFromToken: tid against the tenant of iss (primary authority)', () => {
+  const OTHER_TENANT = '0b7c6a5d-4e3f-4a2b-9c1d-0e9f8a7b6c5d';
+
+  it.each<[string, string]>([
+    ['v1', V1_ISS],
+    ['v2', V2_ISS],
+  ])('accepts tid equal to the tenant of a %s issuer (any case)', (_v, issuer) => {
+    expect(principalFromToken(verified({ oid: OID, scp: 'x', tid: TENANT.toUpperCase() }, { issuer }), undefined)).toMatchObject({ ok: true, principal: { tenantId: TENANT.toUpperCase() } });
+  });
+
+  it.each<[string, string]>([
+    ['v1', V1_ISS],
+    ['v2', V2_ISS],
+  ])('refuses tid of another tenant than a %s issuer as untrusted_issuer, naming both', (_v, issuer) => {
+    const r = principalFromToken(verified({ oid: OID, scp: 'x', tid: OTHER_TENANT }, { issuer }), undefined);
+    expect(r).toMatchObject({ reason: 'untrusted_issuer' });
+    if ('reason' in r) {
+      expect(r.hint).toContain(OTHER_TENANT);
+      expect(r.hint).toContain(TENANT);
+    }
+  });
+
+  it('refuses a tid when iss names no tenant', () => {
+    const r = principalFromToken(verified({ oid: OID, scp: 'x', tid: TENANT }, { issuer: 'http://127.0.0.1:9999' }), undefined);
+    expect(r).toMatchObject({ reason: 'untrusted_issuer' });
+    if ('reason' in r) expect(r.hint).toContain('names no tenant');
+  });
+
+  it('does not compare tid for a SMART identity provider', () => {
+    const apps = new Map<string, SmartApplication>([['portal', { clientId: 'portal', audience: 'https://fhir.example.test', allowedDataActions: ['read'] }]]);
+    const v = verified({ azp: 'portal', fhirUser: 'Patient/1', scope: 'x', tid: OTHER_TENANT }, { issuer: 'https://idp.example.test/realms/fhir', authority: 'https://idp.example.test/realms/fhir' });
+    expect(principalFromToken(v, apps)).toMatchObject({ ok: true, principal: { tenantId: OTHER_TENANT } });
+  });
+});
+
+describe('tenantOfIssuer', () => {
+  it.each<[string, string | undefined]>([
+    [`https://sts.windows.net/${TENANT}/`, TENANT],
+    [`https://login.microsoftonline.com/${TENANT}/v2.0`, TENANT],
+    [`https://login.microsoftonline.us/${TENANT.toUpperCase()}/v2.0/`, TENANT],
+    [`http://127.0.0.1:7200/sts/${TENANT}/`, TENANT],
+    [`http://127.0.0.1:7200/${TENANT}/v2.0/extra`, undefined],
+    ['http://127.0.0.1:7200', undefined],
+    ['https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0', undefined],
+    ['not a url', undefined],
+  ])('%s -> %s', (iss, tenant) => {
+    expect(tenantOfIssuer(iss)).toBe(tenant);
   });
 });
