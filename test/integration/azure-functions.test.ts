@@ -4,6 +4,10 @@
  * process.env, and resetWorker() between tests so each reads its settings afresh.
  */
 import { HttpRequest, InvocationContext, type HttpResponseInit, type Timer } from '@azure/functions';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { decide } from '../../functions/decide.js';
 import { health } from '../../functions/health.js';
@@ -14,6 +18,7 @@ import { handleRefreshTimer, resetWorker, workerService } from '../../src/http/a
 import { ADMIN_KEY, API_KEY, FHIR_AUDIENCE, READER_OID } from '../support/pdp-fixtures.js';
 
 const BASE = 'http://localhost:7071';
+const APP_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const SETTINGS = ['PDP_CONFIG', 'PDP_CONFIG_FILE', 'PDP_API_KEYS', 'PDP_ADMIN_KEYS', 'PDP_LOG_DECISIONS', 'PDP_SNAPSHOT_STORE'] as const;
 const saved = Object.fromEntries(SETTINGS.map((k) => [k, process.env[k]]));
 
@@ -169,6 +174,38 @@ describe('decide (functions/decide.ts)', () => {
     const err = await decide(jsonQuestion({ method: 'GET', path: '/a' }), context()).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as ConfigError).problems.map((p) => p.path)).toEqual(expect.arrayContaining(['authority', 'audience', 'accessPolicies[0].objectId']));
+  });
+});
+
+describe('PDP_CONFIG_FILE', () => {
+  it('a relative path is read from the function app root (where host.json is), not the working directory', async () => {
+    const dir = join(APP_ROOT, 'test-output');
+    const name = `functions-config-${process.pid}.json`;
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, name), JSON.stringify({ authority: idp.authority, audience: FHIR_AUDIENCE, accessPolicies: [{ objectId: READER_OID, dataActions: ['read'] }] }));
+    const cwd = process.cwd();
+    process.chdir(tmpdir());
+    try {
+      configure();
+      delete process.env.PDP_CONFIG;
+      process.env.PDP_CONFIG_FILE = `test-output/${name}`;
+      expect(bodyOf(await decide(jsonQuestion({ method: 'GET', path: '/Patient/1', token: await mint() }), context())).reason).toBe('allowed');
+      resetWorker();
+      process.env.PDP_CONFIG_FILE = 'test-output/no-such-config.json';
+      const err = (() => {
+        try {
+          workerService();
+        } catch (e) {
+          return e;
+        }
+        return undefined;
+      })();
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).message).toContain(join(APP_ROOT, 'test-output/no-such-config.json'));
+    } finally {
+      process.chdir(cwd);
+      rmSync(join(dir, name), { force: true });
+    }
   });
 });
 
