@@ -3,19 +3,26 @@
  * the worker's `@azure/functions-core` module, the app imported from package.json's `main` glob,
  * the appStart hook run, and every request an RPC-shaped invocation through the library's own
  * invocation model (test/support/functions-host.ts). The authority is a DevIdentityProvider on
- * loopback, so the test can take it down after start-up.
+ * loopback, so the test can take it down after start-up; a SMART identity provider is a real
+ * OpenID provider (npm oidc-provider), stopped after start-up.
  */
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEV_APP_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
 import { FunctionsTestHost, type HostHttpRequest } from '../support/functions-host.js';
+import { startOidcProvider, type RunningOidcProvider } from '../support/oidc-provider.js';
 import { ADMIN_KEY, API_KEY, FHIR_AUDIENCE, READER_OID } from '../support/pdp-fixtures.js';
 
 const APP_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const SETTINGS = ['PDP_CONFIG', 'PDP_CONFIG_FILE', 'PDP_API_KEYS', 'PDP_ADMIN_KEYS', 'PDP_LOG_DECISIONS', 'PDP_SNAPSHOT_STORE', 'PDP_REFRESH_SCHEDULE'] as const;
 const saved = Object.fromEntries(SETTINGS.map((k) => [k, process.env[k]]));
 
+const SECRET = 'portal-secret-0123456789';
+const USER_SCOPE = 'user/Patient.read';
+
 let idp: DevIdentityProvider;
+let smartProvider: RunningOidcProvider | undefined;
+let smartToken: string;
 let host: FunctionsTestHost;
 let requestsAtStart: number;
 
@@ -27,11 +34,19 @@ function decideJson(question: Record<string, unknown>, headers: Record<string, s
 
 beforeAll(async () => {
   idp = await DevIdentityProvider.start();
+  smartProvider = await startOidcProvider({ clients: [{ client_id: 'portal', client_secret: SECRET }], resource: FHIR_AUDIENCE, scopes: [USER_SCOPE], extraTokenClaims: () => ({ fhirUser: 'Practitioner/pr1' }) });
+  smartToken = await smartProvider.getToken('portal', SECRET, USER_SCOPE);
   for (const k of SETTINGS) delete process.env[k];
   Object.assign(process.env, {
     PDP_LOG_DECISIONS: 'false',
     PDP_ADMIN_KEYS: ADMIN_KEY,
-    PDP_CONFIG: JSON.stringify({ authority: idp.authority, audience: FHIR_AUDIENCE, accessPolicies: [{ objectId: READER_OID, dataActions: ['read'] }] }),
+    PDP_CONFIG: JSON.stringify({
+      authority: idp.authority,
+      audience: FHIR_AUDIENCE,
+      accessPolicies: [{ objectId: READER_OID, dataActions: ['read'] }],
+      smartIdentityProviders: [{ authority: smartProvider.issuer, applications: [{ clientId: 'portal', audience: FHIR_AUDIENCE, allowedDataActions: ['read'] }] }],
+      fetchTimeoutMs: 2000,
+    }),
   });
   // In Azure the admin key is a host key as well, so that the host lets it through to decide.
   host = await FunctionsTestHost.start({ appRoot: APP_ROOT, functionKeys: [API_KEY, ADMIN_KEY] });
@@ -44,7 +59,7 @@ afterAll(async () => {
     if (saved[k] === undefined) delete process.env[k];
     else process.env[k] = saved[k];
   }
-  await idp?.close();
+  await Promise.all([idp?.close(), smartProvider?.close()]);
 });
 
 describe('start-up (app.hook.appStart)', () => {
@@ -156,7 +171,7 @@ describe('health, refresh, explain, timer through the host', () => {
     const res = await host.http({ method: 'GET', path: '/api/health' });
     expect(res.status).toBe(200);
     expect(res.json()).toMatchObject({ ready: true });
-    expect((res.json().issuers as Array<{ issuer: string }>).map((i) => i.issuer).sort()).toEqual([idp.v1Issuer, idp.v2Issuer].sort());
+    expect((res.json().issuers as Array<{ issuer: string }>).map((i) => i.issuer).sort()).toEqual([idp.v1Issuer, idp.v2Issuer, smartProvider!.issuer].sort());
     expect((await host.http({ method: 'POST', path: '/api/health' })).status).toBe(405);
   });
 
@@ -192,5 +207,14 @@ describe('health, refresh, explain, timer through the host', () => {
   it('a route the app does not have: 404 from the host', async () => {
     expect((await host.http({ method: 'GET', path: '/api/nothing-here' })).status).toBe(404);
     expect((await host.http({ method: 'GET', path: '/decide' })).status).toBe(404);
+  });
+});
+
+describe('a SMART identity provider (oidc-provider) after start-up', () => {
+  it('its keys were loaded at start-up: with the provider stopped, its token is still decided (the first decision with it)', async () => {
+    await smartProvider!.close();
+    smartProvider = undefined;
+    const res = await host.http(decideJson({ method: 'GET', path: '/Patient/123', token: smartToken }, { 'x-functions-key': ADMIN_KEY }));
+    expect(res.json()).toMatchObject({ decision: 'allow', reason: 'allowed' });
   });
 });
