@@ -30,7 +30,7 @@ let worker: Worker | undefined;
  * where the Functions host runs the app from. The worker's working directory is not that directory
  * in Azure, so a relative PDP_CONFIG_FILE is read from here.
  */
-export function functionAppRoot(from: string = dirname(fileURLToPath(import.meta.url))): string | undefined {
+function functionAppRoot(from: string = dirname(fileURLToPath(import.meta.url))): string | undefined {
   for (let dir = from; ; dir = dirname(dir)) {
     if (existsSync(join(dir, 'host.json'))) return dir;
     if (dirname(dir) === dir) return undefined;
@@ -77,7 +77,13 @@ export function workerService(env: Record<string, string | undefined> = process.
  * health answers 503 and refreshes retry.
  */
 export async function startWorker(env: Record<string, string | undefined> = process.env): Promise<void> {
-  await workerService(env).started;
+  try {
+    await workerService(env).started;
+  } catch (err) {
+    // Nothing half-started stays behind: the next start (the worker's restart) begins afresh.
+    resetWorker();
+    throw err;
+  }
 }
 
 /** Termination (`app.hook.appTerminate`): stops the refresh interval and the snapshot follower. */

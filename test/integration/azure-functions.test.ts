@@ -14,12 +14,12 @@ import { health } from '../../functions/health.js';
 import { refreshNow } from '../../functions/refresh.js';
 import { ConfigError } from '../../src/config/load.js';
 import { DEV_APP_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
-import { handleRefreshTimer, resetWorker, workerService } from '../../src/http/azure.js';
+import { handleRefreshTimer, resetWorker, startWorker, workerService } from '../../src/http/azure.js';
 import { ADMIN_KEY, API_KEY, FHIR_AUDIENCE, READER_OID } from '../support/pdp-fixtures.js';
 
 const BASE = 'http://localhost:7071';
 const APP_ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const SETTINGS = ['PDP_CONFIG', 'PDP_CONFIG_FILE', 'PDP_API_KEYS', 'PDP_ADMIN_KEYS', 'PDP_LOG_DECISIONS', 'PDP_SNAPSHOT_STORE'] as const;
+const SETTINGS = ['PDP_CONFIG', 'PDP_CONFIG_FILE', 'PDP_API_KEYS', 'PDP_ADMIN_KEYS', 'PDP_LOG_DECISIONS', 'PDP_SNAPSHOT_STORE', 'PDP_SNAPSHOT_CONNECTION'] as const;
 const saved = Object.fromEntries(SETTINGS.map((k) => [k, process.env[k]]));
 
 let idp: DevIdentityProvider;
@@ -174,6 +174,33 @@ describe('decide (functions/decide.ts)', () => {
     const err = await decide(jsonQuestion({ method: 'GET', path: '/a' }), context()).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as ConfigError).problems.map((p) => p.path)).toEqual(expect.arrayContaining(['authority', 'audience', 'accessPolicies[0].objectId']));
+  });
+});
+
+describe('startWorker (the appStart hook)', () => {
+  it('loads keys before the first request: with the authority down afterwards, the first decision is allowed', async () => {
+    await startWorker();
+    idp.down('reset');
+    try {
+      expect(bodyOf(await decide(jsonQuestion({ method: 'GET', path: '/Patient/1', token: await mint() }), context()))).toMatchObject({ reason: 'allowed' });
+    } finally {
+      idp.up();
+    }
+  });
+
+  it('a snapshot store that cannot be built fails start-up, and nothing half-started remains', async () => {
+    configure({}, { PDP_SNAPSHOT_STORE: 'blob', PDP_SNAPSHOT_CONNECTION: 'not-a-connection-string' });
+    await expect(startWorker()).rejects.toThrow();
+    configure();
+    await startWorker();
+    expect((await health(new HttpRequest({ method: 'GET', url: `${BASE}/api/health` }), context())).status).toBe(200);
+  });
+
+  it('an invalid configuration fails start-up with every problem listed', async () => {
+    process.env.PDP_CONFIG = JSON.stringify({ authority: 'http://idp.example.test' });
+    const err = await startWorker().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).problems.map((p) => p.path)).toEqual(expect.arrayContaining(['authority', 'audience']));
   });
 });
 
