@@ -1,7 +1,8 @@
 /**
- * The @azure/functions v4 handlers, called as the Functions host would call them: an HttpRequest
- * and an InvocationContext built with the package's test constructors, app settings in
- * process.env, and resetWorker() between tests so each reads its settings afresh.
+ * The @azure/functions v4 handlers, called directly: an HttpRequest and an InvocationContext built
+ * with the package's test constructors, app settings in process.env, and resetWorker() between
+ * tests so each reads its settings afresh. The app as the worker runs it (registration, hooks, the
+ * library's invocation model) is tested in functions-host.test.ts.
  */
 import { HttpRequest, InvocationContext, type HttpResponseInit, type Timer } from '@azure/functions';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
