@@ -11,7 +11,7 @@ const optionalString = z.string().trim().min(1).optional();
 
 export const SETTINGS = {
   PDP_CONFIG: { schema: optionalString, description: 'The configuration JSON, inline (or use PDP_CONFIG_FILE).' },
-  PDP_CONFIG_FILE: { schema: optionalString, description: 'Path of the configuration JSON file (contract JSON or ARM resource JSON).' },
+  PDP_CONFIG_FILE: { schema: optionalString, description: 'Path of the configuration JSON file (contract JSON or ARM resource JSON); a relative path is read from the function app root (where host.json is) on Azure Functions, from the working directory otherwise.' },
   PORT: { schema: z.coerce.number().int().min(0).max(65535).default(7071), description: 'Standalone host: port to listen on (default 7071).' },
   PDP_HOST: {
     schema: optionalString,

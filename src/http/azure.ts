@@ -1,10 +1,13 @@
 /**
  * The Azure Functions adapter: the only module that imports @azure/functions. It turns an
  * HttpRequest into a PdpHttpRequest, routes it like the standalone host, and owns the one
- * PdpService of this worker (created on first use from app settings).
+ * PdpService of this worker, created and warmed in the app's start-up hook (functions/lifecycle.ts).
  */
 import type { HttpRequest, HttpResponseInit, InvocationContext, Timer } from '@azure/functions';
-import { loadConfigFromEnv } from '../config/load.js';
+import { existsSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, loadConfigFromEnv } from '../config/load.js';
 import { keyList, readSettings } from '../config/settings.js';
 import { decisionLine } from '../decision-json.js';
 import { PdpService } from '../runtime.js';
@@ -22,12 +25,37 @@ interface Worker {
 
 let worker: Worker | undefined;
 
-/** The worker's service; configuration errors surface on first use with every problem listed. */
+/**
+ * The function app's root: the nearest directory above this module that holds host.json, which is
+ * where the Functions host runs the app from. The worker's working directory is not that directory
+ * in Azure, so a relative PDP_CONFIG_FILE is read from here.
+ */
+function functionAppRoot(from: string = dirname(fileURLToPath(import.meta.url))): string | undefined {
+  for (let dir = from; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'host.json'))) return dir;
+    if (dirname(dir) === dir) return undefined;
+  }
+}
+
+/** App settings with a relative PDP_CONFIG_FILE made absolute against the function app's root. */
+function withConfigFileResolved(env: Record<string, string | undefined>): Record<string, string | undefined> {
+  const file = env.PDP_CONFIG_FILE?.trim();
+  if (!file || isAbsolute(file)) return env;
+  const root = functionAppRoot();
+  if (!root)
+    throw new ConfigError([{ path: '$', message: `PDP_CONFIG_FILE "${file}" is relative and no host.json was found above ${dirname(fileURLToPath(import.meta.url))}; give an absolute path` }], 'app settings');
+  return { ...env, PDP_CONFIG_FILE: resolve(root, file) };
+}
+
+/**
+ * The worker's service, created on first use from app settings; start-up (startWorker) is that
+ * first use. Configuration errors are thrown with every problem listed.
+ */
 export function workerService(env: Record<string, string | undefined> = process.env): Worker {
   if (!worker) {
     const settings = readSettings(env);
     const service = new PdpService({
-      config: loadConfigFromEnv(env),
+      config: loadConfigFromEnv(withConfigFileResolved(env)),
       env,
       // Function output goes to the host's logs and Application Insights; one JSON line per decision.
       ...(settings.PDP_LOG_DECISIONS === 'true' ? { logger: (event, decision) => console.log(decisionLine(event, decision.principal)) } : {}),
@@ -38,6 +66,29 @@ export function workerService(env: Record<string, string | undefined> = process.
     worker = { service, keys: new KeyRing(keyList(settings.PDP_API_KEYS), keyList(settings.PDP_ADMIN_KEYS)), started };
   }
   return worker;
+}
+
+/**
+ * Start-up (`app.hook.appStart`): reads settings and configuration, builds the Azure SDK edges and
+ * loads the stored snapshot or refreshes one (issuer metadata and keys, groups) before the host
+ * sends the first request, so that request needs no network. A misconfiguration rejects, and the
+ * worker reports the start-up as failed with the error's message (every problem listed) instead
+ * of every request failing. An authority that is down is not a misconfiguration: start-up completes,
+ * health answers 503 and refreshes retry.
+ */
+export async function startWorker(env: Record<string, string | undefined> = process.env): Promise<void> {
+  try {
+    await workerService(env).started;
+  } catch (err) {
+    // Nothing half-started stays behind: the next start (the worker's restart) begins afresh.
+    resetWorker();
+    throw err;
+  }
+}
+
+/** Termination (`app.hook.appTerminate`): stops the refresh interval and the snapshot follower. */
+export function stopWorker(): void {
+  resetWorker();
 }
 
 /** For tests: forget the worker so the next call reads settings again. */

@@ -1,20 +1,26 @@
 /**
- * The @azure/functions v4 handlers, called as the Functions host would call them: an HttpRequest
- * and an InvocationContext built with the package's test constructors, app settings in
- * process.env, and resetWorker() between tests so each reads its settings afresh.
+ * The @azure/functions v4 handlers, called directly: an HttpRequest and an InvocationContext built
+ * with the package's test constructors, app settings in process.env, and resetWorker() between
+ * tests so each reads its settings afresh. The app as the worker runs it (registration, hooks, the
+ * library's invocation model) is tested in functions-host.test.ts.
  */
 import { HttpRequest, InvocationContext, type HttpResponseInit, type Timer } from '@azure/functions';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { decide } from '../../functions/decide.js';
 import { health } from '../../functions/health.js';
 import { refreshNow } from '../../functions/refresh.js';
 import { ConfigError } from '../../src/config/load.js';
 import { DEV_APP_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
-import { handleRefreshTimer, resetWorker, workerService } from '../../src/http/azure.js';
+import { handleRefreshTimer, resetWorker, startWorker, workerService } from '../../src/http/azure.js';
 import { ADMIN_KEY, API_KEY, FHIR_AUDIENCE, READER_OID } from '../support/pdp-fixtures.js';
 
 const BASE = 'http://localhost:7071';
-const SETTINGS = ['PDP_CONFIG', 'PDP_CONFIG_FILE', 'PDP_API_KEYS', 'PDP_ADMIN_KEYS', 'PDP_LOG_DECISIONS', 'PDP_SNAPSHOT_STORE'] as const;
+const APP_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const SETTINGS = ['PDP_CONFIG', 'PDP_CONFIG_FILE', 'PDP_API_KEYS', 'PDP_ADMIN_KEYS', 'PDP_LOG_DECISIONS', 'PDP_SNAPSHOT_STORE', 'PDP_SNAPSHOT_CONNECTION'] as const;
 const saved = Object.fromEntries(SETTINGS.map((k) => [k, process.env[k]]));
 
 let idp: DevIdentityProvider;
@@ -169,6 +175,65 @@ describe('decide (functions/decide.ts)', () => {
     const err = await decide(jsonQuestion({ method: 'GET', path: '/a' }), context()).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as ConfigError).problems.map((p) => p.path)).toEqual(expect.arrayContaining(['authority', 'audience', 'accessPolicies[0].objectId']));
+  });
+});
+
+describe('startWorker (the appStart hook)', () => {
+  it('loads keys before the first request: with the authority down afterwards, the first decision is allowed', async () => {
+    await startWorker();
+    idp.down('reset');
+    try {
+      expect(bodyOf(await decide(jsonQuestion({ method: 'GET', path: '/Patient/1', token: await mint() }), context()))).toMatchObject({ reason: 'allowed' });
+    } finally {
+      idp.up();
+    }
+  });
+
+  it('a snapshot store that cannot be built fails start-up, and nothing half-started remains', async () => {
+    configure({}, { PDP_SNAPSHOT_STORE: 'blob', PDP_SNAPSHOT_CONNECTION: 'not-a-connection-string' });
+    await expect(startWorker()).rejects.toThrow();
+    configure();
+    await startWorker();
+    expect((await health(new HttpRequest({ method: 'GET', url: `${BASE}/api/health` }), context())).status).toBe(200);
+  });
+
+  it('an invalid configuration fails start-up with every problem listed', async () => {
+    process.env.PDP_CONFIG = JSON.stringify({ authority: 'http://idp.example.test' });
+    const err = await startWorker().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).problems.map((p) => p.path)).toEqual(expect.arrayContaining(['authority', 'audience']));
+  });
+});
+
+describe('PDP_CONFIG_FILE', () => {
+  it('a relative path is read from the function app root (where host.json is), not the working directory', async () => {
+    const dir = join(APP_ROOT, 'test-output');
+    const name = `functions-config-${process.pid}.json`;
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, name), JSON.stringify({ authority: idp.authority, audience: FHIR_AUDIENCE, accessPolicies: [{ objectId: READER_OID, dataActions: ['read'] }] }));
+    const cwd = process.cwd();
+    process.chdir(tmpdir());
+    try {
+      configure();
+      delete process.env.PDP_CONFIG;
+      process.env.PDP_CONFIG_FILE = `test-output/${name}`;
+      expect(bodyOf(await decide(jsonQuestion({ method: 'GET', path: '/Patient/1', token: await mint() }), context())).reason).toBe('allowed');
+      resetWorker();
+      process.env.PDP_CONFIG_FILE = 'test-output/no-such-config.json';
+      const err = (() => {
+        try {
+          workerService();
+        } catch (e) {
+          return e;
+        }
+        return undefined;
+      })();
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).message).toContain(join(APP_ROOT, 'test-output/no-such-config.json'));
+    } finally {
+      process.chdir(cwd);
+      rmSync(join(dir, name), { force: true });
+    }
   });
 });
 
