@@ -236,7 +236,7 @@ describe('keys carried by a signed snapshot', () => {
     const b = instance(container, settings);
     await b.service.start();
     expect(revisionOf(b.service)).toBe(tampered.revision);
-    const health = b.service.health() as { status: string; snapshot: { dropped: string[] }; issuers: { issuer?: string }[] };
+    const health = b.service.health() as unknown as { status: string; snapshot: { dropped: string[] }; issuers: { issuer?: string }[] };
     expect(health.status).toBe('degraded');
     expect(health.snapshot.dropped).toEqual(
       expect.arrayContaining([
