@@ -258,6 +258,14 @@ function setting(env: Readonly<Record<string, string | undefined>>, name: string
   const value = env[name]?.trim();
   if (!value) return undefined;
   if (value.length > MAX_KEY_SETTING_CHARS) throw new SnapshotSigningSetupError(name, `is longer than ${MAX_KEY_SETTING_CHARS} characters`);
+  // App Service leaves a Key Vault reference it could not resolve in the setting as written.
+  // https://learn.microsoft.com/azure/app-service/app-service-key-vault-references
+  if (/^@Microsoft\.KeyVault\(/i.test(value)) {
+    throw new SnapshotSigningSetupError(
+      name,
+      'is a Key Vault reference the platform did not resolve: give the app\'s managed identity "get" on the secret (Key Vault Secrets User) and check the reference status under Environment variables',
+    );
+  }
   return value;
 }
 

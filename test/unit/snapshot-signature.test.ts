@@ -154,6 +154,11 @@ describe('snapshotSigningFromSettings', () => {
     ],
     ['PDP_SNAPSHOT_VERIFY_KEYS', { PDP_SNAPSHOT_VERIFY_KEYS: '{"keys": []}' }, 'at least one key'],
     ['PDP_SNAPSHOT_VERIFY_KEYS', { PDP_SNAPSHOT_VERIFY_KEYS: 'x'.repeat(70_000) }, 'longer than'],
+    [
+      'PDP_SNAPSHOT_SIGNING_KEYS',
+      { PDP_SNAPSHOT_SIGNING_KEYS: '@Microsoft.KeyVault(SecretUri=https://vault.vault.azure.net/secrets/snapshot-key/)' },
+      'Key Vault reference the platform did not resolve',
+    ],
   ] as [string, Record<string, string>, string][])('refuses %s (case %#) with a start-up error that names it', async (setting, env, message) => {
     const error = await snapshotSigningFromSettings(env).then(
       () => undefined,
