@@ -462,7 +462,7 @@ async function blobSnapshotSigning(env: Record<string, string | undefined>): Pro
     return setup;
   } catch (error) {
     if (error instanceof SnapshotSigningSetupError) {
-      throw new ConfigError([{ path: error.setting, message: error.message.slice(error.setting.length + 2) }], 'app settings');
+      throw new ConfigError([{ path: error.setting, message: error.detail }], 'app settings');
     }
     throw error;
   }

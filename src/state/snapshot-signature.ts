@@ -40,9 +40,10 @@ export class SnapshotSigningSetupError extends Error {
   readonly code = 'snapshot_signing_setup' as const;
   constructor(
     readonly setting: string,
-    message: string,
+    /** What is wrong with the setting, without its name. */
+    readonly detail: string,
   ) {
-    super(`${setting}: ${message}`);
+    super(`${setting}: ${detail}`);
     this.name = 'SnapshotSigningSetupError';
   }
 }
