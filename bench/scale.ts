@@ -10,6 +10,7 @@
  * parent exactly as the refresh timer would; the host then starts with PDP_SNAPSHOT_STORE=blob.
  */
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseConfig } from '../src/config/load.js';
 import type { PdpConfigInput } from '../src/config/schema.js';
@@ -18,6 +19,7 @@ import { PdpService } from '../src/runtime.js';
 import { BlobSnapshotStore } from '../src/state/blob-store.js';
 import { decodeSnapshot, encodeSnapshot, newRevision, DEFAULT_SNAPSHOT_MAX_BYTES } from '../src/state/codec.js';
 import { MemorySnapshotStore } from '../src/state/memory-store.js';
+import { SnapshotSignature } from '../src/state/snapshot-signature.js';
 import { SNAPSHOT_SCHEMA_VERSION, type GroupRecord, type IssuerRecord, type SnapshotData } from '../src/state/types.js';
 import { startAzurite } from './azurite.js';
 import { cleanEnv, type RunningChild } from './child.js';
@@ -251,11 +253,20 @@ async function coldStarts(plan: Plan, log: (line: string) => void): Promise<Cold
   try {
     const token = await idp.mint({ audience: AUDIENCE, scp: 'user_impersonation' });
     const config = { authority: idp.authority, audience: AUDIENCE, accessPolicies: [{ objectId: DEV_OBJECT_ID, dataActions: ['read'] }] };
-    const store = new BlobSnapshotStore({ connectionString: azurite.connectionString });
+    // Signed as production needs it: the host verifies the snapshot before it serves from it.
+    const signingSecret = randomBytes(32);
+    const signature = SnapshotSignature.fromHmacKeys([{ kid: 'bench', secret: signingSecret }]);
+    const store = new BlobSnapshotStore({ connectionString: azurite.connectionString, signature });
     const seeder = new PdpService({ config: parseConfig(config), store });
     await seeder.start();
     seeder.stop();
-    const blobEnv = { PDP_CONFIG: JSON.stringify(config), PDP_LOG_DECISIONS: 'true', PDP_SNAPSHOT_STORE: 'blob', PDP_SNAPSHOT_CONNECTION: azurite.connectionString };
+    const blobEnv = {
+      PDP_CONFIG: JSON.stringify(config),
+      PDP_LOG_DECISIONS: 'true',
+      PDP_SNAPSHOT_STORE: 'blob',
+      PDP_SNAPSHOT_CONNECTION: azurite.connectionString,
+      PDP_SNAPSHOT_SIGNING_KEYS: `bench:${signingSecret.toString('base64')}`,
+    };
     const memoryEnv = { PDP_CONFIG: JSON.stringify(config), PDP_LOG_DECISIONS: 'true' };
     const out: ColdStarts = { warmMs: [], warmListeningMs: [], noSnapshotMs: [], noSnapshotListeningMs: [], bareMs: [], authorityRequestsWarm: 0 };
     let authorityRequests = 0;

@@ -5,6 +5,7 @@
  * health. Hosts (standalone, Azure Functions, CLI) create one and route HTTP to it.
  */
 import type { Client } from '@microsoft/microsoft-graph-client';
+import { ConfigError } from './config/load.js';
 import type { PdpConfig } from './config/schema.js';
 import type { GroupExpander } from './directory/types.js';
 import { explainHandler, explainPageResponse } from './explain/http.js';
@@ -17,6 +18,13 @@ import { blobStoreSettingsFrom } from './state/blob-settings.js';
 import { newRevision } from './state/codec.js';
 import { MemorySnapshotStore } from './state/memory-store.js';
 import { SnapshotFollower, type SnapshotPollOutcome } from './state/snapshot-follower.js';
+import {
+  snapshotSigningFromSettings,
+  SnapshotSigningSetupError,
+  UNSIGNED_WARNING,
+  type SnapshotSignatureStatus,
+  type SnapshotSigningSetup,
+} from './state/snapshot-signature.js';
 import {
   SNAPSHOT_SCHEMA_VERSION,
   SnapshotConflictError,
@@ -41,6 +49,11 @@ export interface RuntimeOptions {
   readonly snapshotPollMs?: number;
   /** Told each time a different snapshot is swapped in, from this instance's refresh or from the store. */
   readonly onSnapshotApplied?: (event: SnapshotAppliedEvent) => void;
+  /**
+   * Operational warnings, one line each, never a secret: a stored snapshot rejected (its signature,
+   * its checksum), keys dropped from a snapshot, an unsigned Blob store. Default console.warn.
+   */
+  readonly warn?: (line: string) => void;
 }
 
 export interface SnapshotAppliedEvent {
@@ -63,6 +76,8 @@ export interface RefreshReport extends RefreshOutcome {
 
 /** Writes tried in one refresh when the stored snapshot keeps changing underneath (If-Match fails). */
 const MAX_WRITE_ATTEMPTS = 3;
+/** Lines of `snapshot.dropped` kept for health; a snapshot can name thousands of keys. */
+const MAX_DROPPED_LINES = 20;
 
 export class PdpService implements PdpRuntime {
   readonly pdp: Pdp;
@@ -78,6 +93,12 @@ export class PdpService implements PdpRuntime {
   private refreshing?: Promise<RefreshReport>;
   private timer?: NodeJS.Timeout;
   private storeError?: { at: number; code: string; message: string };
+  private readonly warn: (line: string) => void;
+  /** Blob store from app settings: how its snapshot is signed, settled by prepare(). */
+  private readonly signingSetup?: Promise<SnapshotSigningSetup>;
+  private signatureStatus?: SnapshotSignatureStatus;
+  /** What the served snapshot carried that the issuer checks refused (IssuerRegistry.load). */
+  private droppedFromSnapshot: readonly string[] = [];
 
   constructor(options: RuntimeOptions) {
     this.clock = options.clock ?? Date.now;
@@ -112,13 +133,21 @@ export class PdpService implements PdpRuntime {
       ...(membership ? { membership } : {}),
     });
     if (options.onSnapshotApplied) this.onSnapshotApplied = options.onSnapshotApplied;
-    this.store = options.store ?? storeFromSettings(options.env ?? {});
+    this.warn = options.warn ?? ((line) => console.warn(line));
+    if (options.store) this.store = options.store;
+    else {
+      const fromSettings = storeFromSettings(options.env ?? {});
+      this.store = fromSettings.store;
+      if (fromSettings.signing) this.signingSetup = fromSettings.signing;
+    }
     if (this.store.kind === 'blob')
       this.follower = new SnapshotFollower({
         store: this.store,
         pollMs: options.snapshotPollMs ?? 30_000,
         now: this.clock,
         onSnapshot: (data, etag) => this.apply(data, etag, 'store'),
+        onRejected: (error, etag) =>
+          this.warn(`fhir-pdp: stored snapshot ${etag ?? ''} rejected, revision ${this.current?.data.revision ?? '(none)'} stays in use: ${error.code}: ${error.message}`),
       });
   }
 
@@ -131,6 +160,14 @@ export class PdpService implements PdpRuntime {
    * a misconfiguration (a Graph credential, a connection string) fails at start-up.
    */
   async prepare(): Promise<void> {
+    if (this.signingSetup && this.signatureStatus === undefined) {
+      const setup = await this.signingSetup;
+      if (setup.mode === 'signed') this.signatureStatus = setup.signature.status;
+      else {
+        this.signatureStatus = { mode: 'unsigned', warning: UNSIGNED_WARNING };
+        this.warn(`fhir-pdp: ${UNSIGNED_WARNING}`);
+      }
+    }
     await this.graphEdges?.load();
     if (this.store instanceof LazyBlobStore) await this.store.load();
   }
@@ -181,7 +218,11 @@ export class PdpService implements PdpRuntime {
   private apply(data: SnapshotData, etag: string | undefined, source: SnapshotAppliedEvent['source']): void {
     const changed = this.current?.data.revision !== data.revision;
     if (changed) {
-      this.pdp.registry.load(data.issuers);
+      const dropped = this.pdp.registry.load(data.issuers);
+      this.droppedFromSnapshot = dropped.slice(0, MAX_DROPPED_LINES).map((line) => line.slice(0, 300));
+      if (dropped.length > 0) {
+        this.warn(`fhir-pdp: snapshot ${data.revision} (${source}): ${dropped.length} record(s) or key(s) refused by the issuer key checks: ${this.droppedFromSnapshot.slice(0, 3).join('; ')}`);
+      }
       this.pdp.setGroups(data.groups);
     }
     this.current = { data, ...(etag ? { etag } : {}) };
@@ -318,6 +359,7 @@ export class PdpService implements PdpRuntime {
       (last !== undefined && last.outcome !== 'ok') ||
       follower?.lastError !== undefined ||
       this.storeError !== undefined ||
+      this.droppedFromSnapshot.length > 0 ||
       (oldestGroup !== undefined && now - oldestGroup > this.maxStaleMs);
     return {
       ready,
@@ -339,8 +381,10 @@ export class PdpService implements PdpRuntime {
                   },
                 }
               : {}),
+            ...(this.droppedFromSnapshot.length > 0 ? { dropped: this.droppedFromSnapshot } : {}),
+            ...(this.signatureStatus ? { signature: this.signatureStatus } : {}),
           }
-        : { store: this.store.kind, revision: null },
+        : { store: this.store.kind, revision: null, ...(this.signatureStatus ? { signature: this.signatureStatus } : {}) },
       // This instance's own last refresh; with a shared store the snapshot's may be another instance's.
       ...(last
         ? {
@@ -384,9 +428,42 @@ function iso(ms: number): string {
   return new Date(ms).toISOString();
 }
 
-function storeFromSettings(env: Record<string, string | undefined>): SnapshotStore {
-  if ((env.PDP_SNAPSHOT_STORE ?? 'memory') !== 'blob') return new MemorySnapshotStore();
+function storeFromSettings(env: Record<string, string | undefined>): { store: SnapshotStore; signing?: Promise<SnapshotSigningSetup> } {
+  if ((env.PDP_SNAPSHOT_STORE ?? 'memory') !== 'blob') return { store: new MemorySnapshotStore() };
   const settings = blobStoreSettingsFrom(env);
   if (!settings) throw new Error('PDP_SNAPSHOT_STORE=blob needs PDP_SNAPSHOT_CONNECTION or AzureWebJobsStorage');
-  return new LazyBlobStore(async () => new (await import('./state/blob-store.js')).BlobSnapshotStore(settings));
+  const signing = blobSnapshotSigning(env);
+  // Settled by prepare(), which hosts await at start-up; until then nothing may go unhandled.
+  signing.catch(() => undefined);
+  return {
+    store: new LazyBlobStore(async () => {
+      const setup = await signing;
+      const { BlobSnapshotStore } = await import('./state/blob-store.js');
+      return new BlobSnapshotStore({ ...settings, ...(setup.mode === 'signed' ? { signature: setup.signature } : {}) });
+    }),
+    signing,
+  };
+}
+
+/**
+ * Whoever can write the container could otherwise hand every instance issuer keys, so a Blob
+ * store needs a signing key, or PDP_SNAPSHOT_TRUST_UNSIGNED=true to say the container is trusted.
+ * There is no production switch to key this on: the rule is the same on every machine.
+ */
+async function blobSnapshotSigning(env: Record<string, string | undefined>): Promise<SnapshotSigningSetup> {
+  try {
+    const setup = await snapshotSigningFromSettings(env);
+    if (setup.mode === 'none') {
+      throw new SnapshotSigningSetupError(
+        'PDP_SNAPSHOT_SIGNING_KEYS',
+        'PDP_SNAPSHOT_STORE=blob needs a snapshot signing key (kid:base64secret, e.g. openssl rand -base64 32), or PDP_SNAPSHOT_TRUST_UNSIGNED=true when only this app can write the container',
+      );
+    }
+    return setup;
+  } catch (error) {
+    if (error instanceof SnapshotSigningSetupError) {
+      throw new ConfigError([{ path: error.setting, message: error.detail }], 'app settings');
+    }
+    throw error;
+  }
 }

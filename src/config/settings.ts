@@ -35,6 +35,25 @@ export const SETTINGS = {
   PDP_SNAPSHOT_CONNECTION: { schema: optionalString, description: 'Blob store connection string; default AzureWebJobsStorage.' },
   PDP_SNAPSHOT_CONTAINER: { schema: optionalString, description: 'Blob container of the snapshot (default fhir-pdp).' },
   PDP_SNAPSHOT_BLOB: { schema: optionalString, description: 'Blob name of the snapshot (default snapshot.json).' },
+  PDP_SNAPSHOT_SIGNING_KEYS: {
+    schema: optionalString,
+    description:
+      'Blob store: HMAC keys that sign and verify the snapshot, comma-separated kid:base64secret entries of 32+ bytes (openssl rand -base64 32); the first signs, all verify. In Azure, a Key Vault reference.',
+  },
+  PDP_SNAPSHOT_SIGNING_PRIVATE_KEY: {
+    schema: optionalString,
+    description:
+      'Blob store: an asymmetric key that signs the snapshot instead of the first HMAC key: a private JWK (JSON) or PEM (RSA 2048+, EC P-256/384/521, Ed25519); its public part verifies. In Azure, a Key Vault reference.',
+  },
+  PDP_SNAPSHOT_VERIFY_KEYS: {
+    schema: optionalString,
+    description: 'Blob store: a JWK Set (JSON) of public keys that also verify the snapshot: a key being rotated out, or instances that only read.',
+  },
+  PDP_SNAPSHOT_TRUST_UNSIGNED: {
+    schema: z.enum(['true', 'false']).default('false'),
+    description:
+      'Blob store: true accepts an unsigned snapshot, for a container only this app can write (anyone who can write it can then hand every instance issuer keys). Default false: the Blob store needs a signing key.',
+  },
   PDP_SNAPSHOT_POLL_SECONDS: {
     schema: z.coerce.number().int().min(1).max(3600).default(30),
     description: 'Blob store: seconds between conditional reads of the snapshot (default 30).',

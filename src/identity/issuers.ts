@@ -103,11 +103,16 @@ export class IssuerRegistry {
   /**
    * Installs records from a snapshot (or a refresh made elsewhere). Records of authorities that are
    * not configured are ignored. Keys an issuer no longer publishes are reported via onKeysRemoved.
+   * A snapshot is written by another process, so each record passes the checks a fetched one
+   * passed (usableSnapshotRecord); returns one line per record or key dropped, kids only.
    */
-  load(records: readonly IssuerRecord[]): void {
+  load(records: readonly IssuerRecord[]): string[] {
+    const dropped: string[] = [];
     const byAuthority = new Map<string, IssuerRecord[]>();
-    for (const r of records) {
-      if (!this.authorities.has(r.authority)) continue;
+    for (const snapshotRecord of records) {
+      if (!this.authorities.has(snapshotRecord.authority)) continue;
+      const r = usableSnapshotRecord(snapshotRecord, dropped);
+      if (r === undefined) continue;
       const list = byAuthority.get(r.authority) ?? [];
       list.push(r);
       byAuthority.set(r.authority, list);
@@ -116,6 +121,7 @@ export class IssuerRegistry {
       const state = this.authorities.get(authority)!;
       this.installAuthority(state, list);
     }
+    return dropped;
   }
 
   private installAuthority(state: AuthorityState, records: readonly IssuerRecord[]): void {
@@ -491,4 +497,31 @@ export class IssuerRegistry {
       }),
     );
   }
+}
+
+/**
+ * The checks a fetched issuer record passed, applied to one read from a snapshot: its discovery
+ * document is one this authority's refresh reads, its `jwks_uri` one fetchJson would fetch, its
+ * algorithms asymmetric (discover), and its keys pass filterVerificationKeys, the filter every
+ * fetched JWKS goes through (fetchKeys). Undefined when the record as a whole cannot be used.
+ */
+function usableSnapshotRecord(record: IssuerRecord, dropped: string[]): IssuerRecord | undefined {
+  const where = `snapshot issuer ${record.issuer.slice(0, 200)}`;
+  const discoveryUrls = [`${record.authority}/.well-known/openid-configuration`];
+  if (!/\/v2\.0$/i.test(record.authority)) discoveryUrls.push(`${record.authority}/v2.0/.well-known/openid-configuration`);
+  if (!discoveryUrls.includes(record.discoveryUrl)) {
+    dropped.push(`${where}: discovery URL ${record.discoveryUrl.slice(0, 200)} is not one of ${record.authority}`);
+    return undefined;
+  }
+  if (!isAllowedFetchUrl(record.jwksUri)) {
+    dropped.push(`${where}: jwks_uri ${record.jwksUri.slice(0, 200)} is not https (or loopback http)`);
+    return undefined;
+  }
+  const algorithms = record.algorithms.filter(isAsymmetricAlgorithm);
+  if (algorithms.length !== record.algorithms.length) {
+    dropped.push(`${where}: algorithms ${record.algorithms.filter((a) => !isAsymmetricAlgorithm(a)).map((a) => a.slice(0, 16)).join(', ')} (only asymmetric ones are used)`);
+  }
+  const { usable, dropped: droppedKeys } = filterVerificationKeys(record.keys);
+  for (const why of droppedKeys) dropped.push(`${where}: ${why}`);
+  return { ...record, algorithms, keys: usable };
 }

@@ -2,6 +2,7 @@
  * Blob snapshot store settings, read from app settings. Kept apart from blob-store.ts so the runtime
  * can tell whether a Blob store is configured without loading @azure/storage-blob.
  */
+import type { SnapshotSignature } from './snapshot-signature.js';
 
 export interface BlobSnapshotStoreOptions {
   /** An Azure Storage connection string; `UseDevelopmentStorage=true` means Azurite on its default ports. */
@@ -14,6 +15,8 @@ export interface BlobSnapshotStoreOptions {
   readonly maxBytes?: number;
   /** Deadline for one read or write including retries (default 60 s). */
   readonly timeoutMs?: number;
+  /** Signs what is written and requires a valid signature on what is read (snapshot-signature.ts). */
+  readonly signature?: SnapshotSignature;
 }
 
 /**

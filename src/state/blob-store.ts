@@ -7,7 +7,8 @@
 import type { Readable } from 'node:stream';
 import { BlobServiceClient } from '@azure/storage-blob';
 import type { BlockBlobClient, ContainerClient } from '@azure/storage-blob';
-import { DEFAULT_SNAPSHOT_MAX_BYTES, decodeSnapshot, encodeSnapshot, SnapshotDecodeError } from './codec.js';
+import { DEFAULT_SNAPSHOT_MAX_BYTES, decodeSignedSnapshot, decodeSnapshot, encodeSignedSnapshot, encodeSnapshot, SnapshotDecodeError } from './codec.js';
+import type { SnapshotSignature } from './snapshot-signature.js';
 import { SnapshotConflictError } from './types.js';
 import type { SnapshotData, SnapshotStore, StoredSnapshot } from './types.js';
 
@@ -36,6 +37,7 @@ export class BlobSnapshotStore implements SnapshotStore {
   readonly #blob: BlockBlobClient;
   readonly #maxBytes: number;
   readonly #timeoutMs: number;
+  readonly #signature: SnapshotSignature | undefined;
   #containerReady: Promise<void> | undefined;
 
   constructor(options: BlobSnapshotStoreOptions) {
@@ -43,6 +45,7 @@ export class BlobSnapshotStore implements SnapshotStore {
     const blobName = options.blobName ?? DEFAULT_SNAPSHOT_BLOB;
     this.#maxBytes = options.maxBytes ?? DEFAULT_SNAPSHOT_MAX_BYTES;
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_SNAPSHOT_TIMEOUT_MS;
+    this.#signature = options.signature;
     // https://learn.microsoft.com/rest/api/storageservices/naming-and-referencing-containers--blobs--and-metadata
     // "Container names must be from 3 through 63 characters long", lowercase letters, numbers and
     // single hyphens between them.
@@ -98,7 +101,10 @@ export class BlobSnapshotStore implements SnapshotStore {
     }
     const bytes = await this.#readBody(body, contentLength, abortSignal, etag);
     try {
-      return { data: decodeSnapshot(bytes, this.#maxBytes), etag };
+      const data = this.#signature
+        ? await decodeSignedSnapshot(bytes, this.#maxBytes, this.#signature)
+        : decodeSnapshot(bytes, this.#maxBytes);
+      return { data, etag };
     } catch (error) {
       if (error instanceof SnapshotDecodeError) error.etag = etag;
       throw error;
@@ -106,7 +112,7 @@ export class BlobSnapshotStore implements SnapshotStore {
   }
 
   async write(data: SnapshotData, ifMatch: string | null): Promise<{ etag: string }> {
-    const bytes = encodeSnapshot(data);
+    const bytes = this.#signature ? await encodeSignedSnapshot(data, this.#signature) : encodeSnapshot(data);
     if (bytes.byteLength > this.#maxBytes) {
       throw new SnapshotDecodeError('too_large', `${bytes.byteLength} bytes exceed the limit of ${this.#maxBytes}`);
     }

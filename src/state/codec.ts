@@ -4,12 +4,17 @@
  * means the checksum is checked over the exact bytes the writer hashed, with no canonical
  * re-serialisation to agree on.
  *
- *   { "format": "fhir-pdp-snapshot", "schemaVersion": 1, "sha256": "<hex>", "body": "<json>" }
+ *   { "format": "fhir-pdp-snapshot", "schemaVersion": 1, "sha256": "<hex>", "signature": "<JWS>", "body": "<json>" }
+ *
+ * `signature` (snapshot-signature.ts) is a JWS over that SHA-256 by a configured key. Readers with
+ * signing configured verify it after the checksum and before the body is parsed or installed;
+ * readers without it ignore it, so signing can be switched on without a format change.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { SNAPSHOT_SCHEMA_VERSION, SnapshotRejectedError } from './types.js';
 import type { SnapshotData } from './types.js';
+import { SnapshotSignatureError, type SnapshotSignature, type SnapshotSignatureFailure } from './snapshot-signature.js';
 
 export const SNAPSHOT_FORMAT = 'fhir-pdp-snapshot';
 
@@ -25,6 +30,7 @@ export type SnapshotRejectionReason =
   | 'wrong_format'
   | 'wrong_schema_version'
   | 'checksum_mismatch'
+  | SnapshotSignatureFailure
   | 'invalid_body';
 
 /**
@@ -78,7 +84,7 @@ const snapshotDataSchema = z.object({
 
 const markerSchema = z.object({ format: z.unknown().optional(), schemaVersion: z.unknown().optional() });
 
-const envelopeSchema = z.object({ sha256: z.string(), body: z.string() });
+const envelopeSchema = z.object({ sha256: z.string(), signature: z.unknown().optional(), body: z.string() });
 
 export function newRevision(): string {
   return randomUUID();
@@ -89,19 +95,58 @@ export function newRevision(): string {
  * snapshot fails here, at the one writer, rather than at every reader after it was stored.
  */
 export function encodeSnapshot(data: SnapshotData): Buffer {
+  const { body, sha256 } = serialise(data);
+  return envelopeBytes(sha256, undefined, body);
+}
+
+/** encodeSnapshot with a signature over the body's SHA-256 in the envelope. */
+export async function encodeSignedSnapshot(data: SnapshotData, signature: SnapshotSignature): Promise<Buffer> {
+  const { body, sha256 } = serialise(data);
+  return envelopeBytes(sha256, await signature.sign(sha256), body);
+}
+
+function serialise(data: SnapshotData): { body: string; sha256: string } {
   validateBody(data);
   const body = JSON.stringify(data);
+  return { body, sha256: sha256Hex(Buffer.from(body, 'utf8')) };
+}
+
+function envelopeBytes(sha256: string, signature: string | undefined, body: string): Buffer {
   const envelope = {
     format: SNAPSHOT_FORMAT,
     schemaVersion: SNAPSHOT_SCHEMA_VERSION,
-    sha256: sha256Hex(Buffer.from(body, 'utf8')),
+    sha256,
+    ...(signature === undefined ? {} : { signature }),
     body,
   };
   return Buffer.from(JSON.stringify(envelope), 'utf8');
 }
 
-/** Parses and verifies stored bytes; throws SnapshotDecodeError naming the first failed check. */
+/**
+ * Parses and checks stored bytes without looking at a signature (the memory store, and tools);
+ * throws SnapshotDecodeError naming the first failed check.
+ */
 export function decodeSnapshot(bytes: Uint8Array, maxBytes: number): SnapshotData {
+  return parseBody(openEnvelope(bytes, maxBytes).body);
+}
+
+/**
+ * decodeSnapshot that also requires a valid signature by one of `signature`'s keys, checked
+ * before the body is parsed: unsigned or forged bytes never reach the schema, let alone install.
+ */
+export async function decodeSignedSnapshot(bytes: Uint8Array, maxBytes: number, signature: SnapshotSignature): Promise<SnapshotData> {
+  const envelope = openEnvelope(bytes, maxBytes);
+  try {
+    await signature.verify(envelope.signature, envelope.sha256);
+  } catch (error) {
+    if (error instanceof SnapshotSignatureError) throw new SnapshotDecodeError(error.reason, error.message);
+    throw error;
+  }
+  return parseBody(envelope.body);
+}
+
+/** The envelope checks up to and including the checksum; `sha256` is the one computed here. */
+function openEnvelope(bytes: Uint8Array, maxBytes: number): { sha256: string; signature: unknown; body: string } {
   if (bytes.byteLength > maxBytes) {
     throw new SnapshotDecodeError('too_large', `${bytes.byteLength} bytes exceed the limit of ${maxBytes}`);
   }
@@ -132,11 +177,15 @@ export function decodeSnapshot(bytes: Uint8Array, maxBytes: number): SnapshotDat
   if (!envelope.success) {
     throw new SnapshotDecodeError('wrong_format', 'the envelope needs sha256 and body strings');
   }
-  const { sha256, body } = envelope.data;
+  const { sha256, signature, body } = envelope.data;
   const actual = sha256Hex(Buffer.from(body, 'utf8'));
   if (actual !== sha256.toLowerCase()) {
     throw new SnapshotDecodeError('checksum_mismatch', `body sha256 is ${actual}, the envelope says ${sha256.slice(0, 64)}`);
   }
+  return { sha256: actual, signature, body };
+}
+
+function parseBody(body: string): SnapshotData {
   let bodyValue: unknown;
   try {
     bodyValue = JSON.parse(body);

@@ -2,23 +2,28 @@
  * An in-process SnapshotStore. It keeps the encoded bytes and decodes them on every full read, so
  * validation, size limits and If-Match / If-None-Match behave as they do against Blob Storage.
  */
-import { DEFAULT_SNAPSHOT_MAX_BYTES, decodeSnapshot, encodeSnapshot, SnapshotDecodeError } from './codec.js';
+import { DEFAULT_SNAPSHOT_MAX_BYTES, decodeSignedSnapshot, decodeSnapshot, encodeSignedSnapshot, encodeSnapshot, SnapshotDecodeError } from './codec.js';
+import type { SnapshotSignature } from './snapshot-signature.js';
 import { SnapshotConflictError } from './types.js';
 import type { SnapshotData, SnapshotStore, StoredSnapshot } from './types.js';
 
 export interface MemorySnapshotStoreOptions {
   /** Largest snapshot accepted on write and on read (default 256 MiB). */
   readonly maxBytes?: number;
+  /** Signs what is written and requires a valid signature on what is read, as the Blob store can. */
+  readonly signature?: SnapshotSignature;
 }
 
 export class MemorySnapshotStore implements SnapshotStore {
   readonly kind = 'memory' as const;
   readonly #maxBytes: number;
+  readonly #signature: SnapshotSignature | undefined;
   #version = 0;
   #current: { readonly bytes: Buffer; readonly etag: string } | undefined;
 
   constructor(options: MemorySnapshotStoreOptions = {}) {
     this.#maxBytes = options.maxBytes ?? DEFAULT_SNAPSHOT_MAX_BYTES;
+    this.#signature = options.signature;
   }
 
   async read(ifNoneMatch?: string): Promise<StoredSnapshot | 'not-modified' | undefined> {
@@ -26,7 +31,10 @@ export class MemorySnapshotStore implements SnapshotStore {
     if (current === undefined) return undefined;
     if (ifNoneMatch !== undefined && ifNoneMatch === current.etag) return 'not-modified';
     try {
-      return { data: decodeSnapshot(current.bytes, this.#maxBytes), etag: current.etag };
+      const data = this.#signature
+        ? await decodeSignedSnapshot(current.bytes, this.#maxBytes, this.#signature)
+        : decodeSnapshot(current.bytes, this.#maxBytes);
+      return { data, etag: current.etag };
     } catch (error) {
       if (error instanceof SnapshotDecodeError) error.etag = current.etag;
       throw error;
@@ -34,7 +42,7 @@ export class MemorySnapshotStore implements SnapshotStore {
   }
 
   async write(data: SnapshotData, ifMatch: string | null): Promise<{ etag: string }> {
-    const bytes = encodeSnapshot(data);
+    const bytes = this.#signature ? await encodeSignedSnapshot(data, this.#signature) : encodeSnapshot(data);
     if (bytes.byteLength > this.#maxBytes) {
       throw new SnapshotDecodeError('too_large', `${bytes.byteLength} bytes exceed the limit of ${this.#maxBytes}`);
     }

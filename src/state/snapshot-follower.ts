@@ -15,6 +15,11 @@ export interface SnapshotFollowerOptions {
    * stays, and the same ETag is not applied again.
    */
   readonly onSnapshot: (data: SnapshotData, etag: string) => void;
+  /**
+   * Told once per stored version that is rejected (its checks failed, or onSnapshot threw), for
+   * the log; the same bytes are not downloaded again, so this does not repeat every poll.
+   */
+  readonly onRejected?: (error: SnapshotFollowerError, etag: string | undefined) => void;
   /** Clock for the timestamps in status() (default Date.now). */
   readonly now?: () => number;
 }
@@ -43,6 +48,7 @@ export class SnapshotFollower {
   readonly #store: SnapshotStore;
   readonly #pollMs: number;
   readonly #onSnapshot: (data: SnapshotData, etag: string) => void;
+  readonly #onRejected: ((error: SnapshotFollowerError, etag: string | undefined) => void) | undefined;
   readonly #now: () => number;
   #etag: string | undefined;
   #revision: string | undefined;
@@ -61,6 +67,7 @@ export class SnapshotFollower {
     this.#store = options.store;
     this.#pollMs = options.pollMs;
     this.#onSnapshot = options.onSnapshot;
+    this.#onRejected = options.onRejected;
     this.#now = options.now ?? Date.now;
   }
 
@@ -113,6 +120,7 @@ export class SnapshotFollower {
         const etag = (error as { etag?: unknown }).etag;
         if (typeof etag === 'string') this.#rejectedEtag = etag;
         this.#fail(error.code, error);
+        this.#onRejected?.(this.#lastError!, typeof etag === 'string' ? etag : undefined);
         return 'rejected';
       }
       this.#fail(codeOf(error) ?? 'snapshot_store_unavailable', error);
@@ -143,6 +151,7 @@ export class SnapshotFollower {
     } catch (error) {
       this.#rejectedEtag = result.etag;
       this.#fail('snapshot_apply_failed', error);
+      this.#onRejected?.(this.#lastError!, result.etag);
       return 'rejected';
     }
     this.#etag = result.etag;

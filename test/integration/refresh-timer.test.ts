@@ -3,7 +3,7 @@
  * @azure/functions in test mode: the handler functions/refresh.ts registers, a real InvocationContext
  * and a Timer object, the worker built from app settings (PDP_CONFIG, the snapshot store settings).
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { InvocationContext, type Timer, type TimerFunctionOptions } from '@azure/functions';
 import { DEV_OBJECT_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
@@ -30,7 +30,8 @@ vi.mock('@azure/functions', async (importOriginal) => {
 });
 
 const AUDIENCE = 'https://fhir.example.test';
-const SETTINGS = ['PDP_CONFIG', 'PDP_CONFIG_FILE', 'PDP_SNAPSHOT_STORE', 'PDP_SNAPSHOT_CONNECTION', 'PDP_SNAPSHOT_CONTAINER', 'PDP_REFRESH_SCHEDULE', 'PDP_LOG_DECISIONS', 'AzureWebJobsStorage'] as const;
+const SETTINGS = ['PDP_CONFIG', 'PDP_CONFIG_FILE', 'PDP_SNAPSHOT_STORE', 'PDP_SNAPSHOT_CONNECTION', 'PDP_SNAPSHOT_CONTAINER', 'PDP_SNAPSHOT_SIGNING_KEYS', 'PDP_REFRESH_SCHEDULE', 'PDP_LOG_DECISIONS', 'AzureWebJobsStorage'] as const;
+const SIGNING_KEYS = `timer-test:${randomBytes(32).toString('base64')}`;
 const saved = Object.fromEntries(SETTINGS.map((k) => [k, process.env[k]]));
 
 let idp: DevIdentityProvider;
@@ -148,7 +149,7 @@ describe('functions/refresh.ts', () => {
 
   it('writes the snapshot to Blob Storage, where another instance reads it', async () => {
     const container = `t-${randomUUID()}`;
-    setSettings({ PDP_CONFIG: configJson(), PDP_SNAPSHOT_STORE: 'blob', PDP_SNAPSHOT_CONNECTION: azurite.connectionString, PDP_SNAPSHOT_CONTAINER: container });
+    setSettings({ PDP_CONFIG: configJson(), PDP_SNAPSHOT_STORE: 'blob', PDP_SNAPSHOT_CONNECTION: azurite.connectionString, PDP_SNAPSHOT_CONTAINER: container, PDP_SNAPSHOT_SIGNING_KEYS: SIGNING_KEYS });
     const { options, azure } = await loadFunctions();
     const report = await fire(options);
     expect(report).toMatchObject({ outcome: 'ok', stored: 'written' });
@@ -156,7 +157,7 @@ describe('functions/refresh.ts', () => {
 
     const other = new PdpService({
       config: parseConfig(JSON.parse(configJson())),
-      env: { PDP_SNAPSHOT_STORE: 'blob', PDP_SNAPSHOT_CONNECTION: azurite.connectionString, PDP_SNAPSHOT_CONTAINER: container },
+      env: { PDP_SNAPSHOT_STORE: 'blob', PDP_SNAPSHOT_CONNECTION: azurite.connectionString, PDP_SNAPSHOT_CONTAINER: container, PDP_SNAPSHOT_SIGNING_KEYS: SIGNING_KEYS },
     });
     try {
       expect(await other.pollSnapshot()).toBe('changed');

@@ -4,7 +4,7 @@
  * corrupted blob is rejected while the last good snapshot stays in use, and a cold instance
  * serves from the stored snapshot without asking the authority.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { BlobServiceClient } from '@azure/storage-blob';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
@@ -14,6 +14,7 @@ import { DEFAULT_SNAPSHOT_BLOB } from '../../src/state/blob-store.js';
 import { startAzurite, type RunningAzurite } from '../support/azurite.js';
 
 const AUDIENCE = 'https://fhir.example.test';
+const SIGNING_KEYS = `shared-test:${randomBytes(32).toString('base64')}`;
 
 let azurite: RunningAzurite;
 let idp: DevIdentityProvider;
@@ -35,7 +36,7 @@ afterEach(() => {
 function instance(container: string, options: Partial<RuntimeOptions> = {}): PdpService {
   const s = new PdpService({
     config: parseConfig({ authority: idp.authority, audience: AUDIENCE, accessPolicies: [{ objectId: DEV_OBJECT_ID, dataActions: ['read'] }] }),
-    env: { PDP_SNAPSHOT_STORE: 'blob', PDP_SNAPSHOT_CONNECTION: azurite.connectionString, PDP_SNAPSHOT_CONTAINER: container },
+    env: { PDP_SNAPSHOT_STORE: 'blob', PDP_SNAPSHOT_CONNECTION: azurite.connectionString, PDP_SNAPSHOT_CONTAINER: container, PDP_SNAPSHOT_SIGNING_KEYS: SIGNING_KEYS },
     ...options,
   });
   services.push(s);
