@@ -6,6 +6,8 @@
  */
 import type { Client } from '@microsoft/microsoft-graph-client';
 import type { PdpConfig } from './config/schema.js';
+import { readSettings } from './config/settings.js';
+import type { CircuitBreakerOptions } from './directory/circuit-breaker.js';
 import type { GroupExpander } from './directory/types.js';
 import { explainHandler, explainPageResponse } from './explain/http.js';
 import type { HealthReport, PdpRuntime } from './http/routes.js';
@@ -88,15 +90,19 @@ export class PdpService implements PdpRuntime {
     const membership =
       options.graphClient || graphConfig
         ? new LazyGraphEdges(async () => {
-            const [{ createGraphClient, credentialFromSettings }, { GraphMembershipResolver }, { createGroupExpander }] = await Promise.all([
+            const [{ createGraphClient, credentialFromSettings, circuitBreakerOf }, { GraphMembershipResolver }, { createGroupExpander }] = await Promise.all([
               import('./directory/graph-client.js'),
               import('./directory/membership.js'),
               import('./directory/expand.js'),
             ]);
-            const client = options.graphClient ?? createGraphClient({ credential: credentialFromSettings(options.env ?? {}), baseUrl: graphConfig!.baseUrl });
+            const env = options.env ?? {};
+            const client =
+              options.graphClient ?? createGraphClient({ credential: credentialFromSettings(env), baseUrl: graphConfig!.baseUrl, breaker: breakerFromSettings(env, this.clock) });
+            const breaker = circuitBreakerOf(client);
             return {
               resolver: new GraphMembershipResolver({ client, clock: this.clock, maxStaleMs: this.maxStaleMs, onGraphCall }),
               expander: createGroupExpander({ client, onGraphCall }),
+              ...(breaker ? { breaker } : {}),
             };
           })
         : undefined;
@@ -311,8 +317,10 @@ export class PdpService implements PdpRuntime {
     const ready = this.pdp.registry.ready() && (snap !== undefined || this.store.kind === 'memory');
     const oldestGroup = this.pdp.groups.oldestFetchedAt();
     const follower = this.follower?.status();
+    const breaker = this.graphEdges?.breakerStatus();
     const last = this.lastReport;
     const degraded =
+      (breaker !== undefined && breaker.state !== 'closed') ||
       issuers.some((i) => i.lastError || i.stale) ||
       (snap?.lastRefresh !== undefined && snap.lastRefresh.outcome !== 'ok') ||
       (last !== undefined && last.outcome !== 'ok') ||
@@ -363,6 +371,20 @@ export class PdpService implements PdpRuntime {
             },
           }
         : {}),
+      ...(breaker
+        ? {
+            graph: {
+              breaker: {
+                state: breaker.state,
+                consecutiveFailures: breaker.consecutiveFailures,
+                ...(breaker.openedAt !== undefined ? { openedAt: iso(breaker.openedAt) } : {}),
+                ...(breaker.nextProbeAt !== undefined ? { nextProbeAt: iso(breaker.nextProbeAt) } : {}),
+                opened: breaker.opened,
+                shortCircuited: breaker.shortCircuited,
+              },
+            },
+          }
+        : {}),
       ...(this.storeError ? { storeError: { code: this.storeError.code, message: this.storeError.message, at: iso(this.storeError.at) } } : {}),
       groups: {
         indexed: this.pdp.groups.size,
@@ -382,6 +404,12 @@ export class PdpService implements PdpRuntime {
 
 function iso(ms: number): string {
   return new Date(ms).toISOString();
+}
+
+/** The Graph circuit breaker's thresholds (app settings PDP_GRAPH_BREAKER_*), on the service's clock. */
+function breakerFromSettings(env: Record<string, string | undefined>, now: () => number): CircuitBreakerOptions {
+  const settings = readSettings(env);
+  return { failureThreshold: settings.PDP_GRAPH_BREAKER_FAILURES, openMs: settings.PDP_GRAPH_BREAKER_OPEN_SECONDS * 1000, now };
 }
 
 function storeFromSettings(env: Record<string, string | undefined>): SnapshotStore {
