@@ -79,11 +79,15 @@ export class PdpService implements PdpRuntime {
   private lastReport?: RefreshReport;
   private refreshing?: Promise<RefreshReport>;
   private timer?: NodeJS.Timeout;
+  private firstSnapshotRetry?: NodeJS.Timeout;
+  private stopped = false;
+  private readonly metadataRetryMs: number;
   private storeError?: { at: number; code: string; message: string };
 
   constructor(options: RuntimeOptions) {
     this.clock = options.clock ?? Date.now;
     this.maxStaleMs = options.config.maxStaleSeconds * 1000;
+    this.metadataRetryMs = options.config.metadataRetrySeconds * 1000;
     const counters = new Counters();
     const onGraphCall = (o: 'ok' | 'failed'): void => counters.inc(o === 'ok' ? 'graph_call_ok' : 'graph_call_failed');
     const graphConfig = options.config.graph;
@@ -161,17 +165,41 @@ export class PdpService implements PdpRuntime {
   }
 
   async start(options: { refreshIntervalMs?: number } = {}): Promise<void> {
+    this.stopped = false;
     await this.loadStored();
     this.follower?.start();
     if (!this.current) await this.refresh();
+    this.retryFirstSnapshot();
     if (options.refreshIntervalMs) {
       this.timer = setInterval(() => void this.refresh().catch(() => undefined), options.refreshIntervalMs);
       this.timer.unref();
     }
   }
 
+  /**
+   * A first refresh that loaded no issuer (the authority down at start-up) made no snapshot. It is
+   * tried again every metadataRetrySeconds (at least 1 s), the schedule decisions already use for
+   * an authority that is down, until a snapshot exists (from a refresh or from the store): an
+   * instance whose authority came back is ready within that interval, not at the next timer refresh.
+   */
+  private retryFirstSnapshot(): void {
+    if (this.current || this.stopped || this.firstSnapshotRetry) return;
+    this.firstSnapshotRetry = setTimeout(() => {
+      void this.refresh()
+        .catch(() => undefined)
+        .then(() => {
+          this.firstSnapshotRetry = undefined;
+          this.retryFirstSnapshot();
+        });
+    }, Math.max(1000, this.metadataRetryMs));
+    this.firstSnapshotRetry.unref();
+  }
+
   stop(): void {
+    this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.firstSnapshotRetry) clearTimeout(this.firstSnapshotRetry);
+    this.firstSnapshotRetry = undefined;
     this.follower?.stop();
   }
 
@@ -311,10 +339,11 @@ export class PdpService implements PdpRuntime {
     const now = this.clock();
     const snap = this.current?.data;
     const issuers = this.pdp.issuerHealth();
-    // Ready when a decision can be made now: every authority has usable keys. The memory store has
-    // no snapshot until a refresh succeeds, yet keys loaded on demand (an authority that was down
-    // at start-up and came back) already decide; a shared store also needs its first snapshot.
-    const ready = this.pdp.registry.ready() && (snap !== undefined || this.store.kind === 'memory');
+    // Ready exactly when a decision can be made now: every authority has usable keys, whether they
+    // came from a snapshot, a refresh or a decision that loaded them on demand (an authority that
+    // was down at start-up and came back). A readiness probe must not keep an instance out of
+    // rotation while its decisions succeed, whatever the store.
+    const ready = this.pdp.registry.ready();
     const oldestGroup = this.pdp.groups.oldestFetchedAt();
     const follower = this.follower?.status();
     const breaker = this.graphEdges?.breakerStatus();
