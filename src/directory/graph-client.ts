@@ -1,8 +1,9 @@
 /**
  * The one way fhir-pdp talks to Microsoft Graph: `@microsoft/microsoft-graph-client` with its
- * default middleware chain (auth, retry, redirect, telemetry) and a last handler of ours that
- * sends the request with a timeout, through an injectable `fetch`, and — when Graph is not at its
- * public origin — rewrites `https://graph.microsoft.com` to that origin.
+ * default middleware chain (auth, retry, redirect, telemetry) between two handlers of ours: first
+ * a circuit breaker (circuit-breaker.ts), last one that sends the request with a timeout, through
+ * an injectable `fetch`, reads the answer's body within a size bound, and — when Graph is not at
+ * its public origin — rewrites `https://graph.microsoft.com` to that origin.
  *
  * Why rewrite rather than set the client's `baseUrl`: the SDK attaches the bearer only to https
  * Graph hosts (`isGraphURL`) and pages only through the `@odata.nextLink`s Graph gives it, which
