@@ -145,24 +145,23 @@ export function createPdpServer(runtime: PdpRuntime, options: HostOptions): Serv
   const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => {
     state.inFlight++;
     let open = true;
-    const done = (): void => {
-      if (open) state.inFlight--;
-      open = false;
-    };
     // Never an unhandled rejection (which would end the process): a failure before the answer is
     // written is a 500; one after its head went out ends the connection.
     const failed = (): void => {
-      done();
+      if (open) state.inFlight--;
+      open = false;
       if (res.headersSent) res.destroy();
       else write(res, INTERNAL_ERROR, false, state.draining);
     };
     const answered = (answer: PdpHttpResponse): void => {
       try {
         write(res, answer, req.method === 'HEAD', state.draining);
-        done();
       } catch {
         failed();
+        return;
       }
+      state.inFlight--;
+      open = false;
     };
     readBody(req, maxBody, (body) => route(runtime, toPdpRequest(req, body), routeOptions).then(answered, failed), failed);
   });
