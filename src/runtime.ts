@@ -7,6 +7,8 @@
 import type { Client } from '@microsoft/microsoft-graph-client';
 import { ConfigError } from './config/load.js';
 import type { PdpConfig } from './config/schema.js';
+import { readSettings } from './config/settings.js';
+import type { CircuitBreakerOptions } from './directory/circuit-breaker.js';
 import type { GroupExpander } from './directory/types.js';
 import { explainHandler, explainPageResponse } from './explain/http.js';
 import type { HealthReport, PdpRuntime } from './http/routes.js';
@@ -92,6 +94,9 @@ export class PdpService implements PdpRuntime {
   private lastReport?: RefreshReport;
   private refreshing?: Promise<RefreshReport>;
   private timer?: NodeJS.Timeout;
+  private firstSnapshotRetry?: NodeJS.Timeout;
+  private stopped = false;
+  private readonly metadataRetryMs: number;
   private storeError?: { at: number; code: string; message: string };
   private readonly warn: (line: string) => void;
   /** Blob store from app settings: how its snapshot is signed, settled by prepare(). */
@@ -103,21 +108,26 @@ export class PdpService implements PdpRuntime {
   constructor(options: RuntimeOptions) {
     this.clock = options.clock ?? Date.now;
     this.maxStaleMs = options.config.maxStaleSeconds * 1000;
+    this.metadataRetryMs = options.config.metadataRetrySeconds * 1000;
     const counters = new Counters();
     const onGraphCall = (o: 'ok' | 'failed'): void => counters.inc(o === 'ok' ? 'graph_call_ok' : 'graph_call_failed');
     const graphConfig = options.config.graph;
     const membership =
       options.graphClient || graphConfig
         ? new LazyGraphEdges(async () => {
-            const [{ createGraphClient, credentialFromSettings }, { GraphMembershipResolver }, { createGroupExpander }] = await Promise.all([
+            const [{ createGraphClient, credentialFromSettings, circuitBreakerOf }, { GraphMembershipResolver }, { createGroupExpander }] = await Promise.all([
               import('./directory/graph-client.js'),
               import('./directory/membership.js'),
               import('./directory/expand.js'),
             ]);
-            const client = options.graphClient ?? createGraphClient({ credential: credentialFromSettings(options.env ?? {}), baseUrl: graphConfig!.baseUrl });
+            const env = options.env ?? {};
+            const client =
+              options.graphClient ?? createGraphClient({ credential: credentialFromSettings(env), baseUrl: graphConfig!.baseUrl, breaker: breakerFromSettings(env, this.clock) });
+            const breaker = circuitBreakerOf(client);
             return {
               resolver: new GraphMembershipResolver({ client, clock: this.clock, maxStaleMs: this.maxStaleMs, onGraphCall }),
               expander: createGroupExpander({ client, onGraphCall }),
+              ...(breaker ? { breaker } : {}),
             };
           })
         : undefined;
@@ -192,17 +202,41 @@ export class PdpService implements PdpRuntime {
   }
 
   async start(options: { refreshIntervalMs?: number } = {}): Promise<void> {
+    this.stopped = false;
     await this.loadStored();
     this.follower?.start();
     if (!this.current) await this.refresh();
+    this.retryFirstSnapshot();
     if (options.refreshIntervalMs) {
       this.timer = setInterval(() => void this.refresh().catch(() => undefined), options.refreshIntervalMs);
       this.timer.unref();
     }
   }
 
+  /**
+   * A first refresh that loaded no issuer (the authority down at start-up) made no snapshot. It is
+   * tried again every metadataRetrySeconds (at least 1 s), the schedule decisions already use for
+   * an authority that is down, until a snapshot exists (from a refresh or from the store): an
+   * instance whose authority came back is ready within that interval, not at the next timer refresh.
+   */
+  private retryFirstSnapshot(): void {
+    if (this.current || this.stopped || this.firstSnapshotRetry) return;
+    this.firstSnapshotRetry = setTimeout(() => {
+      void this.refresh()
+        .catch(() => undefined)
+        .then(() => {
+          this.firstSnapshotRetry = undefined;
+          this.retryFirstSnapshot();
+        });
+    }, Math.max(1000, this.metadataRetryMs));
+    this.firstSnapshotRetry.unref();
+  }
+
   stop(): void {
+    this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.firstSnapshotRetry) clearTimeout(this.firstSnapshotRetry);
+    this.firstSnapshotRetry = undefined;
     this.follower?.stop();
   }
 
@@ -346,14 +380,17 @@ export class PdpService implements PdpRuntime {
     const now = this.clock();
     const snap = this.current?.data;
     const issuers = this.pdp.issuerHealth();
-    // Ready when a decision can be made now: every authority has usable keys. The memory store has
-    // no snapshot until a refresh succeeds, yet keys loaded on demand (an authority that was down
-    // at start-up and came back) already decide; a shared store also needs its first snapshot.
-    const ready = this.pdp.registry.ready() && (snap !== undefined || this.store.kind === 'memory');
+    // Ready exactly when a decision can be made now: every authority has usable keys, whether they
+    // came from a snapshot, a refresh or a decision that loaded them on demand (an authority that
+    // was down at start-up and came back). A readiness probe must not keep an instance out of
+    // rotation while its decisions succeed, whatever the store.
+    const ready = this.pdp.registry.ready();
     const oldestGroup = this.pdp.groups.oldestFetchedAt();
     const follower = this.follower?.status();
+    const breaker = this.graphEdges?.breakerStatus();
     const last = this.lastReport;
     const degraded =
+      (breaker !== undefined && breaker.state !== 'closed') ||
       issuers.some((i) => i.lastError || i.stale) ||
       (snap?.lastRefresh !== undefined && snap.lastRefresh.outcome !== 'ok') ||
       (last !== undefined && last.outcome !== 'ok') ||
@@ -407,6 +444,20 @@ export class PdpService implements PdpRuntime {
             },
           }
         : {}),
+      ...(breaker
+        ? {
+            graph: {
+              breaker: {
+                state: breaker.state,
+                consecutiveFailures: breaker.consecutiveFailures,
+                ...(breaker.openedAt !== undefined ? { openedAt: iso(breaker.openedAt) } : {}),
+                ...(breaker.nextProbeAt !== undefined ? { nextProbeAt: iso(breaker.nextProbeAt) } : {}),
+                opened: breaker.opened,
+                shortCircuited: breaker.shortCircuited,
+              },
+            },
+          }
+        : {}),
       ...(this.storeError ? { storeError: { code: this.storeError.code, message: this.storeError.message, at: iso(this.storeError.at) } } : {}),
       groups: {
         indexed: this.pdp.groups.size,
@@ -426,6 +477,12 @@ export class PdpService implements PdpRuntime {
 
 function iso(ms: number): string {
   return new Date(ms).toISOString();
+}
+
+/** The Graph circuit breaker's thresholds (app settings PDP_GRAPH_BREAKER_*), on the service's clock. */
+function breakerFromSettings(env: Record<string, string | undefined>, now: () => number): CircuitBreakerOptions {
+  const settings = readSettings(env);
+  return { failureThreshold: settings.PDP_GRAPH_BREAKER_FAILURES, openMs: settings.PDP_GRAPH_BREAKER_OPEN_SECONDS * 1000, now };
 }
 
 function storeFromSettings(env: Record<string, string | undefined>): { store: SnapshotStore; signing?: Promise<SnapshotSigningSetup> } {

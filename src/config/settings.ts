@@ -28,6 +28,10 @@ export const SETTINGS = {
     schema: z.coerce.number().int().min(10).max(86400).default(300),
     description: 'Standalone host: seconds between in-process refreshes (default 300).',
   },
+  PDP_DRAIN_TIMEOUT_SECONDS: {
+    schema: z.coerce.number().int().min(0).max(600).default(10),
+    description: 'Standalone host: on SIGTERM/SIGINT, seconds to finish the requests in flight before their connections are closed (default 10).',
+  },
   PDP_SNAPSHOT_STORE: {
     schema: z.enum(['memory', 'blob']).default('memory'),
     description: 'Where the refreshed snapshot lives: memory (each instance refreshes itself) or blob (shared by all instances).',
@@ -59,6 +63,14 @@ export const SETTINGS = {
     description: 'Blob store: seconds between conditional reads of the snapshot (default 30).',
   },
   AzureWebJobsStorage: { schema: optionalString, description: 'The Functions host storage; also the snapshot store unless PDP_SNAPSHOT_CONNECTION is set.' },
+  PDP_GRAPH_BREAKER_FAILURES: {
+    schema: z.coerce.number().int().min(1).max(1000).default(5),
+    description: 'Graph circuit breaker: consecutive failed Graph calls (5xx, 429, timeout, unreachable) that open it (default 5).',
+  },
+  PDP_GRAPH_BREAKER_OPEN_SECONDS: {
+    schema: z.coerce.number().int().min(1).max(3600).default(30),
+    description: 'Graph circuit breaker: seconds it stays open (calls fail at once) before one probe call is let through (default 30).',
+  },
   PDP_GRAPH_TENANT_ID: { schema: optionalString, description: 'Graph credential: tenant id for a client secret or certificate (else DefaultAzureCredential: managed identity, workload identity, Azure CLI).' },
   PDP_GRAPH_CLIENT_ID: { schema: optionalString, description: 'Graph credential: application (client) id for a client secret or certificate; with managed identity, a user-assigned identity\'s client id.' },
   PDP_GRAPH_CLIENT_SECRET: { schema: optionalString, description: 'Graph credential: client secret (prefer a certificate or managed identity).' },

@@ -39,6 +39,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Client } from '@microsoft/microsoft-graph-client';
 import type { GroupExpander, GroupExpansion } from './types.js';
 import { describeGraphFailure, isGraphLink, isGuid, withoutSdkRetries, type GraphFailure } from './graph-client.js';
+import { kindOf, type DirectoryObjectKind } from './object-kind.js';
 
 /** Graph: `$top` for directory object collections is at most 999. */
 const PAGE_SIZE = 999;
@@ -115,11 +116,19 @@ class GraphPager {
   }
 }
 
+/** Most object kinds remembered (one per allow-listed id that is not a group). */
+const MAX_KNOWN_KINDS = 100_000;
+
 /** Per group: GET /groups/{id}/transitiveMembers?$select=id&$top=999, following @odata.nextLink. */
 export class GraphGroupExpander implements GroupExpander {
   readonly #pager: GraphPager;
   readonly #maxMembers: number;
   readonly #concurrency: number;
+  /**
+   * Allow-listed ids the directory says are not groups (users, service principals, ...). An
+   * object's id never changes kind, so they are not asked for members again: they have none.
+   */
+  readonly #notGroups = new Map<string, DirectoryObjectKind>();
 
   constructor(options: GroupExpanderOptions) {
     this.#pager = new GraphPager(options);
@@ -146,16 +155,21 @@ export class GraphGroupExpander implements GroupExpander {
 
   async #expand(groupId: string): Promise<string[]> {
     if (!isGuid(groupId)) throw new ExpansionError('group id is not a GUID');
+    if (this.#notGroups.has(groupId)) return [];
     const found = new Set<string>();
     let next: string | undefined = `/groups/${groupId}/transitiveMembers?$select=id&$top=${PAGE_SIZE}`;
+    const seen = new Set<string>();
     // Each page holds at least one member until the last, so this bounds a looping nextLink too.
     const maxPages = Math.ceil(this.#maxMembers / PAGE_SIZE) + 2;
     for (let pages = 0; next !== undefined; pages += 1) {
       if (pages >= maxPages) throw new ExpansionError(`more than ${maxPages} pages`);
+      // A nextLink that names a page already read would be followed up to maxPages times for
+      // the same members: a paging loop, so the answer is incomplete and the group fails.
+      const key = pageKey(next);
+      if (seen.has(key)) throw new ExpansionError(`@odata.nextLink repeats a page already read (page ${pages + 1} of a paging loop); expansion stopped`);
+      seen.add(key);
       const body = await this.#pager.get(next);
-      // A group that no longer exists has no members: keeping its previous value would keep
-      // granting access through a deleted group.
-      if (body === 'not-found') return [];
+      if (body === 'not-found') return this.#notFound(groupId);
       for (const id of idsOf(body.value)) found.add(id);
       if (found.size > this.#maxMembers) {
         throw new ExpansionError(`more than ${this.#maxMembers} transitive members`);
@@ -164,6 +178,31 @@ export class GraphGroupExpander implements GroupExpander {
     }
     return [...found];
   }
+
+  /**
+   * transitiveMembers answered 404: the id is no group. Either nothing has that id any more (a
+   * deleted group has no members: keeping its previous value would keep granting access through
+   * it), or it is a user or service principal listed directly, whose kind is remembered so later
+   * refreshes do not ask for its members again. Either way it has no members.
+   */
+  async #notFound(id: string): Promise<string[]> {
+    let kind: DirectoryObjectKind | undefined;
+    try {
+      const body = await this.#pager.get(`/directoryObjects/${id}?$select=id`);
+      kind = body === 'not-found' ? 'not-found' : kindOf(body);
+    } catch {
+      // The kind is only an optimisation; it is asked again next time.
+    }
+    if (kind !== undefined && kind !== 'not-found' && kind !== 'group' && this.#notGroups.size < MAX_KNOWN_KINDS) this.#notGroups.set(id, kind);
+    return [];
+  }
+}
+
+/** A page link compared by path and decoded query parameters, whatever their order or host. */
+function pageKey(link: string): string {
+  const url = new URL(link.startsWith('/') ? `https://graph.microsoft.com/v1.0${link}` : link);
+  const params = [...url.searchParams].map(([k, v]) => `${k}=${v}`).sort();
+  return `${url.pathname.toLowerCase()}?${params.join('&')}`;
 }
 
 /** The state a delta expander needs to continue where it stopped; JSON-serialisable. */
@@ -291,7 +330,11 @@ export class GraphDeltaGroupExpander implements GroupExpander {
     const changes: DeltaChange[] = [];
     let references = 0;
     let link = start;
+    const seen = new Set<string>();
     for (;;) {
+      const key = pageKey(link);
+      if (seen.has(key)) throw new ExpansionError('@odata.nextLink repeats a delta page already read (a paging loop); round stopped');
+      seen.add(key);
       const body = await this.#pager.get(link);
       if (body === 'not-found') throw new ExpansionError('groups delta answered 404');
       for (const item of Array.isArray(body.value) ? body.value : []) {

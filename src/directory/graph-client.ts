@@ -1,8 +1,9 @@
 /**
  * The one way fhir-pdp talks to Microsoft Graph: `@microsoft/microsoft-graph-client` with its
- * default middleware chain (auth, retry, redirect, telemetry) and a last handler of ours that
- * sends the request with a timeout, through an injectable `fetch`, and — when Graph is not at its
- * public origin — rewrites `https://graph.microsoft.com` to that origin.
+ * default middleware chain (auth, retry, redirect, telemetry) between two handlers of ours: first
+ * a circuit breaker (circuit-breaker.ts), last one that sends the request with a timeout, through
+ * an injectable `fetch`, reads the answer's body within a size bound, and — when Graph is not at
+ * its public origin — rewrites `https://graph.microsoft.com` to that origin.
  *
  * Why rewrite rather than set the client's `baseUrl`: the SDK attaches the bearer only to https
  * Graph hosts (`isGraphURL`) and pages only through the `@odata.nextLink`s Graph gives it, which
@@ -25,6 +26,7 @@ import {
   DefaultAzureCredential,
   type TokenCredential,
 } from '@azure/identity';
+import { CircuitBreaker, DEFAULT_BREAKER, type CircuitBreakerOptions } from './circuit-breaker.js';
 
 export const PUBLIC_GRAPH_ORIGIN = 'https://graph.microsoft.com';
 
@@ -37,6 +39,12 @@ const NATIONAL_GRAPH_HOSTS = new Set([
 ]);
 
 const DEFAULT_TIMEOUT_MS = 10_000;
+/**
+ * Largest Graph answer read. The biggest fhir-pdp asks for is a page of 999 directory objects with
+ * `$select=id` (about 80 KiB); a larger body is a faulty proxy or an answer gone wrong, and is
+ * refused while it streams in rather than buffered and parsed on the event loop.
+ */
+export const DEFAULT_MAX_GRAPH_RESPONSE_BYTES = 1024 * 1024;
 
 export interface GraphClientOptions {
   readonly credential: TokenCredential;
@@ -45,6 +53,26 @@ export interface GraphClientOptions {
   readonly fetchImpl?: typeof fetch;
   /** Upper bound on one HTTP exchange (a request signal may cut it shorter). Default 10 s. */
   readonly timeoutMs?: number;
+  /** Largest response body read; a larger one fails the call. Default 1 MiB. */
+  readonly maxResponseBytes?: number;
+  /** The circuit breaker every call of this client goes through (default 5 failures, 30 s open). */
+  readonly breaker?: Partial<CircuitBreakerOptions>;
+}
+
+/** A Graph answer larger than the client's maxResponseBytes: refused, not parsed. */
+export class GraphResponseTooLargeError extends Error {
+  readonly code = 'graph_response_too_large' as const;
+  constructor(message: string) {
+    super(message);
+    this.name = 'GraphResponseTooLargeError';
+  }
+}
+
+const breakers = new WeakMap<Client, CircuitBreaker>();
+
+/** The circuit breaker of a client made by createGraphClient (for health). */
+export function circuitBreakerOf(client: Client): CircuitBreaker | undefined {
+  return breakers.get(client);
 }
 
 export class GraphSettingsError extends Error {
@@ -68,13 +96,43 @@ export function createGraphClient(options: GraphClientOptions): Client {
   chain[chain.length - 1] = new FetchHandler(
     options.fetchImpl ?? fetch,
     options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    options.maxResponseBytes ?? DEFAULT_MAX_GRAPH_RESPONSE_BYTES,
     rewriteTo,
   );
-  return Client.initWithMiddleware({
+  // First in the chain: an open breaker refuses before a token is even asked for.
+  const breaker = new CircuitBreaker({ ...DEFAULT_BREAKER, ...options.breaker });
+  chain.unshift(new CircuitBreakerHandler(breaker));
+  const client = Client.initWithMiddleware({
     middleware: chain,
     defaultVersion: 'v1.0',
     ...(national ? { baseUrl: `${origin}/` } : {}),
   });
+  breakers.set(client, breaker);
+  return client;
+}
+
+/** Counts each exchange's outcome in the breaker; refuses at once while it is open. */
+class CircuitBreakerHandler implements Middleware {
+  #next: Middleware | undefined;
+
+  constructor(private readonly breaker: CircuitBreaker) {}
+
+  setNext(next: Middleware): void {
+    this.#next = next;
+  }
+
+  async execute(context: Context): Promise<void> {
+    this.breaker.admit();
+    try {
+      await this.#next!.execute(context);
+    } catch (error) {
+      this.breaker.failed();
+      throw error;
+    }
+    const status = context.response?.status ?? 0;
+    if (status === 0 || status === 429 || status >= 500) this.breaker.failed();
+    else this.breaker.succeeded();
+  }
 }
 
 /** Misuse fails at start-up: a bearer must not travel in clear text beyond this machine. */
@@ -102,6 +160,7 @@ class FetchHandler implements Middleware {
   constructor(
     private readonly fetchImpl: typeof fetch,
     private readonly timeoutMs: number,
+    private readonly maxBytes: number,
     private readonly rewriteTo: string | undefined,
   ) {}
 
@@ -112,10 +171,42 @@ class FetchHandler implements Middleware {
     const given = context.options?.signal;
     const signal = given ? AbortSignal.any([given, timeout]) : timeout;
     const init: RequestInit = { ...context.options, signal };
-    context.response = await this.fetchImpl(
+    const response = await this.fetchImpl(
       typeof context.request === 'string' ? target : new Request(target, context.request),
       init,
     );
+    context.response = await this.bounded(response);
+  }
+
+  /**
+   * The response with its body read here, at most maxBytes (a lying or absent Content-Length
+   * cannot make us buffer more), so the SDK parses only what was bounded.
+   */
+  private async bounded(response: Response): Promise<Response> {
+    const tooLarge = (detail: string): GraphResponseTooLargeError =>
+      new GraphResponseTooLargeError(`Graph answered ${response.status} with ${detail}, more than the limit of ${this.maxBytes} bytes; the answer was refused`);
+    const declared = Number(response.headers.get('content-length') ?? NaN);
+    if (Number.isFinite(declared) && declared > this.maxBytes) {
+      await response.body?.cancel().catch(() => undefined);
+      throw tooLarge(`Content-Length ${declared}`);
+    }
+    if (!response.body) return response;
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    const reader = response.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.byteLength;
+      if (total > this.maxBytes) {
+        await reader.cancel().catch(() => undefined);
+        throw tooLarge('a body still streaming');
+      }
+      chunks.push(value);
+    }
+    const init = { status: response.status, statusText: response.statusText, headers: response.headers };
+    // A null-body status (204, 304) may not be given a body, even an empty one.
+    return new Response(total === 0 ? null : Buffer.concat(chunks), init);
   }
 
   private rewrite(url: string): string {
@@ -164,7 +255,16 @@ export interface GraphFailure {
   readonly message: string;
 }
 
+/** Errors of this client's own middleware, which the SDK wraps into a GraphError with statusCode -1. */
+const OWN_ERRORS = new Set(['GraphCircuitOpenError', 'GraphResponseTooLargeError']);
+
 export function describeGraphFailure(error: unknown, now: number = Date.now()): GraphFailure {
+  if (error instanceof GraphError && OWN_ERRORS.has(error.code ?? '')) {
+    // The SDK keeps the original error only as `body`: "Name: message".
+    const body = typeof error.body === 'string' ? error.body : '';
+    const prefix = `${error.code}: `;
+    return { code: error.code!, message: body.startsWith(prefix) ? body.slice(prefix.length) : `Graph request failed: ${error.code}` };
+  }
   if (error instanceof GraphError) {
     const status = error.statusCode > 0 ? error.statusCode : undefined;
     const retryAfterMs = parseRetryAfter(error.headers?.get('retry-after') ?? undefined, now);

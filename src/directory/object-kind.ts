@@ -42,6 +42,11 @@ export async function getDirectoryObjectKind(client: Client, id: string): Promis
     if (failure.status === 404) return 'not-found';
     throw new DirectoryLookupError(failure.message, failure.status);
   }
+  return kindOf(body);
+}
+
+/** The kind a `directoryObjects/{id}` answer names in its `@odata.type`; 'unknown' for others. */
+export function kindOf(body: unknown): DirectoryObjectKind {
   const type = (body as { '@odata.type'?: unknown } | null)?.['@odata.type'];
   return (typeof type === 'string' ? KINDS.get(type) : undefined) ?? 'unknown';
 }

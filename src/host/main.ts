@@ -8,14 +8,19 @@ import { keyList, readSettings } from '../config/settings.js';
 import { KeyRing } from '../http/keys.js';
 import { decisionLine } from '../decision-json.js';
 import { PdpService } from '../runtime.js';
-import { createPdpServer, listen } from './server.js';
+import { createPdpServer, drainServer, listen, type DrainResult } from './server.js';
 
 export interface StartedHost {
   readonly url: string;
   readonly service: PdpService;
   /** Writes the decision-log lines still waiting for their batch (they are written within LOG_FLUSH_MS anyway). */
   flushDecisionLog(): void;
-  close(): Promise<void>;
+  /**
+   * Stops as a rolling deploy needs: timers stopped, no new connections, the requests in flight
+   * answered (for at most PDP_DRAIN_TIMEOUT_SECONDS), idle keep-alive connections closed, the
+   * decision log written.
+   */
+  close(): Promise<DrainResult>;
 }
 
 /** Bytes of decision lines held before a write. */
@@ -119,13 +124,13 @@ export async function startHost(env: Record<string, string | undefined>, log: (l
     url,
     service,
     flushDecisionLog: () => decisionLog?.flush(),
-    close: () =>
-      new Promise<void>((resolve) => {
-        service.stop();
-        decisionLog?.close();
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
+    close: async () => {
+      service.stop();
+      const drained = await drainServer(server, settings.PDP_DRAIN_TIMEOUT_SECONDS * 1000);
+      // After the last answer: the drained requests' decision lines are in the log too.
+      decisionLog?.close();
+      return drained;
+    },
   };
 }
 
@@ -133,11 +138,17 @@ const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileUR
 if (isMain) {
   startHost(process.env).then(
     (host) => {
-      // A container runtime or service manager stops with SIGTERM, a terminal with Ctrl-C: stop
-      // the timers and the server, write the decision-log lines still pending, exit 0.
+      // A container runtime or service manager stops with SIGTERM, a terminal with Ctrl-C (and a
+      // Kubernetes rolling update sends SIGTERM while requests are still arriving): answer what was
+      // received, write the decision-log lines still pending, exit 0.
+      const drainSeconds = readSettings(process.env).PDP_DRAIN_TIMEOUT_SECONDS;
       const shutdown = (signal: NodeJS.Signals): void => {
-        process.stderr.write(`fhir-pdp: ${signal}: stopping\n`);
-        void host.close().then(() => process.exit(0));
+        process.stderr.write(`fhir-pdp: ${signal}: stopping (answering the requests in flight, at most ${drainSeconds} s)\n`);
+        void host.close().then((drained) => {
+          const cut = drained.cutAtTimeout > 0 ? `; ${drained.cutAtTimeout} still open at the drain timeout were closed` : '';
+          process.stderr.write(`fhir-pdp: stopped: ${drained.inFlightAtStart} request(s) were in flight${cut}\n`);
+          process.exit(0);
+        });
       };
       process.once('SIGTERM', shutdown);
       process.once('SIGINT', shutdown);

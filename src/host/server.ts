@@ -88,9 +88,52 @@ export function headerList(answer: PdpHttpResponse): string[] {
   return list;
 }
 
-function write(res: ServerResponse, answer: PdpHttpResponse, head: boolean): void {
-  res.writeHead(answer.status, headerList(answer));
+function write(res: ServerResponse, answer: PdpHttpResponse, head: boolean, closing: boolean): void {
+  const headers = headerList(answer);
+  // RFC 9112 §9.6: a server that is going to close the connection after this response sends
+  // "Connection: close", so the client opens a new connection (to another instance) for its next request.
+  if (closing) headers.push('connection', 'close');
+  res.writeHead(answer.status, headers);
   res.end(head ? undefined : answer.body);
+}
+
+/** What a host's shutdown needs to know of its server: whether it drains, and how many requests are open. */
+interface ServerState {
+  draining: boolean;
+  inFlight: number;
+}
+
+const serverStates = new WeakMap<Server, ServerState>();
+
+export interface DrainResult {
+  /** Requests being answered when the drain began. */
+  readonly inFlightAtStart: number;
+  /** Requests still unanswered at the drain timeout, whose connections were then closed. */
+  readonly cutAtTimeout: number;
+}
+
+/**
+ * Stops a server the way a rolling deploy needs: no new connections, every request already
+ * received is answered (with `Connection: close`), idle keep-alive connections are closed now, and
+ * whatever is still open after `timeoutMs` is closed. Resolves when every connection is gone.
+ */
+export function drainServer(server: Server, timeoutMs: number): Promise<DrainResult> {
+  const state = serverStates.get(server) ?? { draining: false, inFlight: 0 };
+  state.draining = true;
+  const inFlightAtStart = state.inFlight;
+  return new Promise((resolve) => {
+    let cutAtTimeout = 0;
+    const timer = setTimeout(() => {
+      cutAtTimeout = state.inFlight;
+      server.closeAllConnections();
+    }, timeoutMs);
+    // close() stops accepting; its callback runs once the last connection has ended.
+    server.close(() => {
+      clearTimeout(timer);
+      resolve({ inFlightAtStart, cutAtTimeout });
+    });
+    server.closeIdleConnections();
+  });
 }
 
 const INTERNAL_ERROR = json(500, { error: 'internal_error' });
@@ -98,22 +141,31 @@ const INTERNAL_ERROR = json(500, { error: 'internal_error' });
 export function createPdpServer(runtime: PdpRuntime, options: HostOptions): Server {
   const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const routeOptions = { keys: options.keys };
+  const state: ServerState = { draining: false, inFlight: 0 };
   const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => {
+    state.inFlight++;
+    let open = true;
     // Never an unhandled rejection (which would end the process): a failure before the answer is
     // written is a 500; one after its head went out ends the connection.
     const failed = (): void => {
+      if (open) state.inFlight--;
+      open = false;
       if (res.headersSent) res.destroy();
-      else write(res, INTERNAL_ERROR, false);
+      else write(res, INTERNAL_ERROR, false, state.draining);
     };
     const answered = (answer: PdpHttpResponse): void => {
       try {
-        write(res, answer, req.method === 'HEAD');
+        write(res, answer, req.method === 'HEAD', state.draining);
       } catch {
         failed();
+        return;
       }
+      state.inFlight--;
+      open = false;
     };
     readBody(req, maxBody, (body) => route(runtime, toPdpRequest(req, body), routeOptions).then(answered, failed), failed);
   });
+  serverStates.set(server, state);
   server.keepAliveTimeout = 65_000;
   return server;
 }

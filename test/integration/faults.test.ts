@@ -77,10 +77,8 @@ describe('the authority is down at start-up', () => {
     expectReason(await p.decide(token), 'allowed');
   });
 
-  // Contract: health answers "503 when a decision could not be made now". After the on-demand
-  // recovery above decisions are allowed, but runtime.ts health() requires a snapshot (`ready =
-  // snap !== undefined && ...`) and none is written until the next timer refresh, so health stays
-  // 503 (and a load balancer keeps the working instance out) for up to PDP_REFRESH_INTERVAL_SECONDS.
+  // Contract: health answers "503 when a decision could not be made now", so once decisions are
+  // allowed again it answers 200, snapshot or not (a readiness probe must not keep the instance out).
   it('health answers 200 once decisions are allowed again', async () => {
     const p = await start({ metadataRetrySeconds: 10 }, { beforeStart: (i) => i.down('unavailable') });
     expect((await health(p)).status).toBe(503);

@@ -122,7 +122,54 @@ describe('group expansion over HTTP against the fake Graph', () => {
     const expansion = await expander().expandGroups([groupId]);
     if (where === 'members') expect(expansion.members.get(groupId)).toEqual([]);
     else expect(expansion.failed.has(groupId)).toBe(true);
-    expect(fake.requests).toHaveLength(where === 'members' ? 1 : 0);
+    // The 404, then what the id names (nothing: it is asked again next time).
+    expect(fake.requests).toHaveLength(where === 'members' ? 2 : 0);
+  });
+
+  it.each([
+    ['self', 1],
+    ['first', 2],
+  ] as const)('stops at a repeated @odata.nextLink (%s) and fails that group only', async (loop, pagesRead) => {
+    fake.clearLog();
+    // 'self': the first page names itself as the next one; 'first': the second page names the first.
+    const bigPages = { method: 'GET', path: `/groups/${g.big}/transitiveMembers` };
+    fake.tamperNext(1, { nextLink: loop }, bigPages);
+    const looped = await expander().expandGroups([g.big, g.deeper]);
+    expect(looped.failed.get(g.big)).toMatch(/@odata\.nextLink repeats a page already read/);
+    expect(looped.members.has(g.big)).toBe(false);
+    expect(membersOf(looped, g.deeper)).toEqual([deepUser]);
+    // The repeated link is never requested again: no page is read twice, let alone a thousand times.
+    expect(fake.count(bigPages)).toBe(pagesRead);
+  });
+
+  it('asks what a listed id is once, and never expands a user or service principal as a group', async () => {
+    const user = fake.addUser();
+    const sp = fake.addServicePrincipal();
+    const e = expander();
+    fake.clearLog();
+    const first = await e.expandGroups([user, sp, g.deeper]);
+    expect(first.failed.size).toBe(0);
+    expect(membersOf(first, user)).toEqual([]);
+    expect(membersOf(first, sp)).toEqual([]);
+    expect(fake.count({ method: 'GET', path: `/directoryObjects/${user}` })).toBe(1);
+    expect(fake.count({ method: 'GET', path: `/directoryObjects/${sp}` })).toBe(1);
+    fake.clearLog();
+    const second = await e.expandGroups([user, sp, g.deeper]);
+    expect(membersOf(second, user)).toEqual([]);
+    expect(membersOf(second, sp)).toEqual([]);
+    expect(membersOf(second, g.deeper)).toEqual([deepUser]);
+    // Only the group is asked for: the user and the service principal cost nothing any more.
+    expect(fake.requests.map((r) => r.path)).toEqual([`/v1.0/groups/${g.deeper}/transitiveMembers`]);
+  });
+
+  it('refuses an answer larger than the client\'s bound while it streams in, and fails that group only', async () => {
+    fake.tamperNext(1, { padBytes: 2 * 1024 * 1024 }, { method: 'GET', path: `/groups/${g.nested}/transitiveMembers` });
+    const expansion = await expander().expandGroups([g.nested, g.deeper]);
+    expect(expansion.failed.get(g.nested)).toMatch(/more than the limit of 1048576 bytes; the answer was refused/);
+    expect(membersOf(expansion, g.deeper)).toEqual([deepUser]);
+    const small = createGraphClient({ credential: graphCredential(fake.token), baseUrl: fake.origin, maxResponseBytes: 4096 });
+    const bounded = await new GraphGroupExpander({ client: small }).expandGroups([g.big]);
+    expect(bounded.failed.get(g.big)).toMatch(/more than the limit of 4096 bytes/);
   });
 
   it('delta: same answer as transitiveMembers, then one request for one change, through nesting', async () => {

@@ -145,6 +145,28 @@ describe('the authority during refresh', () => {
   });
 });
 
+describe('readiness after an outage at start-up', () => {
+  it('retries the failed first refresh every metadataRetrySeconds: health turns 200 with no decision and long before the timer', async () => {
+    const config = parseConfig({ authority: idp.authority, audience: AUDIENCE, accessPolicies: [{ objectId: DEV_OBJECT_ID, dataActions: ['read'] }], metadataRetrySeconds: 1 });
+    let applied: (revision: string) => void = () => undefined;
+    const firstSnapshot = new Promise<string>((resolve) => (applied = resolve));
+    const s = new PdpService({ config, onSnapshotApplied: (e) => applied(e.revision) });
+    services.push(s);
+    idp.down('reset');
+    await s.start({ refreshIntervalMs: 300_000 });
+    expect(s.lastRefresh).toMatchObject({ outcome: 'failed', stored: 'skipped' });
+    expect(await healthStatus(s)).toBe(503);
+
+    idp.up();
+    // The event of the first snapshot, not a sleep; the 5-minute timer is far away.
+    const revision = await firstSnapshot;
+    expect(await healthStatus(s)).toBe(200);
+    expect(s.health()).toMatchObject({ ready: true, snapshot: { revision } });
+    // The retry that made it (joined if still running) went through the authority like any refresh.
+    expect(await s.refresh()).toMatchObject({ outcome: 'ok', stored: 'written' });
+  });
+});
+
 describe('the verified-token cache and stale keys', () => {
   it('does not serve a cached token once its issuer\'s keys are past maxStale', async () => {
     const clock = testClock();
@@ -373,6 +395,8 @@ describe('the group index and Microsoft Graph', () => {
     ['repeated 503s on one group', (g: string) => fake.failNext(4, { status: 503, retryAfterSeconds: 0 }, { path: `/groups/${g}/transitiveMembers` }), /503/],
     ['Graph answering 503 to everything', async () => fake.down('503'), /503/],
     ['Graph refusing connections', async () => fake.down('refuse'), /Graph request failed/],
+    ['an answer over the size bound', (g: string) => fake.tamperNext(1, { padBytes: 2 * 1024 * 1024 }, { path: `/groups/${g}/transitiveMembers` }), /more than the limit of 1048576 bytes/],
+    ['a nextLink naming the page itself (a paging loop)', (g: string) => fake.tamperNext(1, { nextLink: 'self' }, { path: `/groups/${g}/transitiveMembers` }), /paging loop/],
   ])('keeps the previous group values on %s', async (_name, breakGraph, problem) => {
     const clock = testClock();
     const group = fake.addGroup();

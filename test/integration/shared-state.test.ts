@@ -214,9 +214,9 @@ describe('a cold instance', () => {
     expect(answers.every((a) => a.reason === 'allowed')).toBe(true);
     expect(idp.requestCount(new URL(idp.v1DiscoveryUrl).pathname)).toBe(1);
     expect(idp.requestCount(new URL(idp.v2DiscoveryUrl).pathname)).toBe(1);
-    // No snapshot was made by decisions; the health endpoint stays 503 until one exists.
-    expect(cold.health()).toMatchObject({ ready: false, snapshot: { revision: null } });
+    // No snapshot was made by decisions, yet decisions succeed: health follows them, not the store.
+    expect(cold.health()).toMatchObject({ ready: true, snapshot: { revision: null } });
     await cold.start();
-    expect(cold.health()).toMatchObject({ ready: true });
+    expect(cold.health()).toMatchObject({ ready: true, snapshot: { store: 'blob', revision: expect.any(String) } });
   });
 });

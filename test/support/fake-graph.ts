@@ -34,6 +34,13 @@ export type Fault =
   | { readonly status: 503; readonly retryAfterSeconds?: number };
 
 /**
+ * A 200 answer gone wrong: `padBytes` adds a property of that many bytes (a faulty proxy, an
+ * oversized page); `nextLink: 'self'` makes the page's `@odata.nextLink` name the page itself,
+ * `'first'` makes a later page's (one asked for with a `$skiptoken`) name the first page (a cycle).
+ */
+export type Tamper = { readonly padBytes: number } | { readonly nextLink: 'self' | 'first' };
+
+/**
  * Which requests a fault or a count applies to. `path` is the full path with /v1.0 (a string must
  * be contained in it). A fault without `path` hits the next top-level request only; with `path`
  * it also hits `$batch` sub-requests.
@@ -80,6 +87,8 @@ export interface FakeGraph {
   removeMember(groupId: string, memberId: string): void;
   /** The next `count` matching requests get `fault` instead of an answer. */
   failNext(count: number, fault: Fault, match?: RequestMatch): void;
+  /** The next `count` matching top-level 200 answers are altered as `tamper` says. */
+  tamperNext(count: number, tamper: Tamper, match?: RequestMatch): void;
   /** 'refuse' closes the listener (connection refused); '503' answers every request with 503. */
   down(mode?: 'refuse' | '503'): Promise<void>;
   up(): Promise<void>;
@@ -139,6 +148,7 @@ export async function startFakeGraph(options: FakeGraphOptions = {}): Promise<Fa
   let version = 0;
   const rounds = new Map<string, DeltaRound>();
   const faults: FaultRule[] = [];
+  const tampers: { remaining: number; readonly tamper: Tamper; readonly match: RequestMatch | undefined }[] = [];
   const log: LoggedRequest[] = [];
   let mode: 'up' | 'refuse' | '503' = 'up';
 
@@ -445,6 +455,23 @@ export async function startFakeGraph(options: FakeGraphOptions = {}): Promise<Fa
     return { status: 200, body: { responses: responses.reverse() } };
   };
 
+  const tampered = (reply: Reply, method: string, url: URL): Reply => {
+    if (reply.status !== 200 || reply.body === null || typeof reply.body !== 'object') return reply;
+    const later = url.searchParams.has('$skiptoken');
+    const rule = tampers.find(
+      (t) => t.remaining > 0 && matches(t.match ?? {}, method, url.pathname) && (!('nextLink' in t.tamper) || t.tamper.nextLink === 'self' || later),
+    );
+    if (!rule) return reply;
+    rule.remaining -= 1;
+    const body = reply.body as Record<string, unknown>;
+    const { tamper } = rule;
+    if ('padBytes' in tamper) return { ...reply, body: { ...body, padding: 'x'.repeat(tamper.padBytes) } };
+    const self = `${GRAPH}${url.pathname.slice('/v1.0'.length)}${decodeURIComponent(url.search)}`;
+    const first = new URL(self);
+    first.searchParams.delete('$skiptoken');
+    return { ...reply, body: { ...body, '@odata.nextLink': tamper.nextLink === 'self' ? self : decodeURIComponent(first.toString()) } };
+  };
+
   const send = (res: ServerResponse, reply: Reply, clientRequestId: string | undefined): void => {
     const payload = reply.body === undefined ? '' : JSON.stringify(reply.body);
     res.writeHead(reply.status, {
@@ -488,7 +515,7 @@ export async function startFakeGraph(options: FakeGraphOptions = {}): Promise<Fa
       return dispatch(method, url, body, false);
     })();
     log.push({ method, path: url.pathname, query: url.search, inBatch: false, status: reply.status });
-    send(res, reply, clientRequestId);
+    send(res, tampered(reply, method, url), clientRequestId);
   };
 
   const server: Server = createServer((req, res) => {
@@ -528,6 +555,9 @@ export async function startFakeGraph(options: FakeGraphOptions = {}): Promise<Fa
     },
     failNext(count, fault, match) {
       faults.push({ remaining: count, fault, match });
+    },
+    tamperNext(count, tamper, match) {
+      tampers.push({ remaining: count, tamper, match });
     },
     async down(downMode = 'refuse') {
       if (downMode === '503') {
