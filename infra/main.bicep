@@ -16,8 +16,10 @@ param environmentName string
 @metadata({ azd: { type: 'location' } })
 param location string
 
-@description('The fhir-pdp configuration JSON, inline (contract JSON or the ARM resource JSON of Azure API for FHIR). Leave empty when pdpConfigSecretUri is set.')
-param pdpConfig string = ''
+// Base64, because azd writes environment values into main.parameters.json as they are, and the
+// quotes of a JSON value would break that file.
+@description('The fhir-pdp configuration JSON (contract JSON, or the ARM resource JSON of Azure API for FHIR), base64-encoded: azd env set PDP_CONFIG_BASE64 "$(base64 -w0 config.json)". Leave empty when pdpConfigSecretUri is set.')
+param pdpConfigBase64 string = ''
 
 @description('A Key Vault secret URI holding the configuration JSON (https://<vault>.vault.azure.net/secrets/<name>), read through a Key Vault reference by the app\'s identity. Takes the place of pdpConfig.')
 param pdpConfigSecretUri string = ''
@@ -104,7 +106,7 @@ module api 'app/function-app.bicep' = {
     deploymentContainerName: storage.outputs.deploymentContainerName
     snapshotContainerName: storage.outputs.snapshotContainerName
     applicationInsightsConnectionString: monitoring.outputs.connectionString
-    pdpConfig: pdpConfig
+    pdpConfig: base64ToString(pdpConfigBase64)
     pdpConfigSecretUri: pdpConfigSecretUri
     adminKeys: adminKeys
     maximumInstanceCount: maximumInstanceCount
