@@ -13,7 +13,7 @@ import type { PdpHttpRequest, PdpHttpResponse } from './http/types.js';
 import { Counters } from './metrics.js';
 import { Pdp, type DecisionLogger } from './pdp.js';
 import { LazyBlobStore, LazyGraphEdges } from './lazy-edges.js';
-import { blobStoreSettingsFrom, missingAccountMessage } from './state/blob-settings.js';
+import { assertNoBlobIdentitySettings, blobStoreSettingsFrom, missingAccountMessage } from './state/blob-settings.js';
 import { newRevision } from './state/codec.js';
 import { MemorySnapshotStore } from './state/memory-store.js';
 import { SnapshotFollower, type SnapshotPollOutcome } from './state/snapshot-follower.js';
@@ -385,7 +385,10 @@ function iso(ms: number): string {
 }
 
 function storeFromSettings(env: Record<string, string | undefined>): SnapshotStore {
-  if ((env.PDP_SNAPSHOT_STORE ?? 'memory') !== 'blob') return new MemorySnapshotStore();
+  if ((env.PDP_SNAPSHOT_STORE ?? 'memory') !== 'blob') {
+    assertNoBlobIdentitySettings(env);
+    return new MemorySnapshotStore();
+  }
   const settings = blobStoreSettingsFrom(env);
   if (!settings) throw new Error(missingAccountMessage(env));
   return new LazyBlobStore(async () => new (await import('./state/blob-store.js')).BlobSnapshotStore(settings));

@@ -4,6 +4,7 @@
  */
 import type { TokenCredential } from '@azure/identity';
 import { ConfigError, type ConfigProblem } from '../config/load.js';
+import { isGuid } from '../config/schema.js';
 
 interface BlobSnapshotStoreCommonOptions {
   /** Container holding the snapshot (default `fhir-pdp`); created on first write when missing. */
@@ -77,7 +78,7 @@ export function blobStoreSettingsFrom(
     const problem = accountUrlProblem(accountUrl);
     if (problem !== undefined) problems.push({ path: 'PDP_SNAPSHOT_ACCOUNT_URL', message: problem });
   }
-  if (clientId !== undefined && !GUID.test(clientId))
+  if (clientId !== undefined && !isGuid(clientId))
     problems.push({ path: 'PDP_SNAPSHOT_MANAGED_IDENTITY_CLIENT_ID', message: 'is not a GUID (the identity\'s client id, not its name or resource id)' });
   if (problems.length > 0) throw new ConfigError(problems, 'app settings');
 
@@ -101,7 +102,18 @@ export function missingAccountMessage(env: Readonly<Record<string, string | unde
     : `${base}; the host storage is AzureWebJobsStorage__accountName=${hostAccount}: to use it, set PDP_SNAPSHOT_ACCOUNT_URL=https://${hostAccount}.blob.core.windows.net`;
 }
 
-const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/**
+ * With the memory store, the by-identity settings would do nothing: an operator who set them meant
+ * a shared snapshot, so start-up says so instead of running each instance on its own.
+ */
+export function assertNoBlobIdentitySettings(env: Readonly<Record<string, string | undefined>>): void {
+  const set = ['PDP_SNAPSHOT_ACCOUNT_URL', 'PDP_SNAPSHOT_MANAGED_IDENTITY_CLIENT_ID'].filter((name) => nonEmpty(env[name]) !== undefined);
+  if (set.length > 0)
+    throw new ConfigError(
+      set.map((name) => ({ path: name, message: 'is set but PDP_SNAPSHOT_STORE is not blob: set PDP_SNAPSHOT_STORE=blob, or remove it' })),
+      'app settings',
+    );
+}
 
 function accountUrlProblem(value: string): string | undefined {
   let url: URL;

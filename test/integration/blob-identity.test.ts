@@ -234,6 +234,7 @@ describe('snapshot store settings at start-up', () => {
     ['a client id without an account URL', { PDP_SNAPSHOT_MANAGED_IDENTITY_CLIENT_ID: CLIENT_ID, AzureWebJobsStorage: 'UseDevelopmentStorage=true' }, /PDP_SNAPSHOT_ACCOUNT_URL, which is not set/],
     ['a client id that is not a GUID', { PDP_SNAPSHOT_ACCOUNT_URL: 'https://acct.blob.core.windows.net', PDP_SNAPSHOT_MANAGED_IDENTITY_CLIENT_ID: 'id-fhir-pdp' }, /not a GUID/],
     ['no account, with identity-based host storage', { AzureWebJobsStorage__accountName: 'stpdp' }, /PDP_SNAPSHOT_ACCOUNT_URL=https:\/\/stpdp\.blob\.core\.windows\.net/],
+    ['an account URL with the memory store', { PDP_SNAPSHOT_STORE: 'memory', PDP_SNAPSHOT_ACCOUNT_URL: 'https://acct.blob.core.windows.net' }, /PDP_SNAPSHOT_STORE is not blob/],
   ])('refuses to start with %s', async (_name, settings, message) => {
     const error = await startHost({ ...base(), ...settings }, () => undefined).then(
       (started) => started.close(),
