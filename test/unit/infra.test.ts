@@ -221,6 +221,21 @@ describe('infra/: storage and telemetry without shared keys', () => {
   });
 });
 
+describe('docs/deploy.md and the templates', () => {
+  it('explains every output of main.bicep and every parameter azd passes', () => {
+    const doc = read('docs/deploy.md');
+    const outputs = [...read('infra/main.bicep').matchAll(/^output (\w+) /gm)].map((m) => m[1]!);
+    expect(outputs).toContain('PDP_DECIDE_URL');
+    for (const name of outputs.filter((n) => n.startsWith('PDP_') || n.startsWith('AZURE_FUNCTION') || n === 'AZURE_RESOURCE_GROUP')) {
+      expect(doc, `docs/deploy.md does not name the output ${name}`).toContain(name);
+    }
+    const passed = Object.values((JSON.parse(read('infra/main.parameters.json')) as { parameters: Record<string, { value: string }> }).parameters)
+      .map((p) => /^\$\{(\w+)/.exec(p.value)?.[1])
+      .filter((n): n is string => n !== undefined && !n.startsWith('AZURE_'));
+    for (const name of passed) expect(doc, `docs/deploy.md does not say how to set ${name}`).toContain(`azd env set ${name} `);
+  });
+});
+
 describe('azure.yaml and the parameters file', () => {
   it('deploys this package as a Function App service', () => {
     const yaml = read('azure.yaml');
