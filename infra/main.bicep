@@ -28,7 +28,7 @@ param pdpConfigSecretUri string = ''
 @description('Comma-separated admin keys (POST /api/refresh, /api/explain, operator hints); or a Key Vault reference @Microsoft.KeyVault(SecretUri=...). Empty: admin routes are refused.')
 param adminKeys string = ''
 
-@minValue(40)
+@minValue(1)
 @maxValue(1000)
 @description('Most instances the app scales out to.')
 param maximumInstanceCount int = 100
