@@ -201,6 +201,18 @@ describe('the Blob snapshot store by managed identity (Azurite, HTTPS, --oauth b
   });
 });
 
+describe('the Blob snapshot store when the identity gets no token', () => {
+  it('reports the failed write as a missing token, never as a Storage answer, and serves its own snapshot', async () => {
+    const host = await startIdentityHost(`mi-${randomUUID()}`, { PDP_SNAPSHOT_MANAGED_IDENTITY_CLIENT_ID: CLIENT_ID, IDENTITY_HEADER: 'not-the-header' });
+    const report = await refresh(host);
+    expect(report.stored).toBe('failed');
+    expect(identity.requests.some((r) => !r.identityHeaderOk)).toBe(true);
+    const state = await health(host);
+    expect(state.storeError?.message).toMatch(/no token for Blob Storage/);
+    expect(state.snapshot.revision).toBe(report.revision);
+  });
+});
+
 describe('blobStoreSettingsFrom by identity', () => {
   it.each([
     [{ PDP_SNAPSHOT_ACCOUNT_URL: 'https://stpdp.blob.core.windows.net' }, { accountUrl: 'https://stpdp.blob.core.windows.net' }],
