@@ -122,9 +122,9 @@ function accountUrlProblem(value: string): string | undefined {
   } catch {
     return 'is not a URL (expected https://<account>.blob.core.windows.net)';
   }
-  // https://learn.microsoft.com/rest/api/storageservices/authorize-with-azure-active-directory:
-  // "Azure Storage accepts OAuth 2.0 requests over HTTPS only"; a bearer token sent over http
-  // would be readable on the wire.
+  // Storage authorizes Microsoft Entra ID bearer tokens on HTTPS requests only
+  // (https://learn.microsoft.com/rest/api/storageservices/authorize-with-azure-active-directory),
+  // and a token sent over plain HTTP would be readable on the wire.
   if (url.protocol !== 'https:') return `must be https (found ${url.protocol}); a bearer token is never sent over plain HTTP`;
   // A SAS in the URL is a shared-key-derived secret: use PDP_SNAPSHOT_CONNECTION for that.
   if (url.search !== '' || url.username !== '' || url.password !== '')
