@@ -12,8 +12,9 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { chmod, cp, mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEV_OBJECT_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
@@ -71,7 +72,16 @@ function runtimeStage(dockerfile: string): RuntimeStage {
 let stage: RuntimeStage;
 let imageRoot: string;
 let idp: DevIdentityProvider;
-const asImageUser = process.getuid?.() === 0 ? { uid: IMAGE_UID, gid: IMAGE_UID } : {};
+/** Whether a user other than the owner may run `file`: o+x on it and on every folder above it. */
+function othersCanRun(file: string): boolean {
+  for (let path = file; ; path = dirname(path)) {
+    if ((statSync(path).mode & 0o001) === 0) return false;
+    if (path === dirname(path)) return true;
+  }
+}
+
+// As root (CI), run as the image's user, provided that user can run this node at all.
+const asImageUser = process.getuid?.() === 0 && othersCanRun(process.execPath) ? { uid: IMAGE_UID, gid: IMAGE_UID } : {};
 
 beforeAll(async () => {
   stage = runtimeStage(await readFile(join(REPO, 'Dockerfile'), 'utf8'));
