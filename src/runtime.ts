@@ -16,7 +16,7 @@ import type { PdpHttpRequest, PdpHttpResponse } from './http/types.js';
 import { Counters } from './metrics.js';
 import { Pdp, type DecisionLogger } from './pdp.js';
 import { LazyBlobStore, LazyGraphEdges } from './lazy-edges.js';
-import { blobStoreSettingsFrom } from './state/blob-settings.js';
+import { assertNoBlobIdentitySettings, blobStoreSettingsFrom, missingAccountMessage } from './state/blob-settings.js';
 import { newRevision } from './state/codec.js';
 import { MemorySnapshotStore } from './state/memory-store.js';
 import { SnapshotFollower, type SnapshotPollOutcome } from './state/snapshot-follower.js';
@@ -486,9 +486,12 @@ function breakerFromSettings(env: Record<string, string | undefined>, now: () =>
 }
 
 function storeFromSettings(env: Record<string, string | undefined>): { store: SnapshotStore; signing?: Promise<SnapshotSigningSetup> } {
-  if ((env.PDP_SNAPSHOT_STORE ?? 'memory') !== 'blob') return { store: new MemorySnapshotStore() };
+  if ((env.PDP_SNAPSHOT_STORE ?? 'memory') !== 'blob') {
+    assertNoBlobIdentitySettings(env);
+    return { store: new MemorySnapshotStore() };
+  }
   const settings = blobStoreSettingsFrom(env);
-  if (!settings) throw new Error('PDP_SNAPSHOT_STORE=blob needs PDP_SNAPSHOT_CONNECTION or AzureWebJobsStorage');
+  if (!settings) throw new Error(missingAccountMessage(env));
   const signing = blobSnapshotSigning(env);
   // Settled by prepare(), which hosts await at start-up; until then nothing may go unhandled.
   signing.catch(() => undefined);

@@ -36,7 +36,15 @@ export const SETTINGS = {
     schema: z.enum(['memory', 'blob']).default('memory'),
     description: 'Where the refreshed snapshot lives: memory (each instance refreshes itself) or blob (shared by all instances).',
   },
-  PDP_SNAPSHOT_CONNECTION: { schema: optionalString, description: 'Blob store connection string; default AzureWebJobsStorage.' },
+  PDP_SNAPSHOT_ACCOUNT_URL: {
+    schema: optionalString,
+    description: 'Blob store by identity (no shared key): the Blob service URL, https://<account>.blob.core.windows.net. Not with PDP_SNAPSHOT_CONNECTION.',
+  },
+  PDP_SNAPSHOT_MANAGED_IDENTITY_CLIENT_ID: {
+    schema: optionalString,
+    description: 'Blob store by identity: client id of the user-assigned managed identity (ManagedIdentityCredential); unset: DefaultAzureCredential.',
+  },
+  PDP_SNAPSHOT_CONNECTION: { schema: optionalString, description: 'Blob store connection string (account key or SAS); default AzureWebJobsStorage. Prefer PDP_SNAPSHOT_ACCOUNT_URL.' },
   PDP_SNAPSHOT_CONTAINER: { schema: optionalString, description: 'Blob container of the snapshot (default fhir-pdp).' },
   PDP_SNAPSHOT_BLOB: { schema: optionalString, description: 'Blob name of the snapshot (default snapshot.json).' },
   PDP_SNAPSHOT_SIGNING_KEYS: {
@@ -62,7 +70,7 @@ export const SETTINGS = {
     schema: z.coerce.number().int().min(1).max(3600).default(30),
     description: 'Blob store: seconds between conditional reads of the snapshot (default 30).',
   },
-  AzureWebJobsStorage: { schema: optionalString, description: 'The Functions host storage; also the snapshot store unless PDP_SNAPSHOT_CONNECTION is set.' },
+  AzureWebJobsStorage: { schema: optionalString, description: 'The Functions host storage (connection string); also the snapshot store unless PDP_SNAPSHOT_CONNECTION or PDP_SNAPSHOT_ACCOUNT_URL is set.' },
   PDP_GRAPH_BREAKER_FAILURES: {
     schema: z.coerce.number().int().min(1).max(1000).default(5),
     description: 'Graph circuit breaker: consecutive failed Graph calls (5xx, 429, timeout, unreachable) that open it (default 5).',

@@ -9,6 +9,7 @@ import { BlobServiceClient } from '@azure/storage-blob';
 import type { BlockBlobClient, ContainerClient } from '@azure/storage-blob';
 import { DEFAULT_SNAPSHOT_MAX_BYTES, decodeSignedSnapshot, decodeSnapshot, encodeSignedSnapshot, encodeSnapshot, SnapshotDecodeError } from './codec.js';
 import type { SnapshotSignature } from './snapshot-signature.js';
+import { snapshotStoreCredential } from './blob-credential.js';
 import { SnapshotConflictError } from './types.js';
 import type { SnapshotData, SnapshotStore, StoredSnapshot } from './types.js';
 
@@ -62,14 +63,20 @@ export class BlobSnapshotStore implements SnapshotStore {
     if (!Number.isFinite(this.#timeoutMs) || this.#timeoutMs <= 0) {
       throw new TypeError('timeoutMs must be a positive number');
     }
+    const pipeline = {
+      retryOptions: { maxTries: 3, tryTimeoutInMs: this.#timeoutMs, retryDelayInMs: 200, maxRetryDelayInMs: 2_000 },
+    };
     let service: BlobServiceClient;
-    try {
-      service = BlobServiceClient.fromConnectionString(options.connectionString, {
-        retryOptions: { maxTries: 3, tryTimeoutInMs: this.#timeoutMs, retryDelayInMs: 200, maxRetryDelayInMs: 2_000 },
-      });
-    } catch {
-      // The SDK's message may quote the connection string, which holds the account key.
-      throw new TypeError('The snapshot store connection string is not a valid Azure Storage connection string');
+    if ('accountUrl' in options) {
+      // By identity: Microsoft Entra ID tokens for https://storage.azure.com, no key in the app.
+      service = new BlobServiceClient(options.accountUrl, options.credential ?? snapshotStoreCredential(options.managedIdentityClientId), pipeline);
+    } else {
+      try {
+        service = BlobServiceClient.fromConnectionString(options.connectionString, pipeline);
+      } catch {
+        // The SDK's message may quote the connection string, which holds the account key.
+        throw new TypeError('The snapshot store connection string is not a valid Azure Storage connection string');
+      }
     }
     this.#container = service.getContainerClient(container);
     this.#blob = this.#container.getBlockBlobClient(blobName);
@@ -201,6 +208,11 @@ function describe(error: unknown, timeoutMs: number): string {
   if (typeof error !== 'object' || error === null) return 'unknown error';
   const { name, code, statusCode } = error as { name?: unknown; code?: unknown; statusCode?: unknown };
   if (name === 'AbortError' || name === 'TimeoutError') return `timed out after ${timeoutMs} ms`;
+  // @azure/identity's errors: the identity got no token, so Storage was never asked. Their
+  // messages are not quoted: they can be long and name the token endpoint's answer.
+  if (name === 'CredentialUnavailableError' || name === 'AuthenticationError' || name === 'AggregateAuthenticationError') {
+    return `no token for Blob Storage (${name}${typeof statusCode === 'number' ? ` HTTP ${statusCode}` : ''}); check the managed identity (PDP_SNAPSHOT_MANAGED_IDENTITY_CLIENT_ID)`;
+  }
   const parts: string[] = [];
   if (typeof statusCode === 'number') parts.push(`HTTP ${statusCode}`);
   if (typeof code === 'string' && /^[\w.-]{1,64}$/.test(code)) parts.push(code);

@@ -2,4 +2,4 @@
  * Azurite for integration tests: the benchmarks' starter (bench/azurite.ts), one implementation
  * for both.
  */
-export { startAzurite, type RunningAzurite } from '../../bench/azurite.js';
+export { startAzurite, type AzuriteOptions, type RunningAzurite } from '../../bench/azurite.js';
