@@ -31,7 +31,8 @@ describe('requirementFor: one row per interaction', () => {
     ['DELETE', '/Patient/1?_hardDelete=true', [['delete'], ['hardDelete']]],
     ['DELETE', '/Patient?identifier=x', [['delete'], ['read', 'search']]],
     ['DELETE', '/Patient?identifier=x&_hardDelete=true', [['delete'], ['read', 'search'], ['hardDelete']]],
-    ['POST', '/', [['read', 'search'], ['write', 'create', 'update'], ['delete']]],
+    // An unseen Bundle (unseenBundles: requireEveryAction) needs every action an entry could need.
+    ['POST', '/', ['read', 'write', 'delete', 'hardDelete', 'export', 'import', 'resourceValidate', 'convertData', 'reindex', 'searchParameter', 'bulkOperator', 'editProfileDefinitions'].map((a) => [a])],
     ['DELETE', '/metadata', []],
     ['PUT', '/Patient', []],
   ];
@@ -126,7 +127,9 @@ describe('requirementFor against granted actions', () => {
     [['*'], 'GET', '/$frobnicate', false],
     [['*'], 'DELETE', '/Patient/$bulk-delete?_hardDelete=true', true],
     [['read', 'write'], 'POST', '/', false],
-    [['read', 'write', 'delete'], 'POST', '/', true],
+    [['read', 'write', 'delete'], 'POST', '/', false],
+    [['read', 'write', 'delete', 'hardDelete', 'searchParameter', 'editProfileDefinitions'], 'POST', '/', false],
+    [['*'], 'POST', '/', true],
     [['write'], 'POST', '/SearchParameter', false],
     [['write', 'searchParameter'], 'POST', '/SearchParameter', true],
   ];
