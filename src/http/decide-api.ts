@@ -10,6 +10,7 @@
 import { z } from 'zod';
 import { decisionJson } from '../decision-json.js';
 import type { Decision, DecisionInput, Pdp } from '../pdp.js';
+import { parseJsonStrict } from '../identity/strict-json.js';
 import { REASONS } from '../policy/reasons.js';
 import { firstHeader, json, jsonText, type PdpHttpRequest, type PdpHttpResponse } from './types.js';
 
@@ -18,9 +19,23 @@ const REALM = 'fhir-pdp';
 
 export type DecideMode = 'json' | 'forward-auth' | 'envoy';
 
+const ORIGINAL = ['x-original-method', 'x-original-uri'] as const;
+const FORWARDED = ['x-forwarded-method', 'x-forwarded-uri'] as const;
+const ORIGINAL_REQUEST_HEADERS = [...ORIGINAL, ...FORWARDED] as const;
+
+/**
+ * Method-override conventions (Google's and Microsoft's X-HTTP-Method-Override, X-HTTP-Method,
+ * X-Method-Override, and Rails' `_method` parameter). A server or framework behind the gateway
+ * that honours one runs another method than the request line says, so a question carrying one is
+ * refused: fhir-pdp decides the method it was told, never one a header may turn it into.
+ */
+const METHOD_OVERRIDE_HEADERS = ['x-http-method-override', 'x-http-method', 'x-method-override'] as const;
+
 export function modeOf(req: PdpHttpRequest, path: string): DecideMode {
   if (path.startsWith(`${DECIDE_PREFIX}/`)) return 'envoy';
-  if (req.header('x-original-uri').length > 0 || req.header('x-forwarded-uri').length > 0) return 'forward-auth';
+  // A method header alone is a forward-auth question too (one that lacks its URI header): answered
+  // as incomplete, not mistaken for a JSON question.
+  for (const h of ORIGINAL_REQUEST_HEADERS) if (req.header(h).length > 0) return 'forward-auth';
   return 'json';
 }
 
@@ -97,12 +112,11 @@ async function handleJson(pdp: Pdp, req: PdpHttpRequest, options: DecideCallOpti
   if (req.method !== 'POST') return invalidRequest('JSON mode takes POST with a JSON body; gateways use the forward-auth headers or /api/decide/<path>', options.admin);
   if (req.bodyTooLarge) return invalidRequest('the request body exceeds the size limit', options.admin);
   if (!req.body || req.body.length === 0) return invalidRequest('the body is empty; send {"method","path","headers":{"authorization"}}', options.admin);
-  let raw: unknown;
-  try {
-    raw = JSON.parse(req.body.toString('utf8'));
-  } catch {
-    return invalidRequest('the body is not JSON', options.admin);
-  }
+  // Duplicate member names are refused as in tokens (RFC 8259 §4: names SHOULD be unique; JSON.parse
+  // keeps the last): a question read one way here and another way by whoever built it is not decided.
+  const parsedBody = parseJsonStrict(req.body.toString('utf8'));
+  if (!parsedBody.ok) return invalidRequest(parsedBody.problem === 'duplicate member names' ? 'the body repeats a member name (in the question, its headers or its body); send each member once' : 'the body is not JSON', options.admin);
+  const raw = parsedBody.value;
   let q: JsonQuestion;
   if (isPlainQuestion(raw)) q = raw;
   else {
@@ -112,25 +126,28 @@ async function handleJson(pdp: Pdp, req: PdpHttpRequest, options: DecideCallOpti
     q = parsed.data;
   }
   const authorization: string[] = [];
+  let override: string | undefined;
   for (const name in q.headers) {
-    if (name.toLowerCase() !== 'authorization') continue;
+    const lower = name.toLowerCase();
+    if ((METHOD_OVERRIDE_HEADERS as readonly string[]).includes(lower)) override ??= methodOverrideProblem(name);
+    if (lower !== 'authorization') continue;
     const value = q.headers[name]!;
     if (Array.isArray(value)) authorization.push(...value);
     else authorization.push(value);
   }
   const target = q.path ?? q.url!;
+  override ??= hasQueryParam(target, '_method') ? methodOverrideProblem('_method') : undefined;
   const decision = await pdp.decide({
     method: q.method.toUpperCase(),
     target,
     credentials: { authorization, token: q.token, queryToken: hasAccessTokenParam(target) },
     mode: 'json',
     body: q.body,
+    ...(override ? { ambiguity: override } : {}),
   });
   return jsonText(200, decisionJson(decision, options.admin), { 'x-decision-id': decision.decisionId });
 }
 
-const ORIGINAL = ['x-original-method', 'x-original-uri'] as const;
-const FORWARDED = ['x-forwarded-method', 'x-forwarded-uri'] as const;
 
 function forwardAuthInput(req: PdpHttpRequest): DecisionInput {
   // nginx: X-Original-Method + X-Original-URI (set in the auth_request location);
@@ -139,28 +156,52 @@ function forwardAuthInput(req: PdpHttpRequest): DecisionInput {
   // the client add the other family, or a second value, and choose what is decided.
   const original = ORIGINAL.some((h) => req.header(h).length > 0);
   const forwarded = FORWARDED.some((h) => req.header(h).length > 0);
-  const repeated = [...ORIGINAL, ...FORWARDED].find((h) => req.header(h).length > 1);
+  const repeated = ORIGINAL_REQUEST_HEADERS.find((h) => req.header(h).length > 1);
   const family = original ? ORIGINAL : FORWARDED;
-  const uri = firstHeader(req, family[1]) ?? '/';
-  const method = firstHeader(req, family[0]) ?? req.method;
+  const uri = firstHeader(req, family[1]);
+  const method = firstHeader(req, family[0]);
   const ambiguity =
     original && forwarded
       ? 'the request carries both X-Original-* and X-Forwarded-* headers; the gateway must send one family and overwrite client-supplied values (see docs/gateways.md)'
       : repeated
         ? `the request carries ${repeated} more than once`
+        : methodOverrideIn(req, uri ?? '');
+  // The auth request's own method says nothing about the client's: nginx's auth_request always
+  // asks with GET, so a question without the method header would decide a DELETE as a read.
+  const incomplete =
+    method === undefined || method === ''
+      ? `the forward-auth question has no ${original ? 'X-Original-Method' : 'X-Forwarded-Method'} header, so the client's method is unknown; ` +
+        (original ? 'add `proxy_set_header X-Original-Method $request_method;` to the nginx auth location' : 'Traefik forwardAuth sets X-Forwarded-Method itself: check that nothing between Traefik and fhir-pdp removes it') +
+        ' (docs/gateways.md)'
+      : uri === undefined || uri === ''
+        ? `the forward-auth question has ${original ? 'X-Original-Method' : 'X-Forwarded-Method'} but no ${original ? 'X-Original-URI' : 'X-Forwarded-Uri'} header, so the client's request target is unknown; ` +
+          (original ? 'add `proxy_set_header X-Original-URI $request_uri;` to the nginx auth location' : 'Traefik forwardAuth sets X-Forwarded-Uri itself: check that nothing between Traefik and fhir-pdp removes it') +
+          ' (docs/gateways.md)'
         : undefined;
+  const target = uri ?? '/';
   return {
-    method: method.toUpperCase(),
-    target: uri,
-    credentials: credentialsOf(req, uri),
+    method: (method ?? req.method).toUpperCase(),
+    target,
+    credentials: credentialsOf(req, target),
     mode: 'forward-auth',
-    ...(ambiguity ? { ambiguity } : {}),
+    ...(incomplete ? { incomplete } : ambiguity ? { ambiguity } : {}),
   };
+}
+
+/** The method-override input a request carries (a header the gateway passed, or `_method` in the target), described; else undefined. */
+function methodOverrideIn(req: PdpHttpRequest, target: string): string | undefined {
+  for (const h of METHOD_OVERRIDE_HEADERS) if (req.header(h).length > 0) return methodOverrideProblem(h);
+  return hasQueryParam(target, '_method') ? methodOverrideProblem('_method') : undefined;
+}
+
+function methodOverrideProblem(input: string): string {
+  return `the request carries the method override ${input}, with which a server may run another method than the one decided; remove it at the gateway, or send the real method`;
 }
 
 function envoyInput(req: PdpHttpRequest, path: string, query: string): DecisionInput {
   const target = `${path.slice(DECIDE_PREFIX.length)}${query}`;
-  return { method: req.method.toUpperCase(), target, credentials: credentialsOf(req, target), mode: 'envoy' };
+  const ambiguity = methodOverrideIn(req, target);
+  return { method: req.method.toUpperCase(), target, credentials: credentialsOf(req, target), mode: 'envoy', ...(ambiguity ? { ambiguity } : {}) };
 }
 
 function credentialsOf(req: PdpHttpRequest, target: string): DecisionInput['credentials'] {
@@ -168,9 +209,13 @@ function credentialsOf(req: PdpHttpRequest, target: string): DecisionInput['cred
 }
 
 function hasAccessTokenParam(target: string): boolean {
+  return hasQueryParam(target, 'access_token');
+}
+
+function hasQueryParam(target: string, name: string): boolean {
   const q = target.indexOf('?');
   if (q < 0) return false;
-  return new URLSearchParams(target.slice(q + 1)).has('access_token');
+  return new URLSearchParams(target.slice(q + 1)).has(name);
 }
 
 function quoted(v: string): string {
@@ -185,24 +230,23 @@ export function wwwAuthenticate(d: Decision): string | undefined {
   return `Bearer realm="${REALM}", error="${def.bearerError}", error_description="${quoted(def.message)}"`;
 }
 
-/** Header values are caller-controlled in part (fhirUser, scopes): keep them to one safe line. */
-function headerValue(v: string): string {
-  return v.replace(/[^\x20-\x7e]/g, '').slice(0, 1024);
-}
 
 const IDENTITY_HEADERS = ['x-auth-principal', 'x-auth-tenant', 'x-auth-application', 'x-auth-fhir-user', 'x-auth-scopes', 'x-auth-compartment'] as const;
 
 export function gatewayAnswer(d: Decision, options: DecideCallOptions, mode: DecideMode = 'forward-auth'): PdpHttpResponse {
   const headers: Record<string, string> = { 'x-decision-id': d.decisionId, 'x-decision-reason': d.reason, 'cache-control': 'no-store' };
   if (d.decision === 'allow') {
+    // Sent unchanged: the Pdp refuses an identity whose values are not printable ASCII (src/pdp.ts),
+    // because stripping or cutting one could turn it into another (a scope list cut short can lose
+    // a constraint).
     const p = d.principal;
-    if (p?.objectId) headers['x-auth-principal'] = headerValue(p.objectId);
-    else if (p?.applicationId) headers['x-auth-principal'] = headerValue(p.applicationId);
-    if (p?.tenantId) headers['x-auth-tenant'] = headerValue(p.tenantId);
-    if (p?.applicationId) headers['x-auth-application'] = headerValue(p.applicationId);
-    if (p?.fhirUser) headers['x-auth-fhir-user'] = headerValue(p.fhirUser);
-    if (p?.scopes?.length) headers['x-auth-scopes'] = headerValue(p.scopes.join(' '));
-    if (d.compartment) headers['x-auth-compartment'] = headerValue(d.compartment);
+    if (p?.objectId) headers['x-auth-principal'] = p.objectId;
+    else if (p?.applicationId) headers['x-auth-principal'] = p.applicationId;
+    if (p?.tenantId) headers['x-auth-tenant'] = p.tenantId;
+    if (p?.applicationId) headers['x-auth-application'] = p.applicationId;
+    if (p?.fhirUser) headers['x-auth-fhir-user'] = p.fhirUser;
+    if (p?.scopes?.length) headers['x-auth-scopes'] = p.scopes.join(' ');
+    if (d.compartment) headers['x-auth-compartment'] = d.compartment;
     // Envoy's allowed_upstream_headers only overwrites headers fhir-pdp sends; a client's X-Auth-*
     // that fhir-pdp leaves unset would reach the upstream unless Envoy is told to remove it.
     if (mode === 'envoy') {
