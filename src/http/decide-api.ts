@@ -160,25 +160,17 @@ function forwardAuthInput(req: PdpHttpRequest): DecisionInput {
   const family = original ? ORIGINAL : FORWARDED;
   const uri = firstHeader(req, family[1]);
   const method = firstHeader(req, family[0]);
-  const ambiguity =
+  const spoofable =
     original && forwarded
       ? 'the request carries both X-Original-* and X-Forwarded-* headers; the gateway must send one family and overwrite client-supplied values (see docs/gateways.md)'
       : repeated
         ? `the request carries ${repeated} more than once`
-        : methodOverrideIn(req, uri ?? '');
+        : undefined;
   // The auth request's own method says nothing about the client's: nginx's auth_request always
   // asks with GET, so a question without the method header would decide a DELETE as a read.
-  const incomplete =
-    method === undefined || method === ''
-      ? `the forward-auth question has no ${original ? 'X-Original-Method' : 'X-Forwarded-Method'} header, so the client's method is unknown; ` +
-        (original ? 'add `proxy_set_header X-Original-Method $request_method;` to the nginx auth location' : 'Traefik forwardAuth sets X-Forwarded-Method itself: check that nothing between Traefik and fhir-pdp removes it') +
-        ' (docs/gateways.md)'
-      : uri === undefined || uri === ''
-        ? `the forward-auth question has ${original ? 'X-Original-Method' : 'X-Forwarded-Method'} but no ${original ? 'X-Original-URI' : 'X-Forwarded-Uri'} header, so the client's request target is unknown; ` +
-          (original ? 'add `proxy_set_header X-Original-URI $request_uri;` to the nginx auth location' : 'Traefik forwardAuth sets X-Forwarded-Uri itself: check that nothing between Traefik and fhir-pdp removes it') +
-          ' (docs/gateways.md)'
-        : undefined;
+  const incomplete = spoofable ? undefined : missingPart(original ? 'nginx' : 'traefik', method, uri);
   const target = uri ?? '/';
+  const ambiguity = spoofable ?? methodOverrideIn(req, target);
   return {
     method: (method ?? req.method).toUpperCase(),
     target,
@@ -186,6 +178,18 @@ function forwardAuthInput(req: PdpHttpRequest): DecisionInput {
     mode: 'forward-auth',
     ...(incomplete ? { incomplete } : ambiguity ? { ambiguity } : {}),
   };
+}
+
+/** What a forward-auth question lacks of the original request, with the line that adds it; else undefined. */
+function missingPart(gateway: 'nginx' | 'traefik', method: string | undefined, uri: string | undefined): string | undefined {
+  const [methodHeader, uriHeader] = gateway === 'nginx' ? ['X-Original-Method', 'X-Original-URI'] : ['X-Forwarded-Method', 'X-Forwarded-Uri'];
+  const fix = (header: string, variable: string) =>
+    gateway === 'nginx'
+      ? `add \`proxy_set_header ${header} ${variable};\` to the nginx auth location (docs/gateways.md)`
+      : `Traefik forwardAuth sets ${header} itself: check that nothing between Traefik and fhir-pdp removes it (docs/gateways.md)`;
+  if (!method) return `the forward-auth question has no ${methodHeader} header, so the client's method is unknown; ${fix(methodHeader, '$request_method')}`;
+  if (!uri) return `the forward-auth question has ${methodHeader} but no ${uriHeader} header, so the client's request target is unknown; ${fix(uriHeader, '$request_uri')}`;
+  return undefined;
 }
 
 /** The method-override input a request carries (a header the gateway passed, or `_method` in the target), described; else undefined. */

@@ -138,7 +138,7 @@ describe('request hardening', () => {
       expect(String(a.body.hint)).toMatch(/no X-Original-Method header.*proxy_set_header X-Original-Method \$request_method;/);
     });
 
-    it.each([
+    it.each<{ name: string; headers: Record<string, string>; hint: RegExp }>([
       { name: 'X-Original-Method without X-Original-URI', headers: { 'x-original-method': 'GET' }, hint: /X-Original-Method but no X-Original-URI/ },
       { name: 'X-Forwarded-Uri without X-Forwarded-Method', headers: { 'x-forwarded-uri': '/Patient/1' }, hint: /no X-Forwarded-Method header/ },
       { name: 'X-Forwarded-Method without X-Forwarded-Uri', headers: { 'x-forwarded-method': 'GET' }, hint: /X-Forwarded-Method but no X-Forwarded-Uri/ },

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { OPERATION_RULES, requirementFor } from '../../src/fhir/interactions.js';
 import { parseFhirRequest } from '../../src/fhir/request.js';
-import { expandDataActions, satisfies, type ActionRequirement } from '../../src/policy/data-actions.js';
+import { expandDataActions, satisfies, type ActionRequirement, type DataAction } from '../../src/policy/data-actions.js';
 
 function requires(method: string, target: string): ActionRequirement {
   const result = parseFhirRequest(method, target);
@@ -32,7 +32,7 @@ describe('requirementFor: one row per interaction', () => {
     ['DELETE', '/Patient?identifier=x', [['delete'], ['read', 'search']]],
     ['DELETE', '/Patient?identifier=x&_hardDelete=true', [['delete'], ['read', 'search'], ['hardDelete']]],
     // An unseen Bundle (unseenBundles: requireEveryAction) needs every action an entry could need.
-    ['POST', '/', ['read', 'write', 'delete', 'hardDelete', 'export', 'import', 'resourceValidate', 'convertData', 'reindex', 'searchParameter', 'bulkOperator', 'editProfileDefinitions'].map((a) => [a])],
+    ['POST', '/', ['read', 'write', 'delete', 'hardDelete', 'export', 'import', 'resourceValidate', 'convertData', 'reindex', 'searchParameter', 'bulkOperator', 'editProfileDefinitions'].map((a) => [a as DataAction])],
     ['DELETE', '/metadata', []],
     ['PUT', '/Patient', []],
   ];
