@@ -41,8 +41,10 @@ export interface DecisionInput {
   readonly credentials: CredentialSources;
   /** How the question arrived, for the decision log. */
   readonly mode?: 'json' | 'forward-auth' | 'envoy' | 'explain';
-  /** JSON mode only: the request body, for batch/transaction Bundles (`POST /`). */
+  /** The request body, for batch/transaction Bundles (`POST /`): JSON mode's `body`, or the client's body Envoy sent. */
   readonly body?: unknown;
+  /** Set instead of `body` when the body was sent but cannot be read (not JSON, repeated members). */
+  readonly bodyProblem?: string;
   /** Set by a gateway mode when the original request cannot be determined unambiguously. */
   readonly ambiguity?: string;
   /** Set by a gateway mode when the question lacks part of the original request (its method or URI header). */
@@ -355,6 +357,7 @@ export class Pdp {
       'reason' in access ? { refusal: access, identity, token, cacheHit } : { allowed: access, identity, token, cacheHit };
     let access: Allowed | Refusal | Promise<Allowed | Refusal>;
     if (request.interaction !== 'batch') access = decideOne(request);
+    else if (input.bodyProblem !== undefined) access = refuse('action_not_permitted', `the bundle cannot be authorized: ${input.bodyProblem}`);
     else if (input.body !== undefined) access = this.decideBundle(input.body, request, decideOne);
     else if (this.config.unseenBundles === 'requireEveryAction') access = decideOne(request);
     else {

@@ -205,7 +205,28 @@ function methodOverrideProblem(input: string): string {
 function envoyInput(req: PdpHttpRequest, path: string, query: string): DecisionInput {
   const target = `${path.slice(DECIDE_PREFIX.length)}${query}`;
   const ambiguity = methodOverrideIn(req, target);
-  return { method: req.method.toUpperCase(), target, credentials: credentialsOf(req, target), mode: 'envoy', ...(ambiguity ? { ambiguity } : {}) };
+  return {
+    method: req.method.toUpperCase(),
+    target,
+    credentials: credentialsOf(req, target),
+    mode: 'envoy',
+    ...envoyBody(req),
+    ...(ambiguity ? { ambiguity } : {}),
+  };
+}
+
+/**
+ * The client's body, when Envoy sends it (`with_request_body`): a batch or transaction Bundle is
+ * then decided entry by entry. A body Envoy marks as cut short (`x-envoy-auth-partial-body: true`,
+ * with `allow_partial_message`) or that exceeds fhir-pdp's limit is not seen at all, and a body
+ * that is not strict JSON is a problem the Bundle is refused for.
+ */
+function envoyBody(req: PdpHttpRequest): Pick<DecisionInput, 'body' | 'bodyProblem'> {
+  if (req.bodyTooLarge || firstHeader(req, 'x-envoy-auth-partial-body')?.toLowerCase() === 'true') return {};
+  if (!req.body || req.body.length === 0) return {};
+  const parsed = parseJsonStrict(req.body.toString('utf8'));
+  if (parsed.ok) return { body: parsed.value };
+  return { bodyProblem: parsed.problem === 'duplicate member names' ? 'the body repeats a member name' : 'the body is not JSON (fhir-pdp reads JSON Bundles only)' };
 }
 
 function credentialsOf(req: PdpHttpRequest, target: string): DecisionInput['credentials'] {

@@ -130,6 +130,34 @@ describe('request hardening', () => {
     });
   });
 
+  describe('a Bundle Envoy sends (with_request_body)', () => {
+    const envoy = async (body: string, headers: Record<string, string> = {}) =>
+      askRaw(pdp.url, { authorization: `Bearer ${await pdp.mint()}`, 'content-type': 'application/fhir+json', ...headers }, { method: 'POST', path: '/api/decide/', body });
+
+    it('is decided entry by entry: allowed when every entry is, refused at the first hard delete', async () => {
+      const fine = await envoy(JSON.stringify(bundle([{ request: { method: 'GET', url: 'Patient/1' } }, { request: { method: 'PUT', url: 'Patient/1' }, resource: { resourceType: 'Patient', id: '1' } }])));
+      expect(fine.status).toBe(200);
+      expectReason(fine, 'allowed');
+      const hard = await envoy(JSON.stringify(bundle([{ request: { method: 'DELETE', url: 'Patient/1?_hardDelete=true' } }])));
+      expect(hard.status).toBe(403);
+      expectReason(hard, 'action_not_permitted');
+      expect(String(hard.body.hint)).toMatch(/bundle entry 0 .*hardDelete/);
+    });
+
+    it('is refused when Envoy marks the body partial, when it repeats a member, and when it is not JSON', async () => {
+      const entries = JSON.stringify(bundle([{ request: { method: 'GET', url: 'Patient/1' } }]));
+      const partial = await envoy(entries, { 'x-envoy-auth-partial-body': 'true' });
+      expectReason(partial, 'action_not_permitted');
+      expect(String(partial.body.hint)).toMatch(/entries were not seen/);
+      const repeated = await envoy('{"resourceType":"Bundle","type":"batch","type":"transaction","entry":[]}');
+      expectReason(repeated, 'action_not_permitted');
+      expect(String(repeated.body.hint)).toMatch(/repeats a member name/);
+      const xml = await envoy('<Bundle xmlns="http://hl7.org/fhir"/>');
+      expectReason(xml, 'action_not_permitted');
+      expect(String(xml.body.hint)).toMatch(/not JSON/);
+    });
+  });
+
   describe('a forward-auth question without the original method or URI', () => {
     it("refuses nginx's documented URI-only configuration: a DELETE is never decided as the auth request's GET", async () => {
       const a = await askRaw(pdp.url, { authorization: `Bearer ${await pdp.mint()}`, 'x-original-uri': '/Patient/1' });
