@@ -24,10 +24,10 @@ const FORWARDED = ['x-forwarded-method', 'x-forwarded-uri'] as const;
 const ORIGINAL_REQUEST_HEADERS = [...ORIGINAL, ...FORWARDED] as const;
 
 /**
- * Method-override conventions (Google's and Microsoft's X-HTTP-Method-Override, X-HTTP-Method,
- * X-Method-Override, and Rails' `_method` parameter). A server or framework behind the gateway
- * that honours one runs another method than the request line says, so a question carrying one is
- * refused: fhir-pdp decides the method it was told, never one a header may turn it into.
+ * Method-override headers (Google's and Microsoft's X-HTTP-Method-Override, X-HTTP-Method,
+ * X-Method-Override; the `_method` parameter is refused with the target, src/fhir/request.ts). A
+ * server or framework behind the gateway that honours one runs another method than the request
+ * line says, so a question carrying one is refused: fhir-pdp decides the method it was told.
  */
 const METHOD_OVERRIDE_HEADERS = ['x-http-method-override', 'x-http-method', 'x-method-override'] as const;
 
@@ -136,7 +136,6 @@ async function handleJson(pdp: Pdp, req: PdpHttpRequest, options: DecideCallOpti
     else authorization.push(value);
   }
   const target = q.path ?? q.url!;
-  override ??= hasQueryParam(target, '_method') ? methodOverrideProblem('_method') : undefined;
   const decision = await pdp.decide({
     method: q.method.toUpperCase(),
     target,
@@ -170,7 +169,7 @@ function forwardAuthInput(req: PdpHttpRequest): DecisionInput {
   // asks with GET, so a question without the method header would decide a DELETE as a read.
   const incomplete = spoofable ? undefined : missingPart(original ? 'nginx' : 'traefik', method, uri);
   const target = uri ?? '/';
-  const ambiguity = spoofable ?? methodOverrideIn(req, target);
+  const ambiguity = spoofable ?? methodOverrideIn(req);
   return {
     method: (method ?? req.method).toUpperCase(),
     target,
@@ -192,10 +191,10 @@ function missingPart(gateway: 'nginx' | 'traefik', method: string | undefined, u
   return undefined;
 }
 
-/** The method-override input a request carries (a header the gateway passed, or `_method` in the target), described; else undefined. */
-function methodOverrideIn(req: PdpHttpRequest, target: string): string | undefined {
+/** The method-override header a request carries, described; else undefined. (`_method` in the target is refused by src/fhir/request.ts.) */
+function methodOverrideIn(req: PdpHttpRequest): string | undefined {
   for (const h of METHOD_OVERRIDE_HEADERS) if (req.header(h).length > 0) return methodOverrideProblem(h);
-  return hasQueryParam(target, '_method') ? methodOverrideProblem('_method') : undefined;
+  return undefined;
 }
 
 function methodOverrideProblem(input: string): string {
@@ -204,7 +203,7 @@ function methodOverrideProblem(input: string): string {
 
 function envoyInput(req: PdpHttpRequest, path: string, query: string): DecisionInput {
   const target = `${path.slice(DECIDE_PREFIX.length)}${query}`;
-  const ambiguity = methodOverrideIn(req, target);
+  const ambiguity = methodOverrideIn(req);
   return {
     method: req.method.toUpperCase(),
     target,
@@ -234,13 +233,9 @@ function credentialsOf(req: PdpHttpRequest, target: string): DecisionInput['cred
 }
 
 function hasAccessTokenParam(target: string): boolean {
-  return hasQueryParam(target, 'access_token');
-}
-
-function hasQueryParam(target: string, name: string): boolean {
   const q = target.indexOf('?');
   if (q < 0) return false;
-  return new URLSearchParams(target.slice(q + 1)).has(name);
+  return new URLSearchParams(target.slice(q + 1)).has('access_token');
 }
 
 function quoted(v: string): string {

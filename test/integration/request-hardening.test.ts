@@ -191,7 +191,7 @@ describe('request hardening', () => {
       const token = await pdp.mint();
       const param = await askForwardAuth(pdp.url, { method: 'POST', path: '/Patient?_method=DELETE', token, key: ADMIN_KEY });
       expectReason(param, 'action_not_permitted');
-      expect(String(param.body.hint)).toMatch(/method override _method/);
+      expect(String(param.body.hint)).toMatch(/_method, a method override/);
       const envoy = await askRaw(pdp.url, { authorization: `Bearer ${token}`, 'x-http-method-override': 'DELETE' }, { path: '/api/decide/Patient/1' });
       expect(envoy.status).toBe(403);
       expectReason(envoy, 'action_not_permitted');
@@ -199,6 +199,18 @@ describe('request hardening', () => {
       expectReason(json, 'action_not_permitted');
       const jsonParam = await askJsonText(pdp.url, JSON.stringify({ method: 'GET', path: '/Patient/1?_method=DELETE', token }));
       expectReason(jsonParam, 'action_not_permitted');
+    });
+
+    it('refuses `_method` in a Bundle entry and in an explain question too', async () => {
+      const token = await pdp.mint();
+      const entry = await pdp.ask({ method: 'POST', path: '/', token, body: bundle([{ request: { method: 'GET', url: 'Patient/1?_method=DELETE' } }]), key: ADMIN_KEY });
+      expectReason(entry, 'action_not_permitted');
+      const explained = await askRaw(pdp.url, { 'content-type': 'application/json' }, { method: 'POST', path: '/api/explain', body: JSON.stringify({ token, method: 'GET', path: '/Patient/1?_method=DELETE' }) });
+      expect(explained.status).toBe(200);
+      expect(explained.body.decision).toMatchObject({ reason: 'action_not_permitted' });
+      const repeated = await askRaw(pdp.url, { 'content-type': 'application/json' }, { method: 'POST', path: '/api/explain', body: `{"token":"${token}","method":"DELETE","method":"GET","path":"/Patient/1"}` });
+      expect(repeated.status).toBe(400);
+      expectReason(repeated, 'invalid_request');
     });
 
     it('allows the same questions without the override (control)', async () => {
