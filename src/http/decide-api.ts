@@ -147,7 +147,6 @@ async function handleJson(pdp: Pdp, req: PdpHttpRequest, options: DecideCallOpti
   return jsonText(200, decisionJson(decision, options.admin), { 'x-decision-id': decision.decisionId });
 }
 
-
 function forwardAuthInput(req: PdpHttpRequest): DecisionInput {
   // nginx: X-Original-Method + X-Original-URI (set in the auth_request location);
   // Traefik forwardAuth: X-Forwarded-Method + X-Forwarded-Uri. One family, each header once:
@@ -249,7 +248,6 @@ export function wwwAuthenticate(d: Decision): string | undefined {
   if (d.reason === 'missing_token' || !('bearerError' in def)) return `Bearer realm="${REALM}"`;
   return `Bearer realm="${REALM}", error="${def.bearerError}", error_description="${quoted(def.message)}"`;
 }
-
 
 const IDENTITY_HEADERS = ['x-auth-principal', 'x-auth-tenant', 'x-auth-application', 'x-auth-fhir-user', 'x-auth-scopes', 'x-auth-compartment'] as const;
 
