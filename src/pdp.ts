@@ -28,7 +28,7 @@ import {
   type Grants,
   type MembershipReport,
 } from './policy/decide.js';
-import type { DataAction } from './policy/data-actions.js';
+import { ALL_BUT_SMART, type ActionRequirement, type DataAction } from './policy/data-actions.js';
 import { REASONS, refuse, type DecisionKind, type ReasonCode, type Refusal } from './policy/reasons.js';
 import { Trace, type TraceStep } from './policy/trace.js';
 import { GroupIndex } from './state/group-index.js';
@@ -41,10 +41,14 @@ export interface DecisionInput {
   readonly credentials: CredentialSources;
   /** How the question arrived, for the decision log. */
   readonly mode?: 'json' | 'forward-auth' | 'envoy' | 'explain';
-  /** JSON mode only: the request body, for batch/transaction Bundles (`POST /`). */
+  /** The request body, for batch/transaction Bundles (`POST /`): JSON mode's `body`, or the client's body Envoy sent. */
   readonly body?: unknown;
+  /** Set instead of `body` when the body was sent but cannot be read (not JSON, repeated members). */
+  readonly bodyProblem?: string;
   /** Set by a gateway mode when the original request cannot be determined unambiguously. */
   readonly ambiguity?: string;
+  /** Set by a gateway mode when the question lacks part of the original request (its method or URI header). */
+  readonly incomplete?: string;
 }
 
 export interface PrincipalSummary {
@@ -222,8 +226,13 @@ export class Pdp {
 
   /** The outcome of a decision: a value when nothing had to be waited for, else a promise. */
   private decideInner(input: DecisionInput, trace: Trace | undefined, budget: Budget): Outcome | Promise<Outcome> {
-    // Fail closed before anything else: a question whose original request is ambiguous is never
-    // decided for either reading.
+    // Fail closed before anything else: a question that does not say what the original request
+    // was is malformed, and one whose original request is ambiguous is never decided for either reading.
+    if (input.incomplete) {
+      const r = refuse('invalid_request', input.incomplete);
+      trace?.fail('dataAction', r);
+      return { refusal: r };
+    }
     if (input.ambiguity) {
       const r = refuse('action_not_permitted', `the original request is ambiguous: ${input.ambiguity}`);
       trace?.fail('dataAction', r);
@@ -290,8 +299,18 @@ export class Pdp {
       const summary = summarise(who.principal);
       // A memoised summary is answered on every hit: frozen, so its JSON is made once too
       // (src/decision-json.ts).
-      identity = { principal: who.principal, summary: cacheHit ? deepFreeze(summary) : summary, direct: directGrants(who.principal, this.policy) };
+      const unsafe = unsafeIdentityValue(summary);
+      identity = {
+        principal: who.principal,
+        summary: cacheHit ? deepFreeze(summary) : summary,
+        direct: directGrants(who.principal, this.policy),
+        ...(unsafe ? { unsafe } : {}),
+      };
       if (cacheHit) this.identities.set(token, identity);
+    }
+    if (identity.unsafe) {
+      trace?.fail('principal', identity.unsafe);
+      return { refusal: identity.unsafe, token, cacheHit };
     }
     const { principal, direct } = identity;
 
@@ -336,8 +355,18 @@ export class Pdp {
     };
     const outcomeOf = (access: Allowed | Refusal): Outcome =>
       'reason' in access ? { refusal: access, identity, token, cacheHit } : { allowed: access, identity, token, cacheHit };
-    const access =
-      request.interaction === 'batch' && input.body !== undefined ? this.decideBundle(input.body, decideOne) : decideOne(request);
+    let access: Allowed | Refusal | Promise<Allowed | Refusal>;
+    if (request.interaction !== 'batch') access = decideOne(request);
+    else if (input.bodyProblem !== undefined) access = refuse('action_not_permitted', `the bundle cannot be authorized: ${input.bodyProblem}`);
+    else if (input.body !== undefined) access = this.decideBundle(input.body, request, decideOne);
+    else if (this.config.unseenBundles === 'requireEveryAction') access = decideOne(request);
+    else {
+      // A Bundle can hold any interaction (hardDelete, SearchParameter writes, operations): one
+      // whose entries were not seen is not decided as if it were a read and a write.
+      const r = refuse('action_not_permitted', unseenBundleHint(input.mode));
+      trace?.fail('dataAction', r);
+      access = r;
+    }
     return access instanceof Promise ? access.then(outcomeOf) : outcomeOf(access);
   }
 
@@ -357,15 +386,31 @@ export class Pdp {
    * A batch or transaction Bundle (issue #4): each entry is decided like a request of its own and the
    * bundle is allowed only if every entry is; the first refused entry is named in the hint.
    */
-  private async decideBundle(body: unknown, decideOne: (r: FhirRequest) => Allowed | Refusal | Promise<Allowed | Refusal>): Promise<Allowed | Refusal> {
+  private async decideBundle(
+    body: unknown,
+    bundleRequest: FhirRequest,
+    decideOne: (r: FhirRequest) => Allowed | Refusal | Promise<Allowed | Refusal>,
+  ): Promise<Allowed | Refusal> {
     const bundle = readBundle(body);
     if ('problem' in bundle) return refuse('action_not_permitted', `the bundle cannot be authorized: ${bundle.problem}`);
+    // An empty Bundle changes nothing, but is answered only to a principal granted something at all.
+    if (bundle.entries.length === 0) return decideOne({ ...bundleRequest, requires: ANY_DATA_ACTION });
     const actions = new Set<DataAction>();
     const compartments = new Set<string>();
     for (const [i, entry] of bundle.entries.entries()) {
       const parsed = parseFhirRequest(entry.method, entry.url.startsWith('/') ? entry.url : `/${entry.url}`, '/');
       if (!parsed.ok) return refuse('action_not_permitted', `bundle entry ${i} (${entry.method} ${pathOnly(entry.url)}) is not a FHIR request this service can authorize: ${parsed.problem}`);
       if (parsed.request.interaction === 'batch') return refuse('action_not_permitted', `bundle entry ${i} is itself a batch; nested bundles are refused`);
+      // FHIR R4 http.html#transaction: a POST entry creates a resource of the type of its
+      // `resource`; a server may go by that rather than the URL, so the two must agree.
+      if (RESOURCE_WRITES.has(parsed.request.interaction)) {
+        const type = entry.resourceType;
+        if (type !== parsed.request.resourceType)
+          return refuse(
+            'action_not_permitted',
+            `bundle entry ${i} (${entry.method} ${pathOnly(entry.url)}) ${type === undefined ? 'has no resource.resourceType' : `carries a ${JSON.stringify(type.slice(0, 64))} resource`}, and its request.url names ${parsed.request.resourceType}; the resource type and the URL must agree`,
+          );
+      }
       const verdict = await decideOne(parsed.request);
       if ('reason' in verdict) return refuse(verdict.reason, `bundle entry ${i} (${entry.method} ${pathOnly(entry.url)}) is refused: ${verdict.hint}`);
       verdict.dataActions.forEach((a) => actions.add(a));
@@ -461,6 +506,43 @@ interface Identity {
   readonly summary: PrincipalSummary;
   /** Grants through its own object id and roles (no group lookups). */
   readonly direct: Grants;
+  /** Set when a value the upstream is told (X-Auth-*) cannot be carried unchanged: every decision is this refusal. */
+  readonly unsafe?: Refusal;
+}
+
+/**
+ * Identity values travel to the upstream as header values (X-Auth-*) and as JSON fields that a
+ * gateway copies into headers. RFC 9110 §5.5 allows only visible ASCII, spaces and tabs there
+ * portably; rather than strip or re-encode a value into another identity, a value with anything
+ * else (control characters, non-ASCII) is refused.
+ */
+const HEADER_SAFE = /^[\x20-\x7e]*$/;
+
+function unsafeIdentityValue(s: PrincipalSummary): Refusal | undefined {
+  const fields: Array<[string, string | undefined]> = [
+    ['oid', s.objectId],
+    ['tid', s.tenantId],
+    ['application id', s.applicationId],
+    ['fhirUser', s.fhirUser],
+    ['scopes', s.scopes?.join(' ')],
+  ];
+  for (const [name, value] of fields) {
+    if (value === undefined || HEADER_SAFE.test(value)) continue;
+    let at = 0;
+    let code = 0;
+    for (const c of value) {
+      if (!HEADER_SAFE.test(c)) {
+        code = c.codePointAt(0)!;
+        break;
+      }
+      at++;
+    }
+    return refuse(
+      'missing_claim',
+      `the ${name} claim holds U+${code.toString(16).toUpperCase().padStart(4, '0')} at character ${at}; identity values are passed to the FHIR server unchanged as header values, which carry printable ASCII only, so the token is refused: have the authority issue this claim in printable ASCII`,
+    );
+  }
+  return undefined;
 }
 
 function summarise(p: Principal): PrincipalSummary {
@@ -483,7 +565,30 @@ function deepFreeze(s: PrincipalSummary): PrincipalSummary {
 /** Most entries of a bundle decided in one question (the body limit bounds it too). */
 export const MAX_BUNDLE_ENTRIES = 1000;
 
-function readBundle(body: unknown): { entries: Array<{ method: string; url: string }> } | { problem: string } {
+/** An empty Bundle's need: any one data action (the principal is granted something). */
+const ANY_DATA_ACTION: ActionRequirement = [ALL_BUT_SMART];
+
+/** Entries that send a whole resource, whose type a server may take from the resource itself. */
+const RESOURCE_WRITES: ReadonlySet<FhirRequest['interaction']> = new Set(['create', 'update', 'conditional-update']);
+
+function unseenBundleHint(mode: DecisionInput['mode']): string {
+  const how =
+    mode === 'json' || mode === 'explain' || mode === undefined
+      ? 'send the Bundle as `body` in the JSON question (the API Management policy must include the request body for POST to the FHIR base)'
+      : mode === 'envoy'
+        ? 'enable with_request_body in the Envoy ext_authz filter so the Bundle reaches fhir-pdp'
+        : 'nginx and Traefik do not send the request body to fhir-pdp: use a gateway that does (Envoy with with_request_body, API Management with the body in the JSON question)';
+  return `a batch or transaction Bundle (POST to the FHIR base) is decided entry by entry, and its entries were not seen: ${how}; or set unseenBundles to "requireEveryAction" to allow it only to principals granted every data action`;
+}
+
+interface BundleEntry {
+  readonly method: string;
+  readonly url: string;
+  /** `resource.resourceType` when the entry carries a resource with a string resourceType. */
+  readonly resourceType?: string;
+}
+
+function readBundle(body: unknown): { entries: BundleEntry[] } | { problem: string } {
   if (typeof body !== 'object' || body === null || (body as { resourceType?: unknown }).resourceType !== 'Bundle')
     return { problem: 'the body is not a Bundle' };
   const b = body as { type?: unknown; entry?: unknown };
@@ -491,12 +596,14 @@ function readBundle(body: unknown): { entries: Array<{ method: string; url: stri
   if (b.entry === undefined) return { entries: [] };
   if (!Array.isArray(b.entry)) return { problem: 'Bundle.entry is not an array' };
   if (b.entry.length > MAX_BUNDLE_ENTRIES) return { problem: `more than ${MAX_BUNDLE_ENTRIES} entries` };
-  const entries: Array<{ method: string; url: string }> = [];
+  const entries: BundleEntry[] = [];
   for (const [i, e] of b.entry.entries()) {
-    const req = (e as { request?: { method?: unknown; url?: unknown } } | null)?.request;
+    const entry = e as { request?: { method?: unknown; url?: unknown }; resource?: { resourceType?: unknown } } | null;
+    const req = entry?.request;
     if (!req || typeof req.method !== 'string' || typeof req.url !== 'string' || !req.url)
       return { problem: `entry ${i} has no request.method and request.url` };
-    entries.push({ method: req.method, url: req.url });
+    const type = entry?.resource?.resourceType;
+    entries.push(typeof type === 'string' ? { method: req.method, url: req.url, resourceType: type } : { method: req.method, url: req.url });
   }
   return { entries };
 }

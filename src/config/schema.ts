@@ -116,6 +116,10 @@ export const configSchema = z
       .enum(['refuse', 'delegate'])
       .default('refuse')
       .describe('Patient-scoped requests whose compartment cannot be proven from the URL: refuse, or allow and send X-Auth-Compartment.'),
+    unseenBundles: z
+      .enum(['refuse', 'requireEveryAction'])
+      .default('refuse')
+      .describe('A batch or transaction Bundle whose entries fhir-pdp did not see (forward-auth, or no JSON body): refuse, or allow only a principal granted every data action.'),
     clockSkewSeconds: seconds(300, 3600).describe('Tolerance for exp, nbf and iat.'),
     maxTokenBytes: z.number().int().min(1024).max(65536).default(16384).describe('Largest bearer token accepted.'),
     jwksRefetchCooldownSeconds: seconds(30, 3600).describe('Least time between two unknown-kid refetches of one issuer\'s keys.'),

@@ -7,6 +7,7 @@
 import { z } from 'zod';
 import type { PdpHttpRequest, PdpHttpResponse } from '../http/types.js';
 import { json } from '../http/types.js';
+import { parseJsonStrict } from '../identity/strict-json.js';
 import type { Pdp } from '../pdp.js';
 import { REASONS } from '../policy/reasons.js';
 import { EXPLAIN_PAGE_CSP, EXPLAIN_PAGE_HTML } from './page.js';
@@ -46,13 +47,10 @@ export function explainHandler(pdp: Pdp, now: () => number = Date.now): (req: Pd
     if (req.method !== 'POST') return json(405, { error: 'method_not_allowed' }, { allow: 'GET, POST' });
     if (req.bodyTooLarge) return invalidRequest('the request body exceeds the size limit');
     if (!req.body || req.body.length === 0) return invalidRequest('the body is empty; send {"token","method","path"}');
-    let raw: unknown;
-    try {
-      raw = JSON.parse(req.body.toString('utf8'));
-    } catch {
-      return invalidRequest('the body is not JSON');
-    }
-    const parsed = explainQuestion.safeParse(raw);
+    // As strict as /api/decide's JSON mode: a repeated member is refused, not read as its last value.
+    const raw = parseJsonStrict(req.body.toString('utf8'));
+    if (!raw.ok) return invalidRequest(raw.problem === 'duplicate member names' ? 'the body repeats a member name; send each member once' : 'the body is not JSON');
+    const parsed = explainQuestion.safeParse(raw.value);
     if (!parsed.success) return invalidRequest(parsed.error.issues.map((i) => `${i.path.join('.') || '$'}: ${i.message}`).join('; '));
     const explanation = await explainQuestionWith(pdp, parsed.data, now);
     return json(200, explanation, { 'x-decision-id': explanation.decision.decisionId });

@@ -18,6 +18,9 @@ const READ: ActionRequirement = [['read']];
 const CREATE: ActionRequirement = [['write', 'create']];
 const UPDATE: ActionRequirement = [['write', 'update']];
 const REFUSED: ActionRequirement = [];
+const EVERY_ENTRY_ACTION: ActionRequirement = (
+  ['read', 'write', 'delete', 'hardDelete', 'export', 'import', 'resourceValidate', 'convertData', 'reindex', 'searchParameter', 'bulkOperator', 'editProfileDefinitions'] as const
+).map((a) => [a]);
 
 export const INTERACTION_REQUIREMENTS: Readonly<Record<Exclude<Interaction, 'operation'>, ActionRequirement>> = {
   // FHIR read/vread; MS GetResourceHandler checks Read (SMART v2 granular: readById).
@@ -45,8 +48,10 @@ export const INTERACTION_REQUIREMENTS: Readonly<Record<Exclude<Interaction, 'ope
   // ConditionalDeleteResourceHandler also Read (granular: Search).
   delete: [['delete']],
   'conditional-delete': [['delete'], ['read', 'search']],
-  // A batch/transaction may hold any entry; the caller that can see the body checks each one.
-  batch: [['read', 'search'], ['write', 'create', 'update'], ['delete']],
+  // A batch/transaction may hold any entry. With its body, each entry is decided as its own request
+  // (src/pdp.ts); unseen, it is refused, or (unseenBundles: requireEveryAction) needs every data
+  // action an entry could need: the coarse ones, which cover their granular halves, and every other.
+  batch: EVERY_ENTRY_ACTION,
   unknown: REFUSED,
 };
 

@@ -72,6 +72,9 @@ export function parseFhirRequest(method: string, target: string, basePath = '/')
 
   const query = parseQuery(rawQuery);
   if (!query.ok) return query;
+  // Rails-style `_method` (and frameworks that copy it) makes the server run another method than
+  // the request line's: the method decided would not be the one executed.
+  if (query.value.some(([k]) => k === '_method')) return fail('the query carries _method, a method override: send the real method instead');
 
   const fields = classify(upperMethod === 'HEAD' ? 'GET' : upperMethod, relative, query.value.length > 0);
   if (!fields.ok) return fields;

@@ -16,7 +16,7 @@
  *   patient's compartment; with compartmentMode 'delegate', what the URL cannot prove (a read by id
  *   of an Observation, a create) is allowed with the compartment handed to the FHIR server.
  * - Scope constraints (`?category=laboratory`) hold when the request's query carries the parameter
- *   with an allowed value; otherwise refused, or delegated in 'delegate' mode.
+ *   with an allowed value; otherwise refused, in every compartmentMode (never silently widened).
  * - Operations: `$export` (system/, or Patient/$export and Group/[id]/$export with scopes covering
  *   read of Patient/Group and of every exported type), `$everything` on a Patient (read of every
  *   type, or of `_type`), `$meta` on an instance, `$lastn`/`$stats` on Observation, and the
@@ -48,12 +48,6 @@ export interface SmartScopeSet {
   readonly ignored: readonly string[];
 }
 
-export interface DelegatedConstraint {
-  readonly scope: string;
-  readonly resourceType: string;
-  readonly constraints: ReadonlyMap<string, readonly string[]>;
-}
-
 export type ScopeVerdict =
   | {
       readonly ok: true;
@@ -68,8 +62,6 @@ export type ScopeVerdict =
       readonly actions: Set<DataAction>;
       /** Set when the compartment could not be proven from the URL: `Patient/{id}` for the server to enforce. */
       readonly delegateCompartment?: string;
-      /** Set when a scope constraint could not be proven: the request is allowed if any one holds. */
-      readonly delegatedConstraints?: readonly DelegatedConstraint[];
     }
   | { readonly ok: false; readonly reason: 'insufficient_scope'; readonly hint: string };
 
@@ -473,13 +465,11 @@ export function evaluateScopes(input: ScopeEvaluationInput): ScopeVerdict {
   const plan = planFor(request, context, patient);
   if ('hint' in plan) return plan;
 
-  const delegated: DelegatedConstraint[] = [];
   const used = new Set<SmartScope>();
   for (const need of plan.needs) {
-    const covered = cover(grants.scopes, need, request, compartmentMode);
+    const covered = cover(grants.scopes, need, request);
     if (!covered.ok) return covered;
     if (need.primary) for (const s of covered.scopes) used.add(s);
-    for (const d of covered.delegated) if (!delegated.some((x) => x.scope === d.scope)) delegated.push(d);
   }
 
   let delegateCompartment: string | undefined;
@@ -503,12 +493,7 @@ export function evaluateScopes(input: ScopeEvaluationInput): ScopeVerdict {
     actions = dataActionsFor(interactions);
     if (WRITE_INTERACTIONS.has(request.interaction)) for (const a of WRITE_EXTRAS) actions.add(a);
   }
-  return {
-    ok: true,
-    actions,
-    ...(delegateCompartment === undefined ? {} : { delegateCompartment }),
-    ...(delegated.length === 0 ? {} : { delegatedConstraints: delegated }),
-  };
+  return { ok: true, actions, ...(delegateCompartment === undefined ? {} : { delegateCompartment }) };
 }
 
 /** SMART interactions as data actions: each by its name, plus `read` (readById + search) and `write` (create + update). */
@@ -662,7 +647,8 @@ function planSearch(request: FhirRequest, patient: string | undefined): Plan | R
     // A POST search carries its parameters in the body, which the PDP does not see: any of them
     // could be an _include or a chain.
     if (patient !== undefined) {
-      if (compartment.kind !== 'outside') compartment = { kind: 'unprovable', why: 'a POST search carries parameters in its body' };
+      if (compartment.kind === 'outside') return refused(compartment.why);
+      return refused(`a POST search carries its parameters in a form body fhir-pdp does not see, and under patient/ scopes _include, _revinclude, chains and _has must be ruled out (Patient/${patient}); search with GET and the parameters in the query`);
     } else {
       needs.push({ type: '*', interaction: 'search', queryChecks: false, primary: false, because: 'because a POST search may carry _include or chained parameters in its body (use GET)' });
     }
@@ -709,7 +695,9 @@ interface Reach {
   readonly interaction: SmartInteraction;
 }
 
-/** _include, _revinclude, chained parameters and _has: they return or filter by other resource types. */
+const OUT_OF_COMPARTMENT_PARAMS: ReadonlySet<string> = new Set(['_contained', '_containedType', '_query', '_filter']);
+
+/** _include, _revinclude, chained parameters, _has, _contained, _query and _filter: they return or filter by other resources. */
 function reachingParameters(query: FhirRequest['query']): Reach[] {
   const out: Reach[] = [];
   for (const [name, value] of query) {
@@ -729,6 +717,12 @@ function reachingParameters(query: FhirRequest['query']): Reach[] {
       const parts = name.split(':');
       const typed = parts.length === 4 && RESOURCE_TYPE.test(parts[1]!) && !parts[3]!.includes('.');
       out.push({ param: show(name), type: typed ? parts[1]! : '*', interaction: 'search' });
+    } else if (OUT_OF_COMPARTMENT_PARAMS.has(base) && !(base === '_contained' && value === 'false')) {
+      // _contained searches (and returns) resources contained in others, _containedType shapes what
+      // it returns, and _query and _filter can express any search, chains and _has included, in a
+      // value: none can be shown to stay in the resources searched. `_contained=false` is the
+      // default behaviour (FHIR R4 search.html#contained) and reaches nothing.
+      out.push({ param: `${name}=${show(value)}`, type: '*', interaction: 'search' });
     } else if (name.includes('.')) {
       // subject:Patient.name names the type; subject.name or a longer chain does not.
       const m = /^[^.:]+:([A-Z][A-Za-z]*)\.[^.]+$/.exec(name);
@@ -801,8 +795,10 @@ function planOperation(request: FhirRequest, context: SmartContextKind, patient:
     if (patient !== undefined && reach.length > 0) {
       return refused(`${reach[0]!.param} reaches beyond the resources searched, which patient/ scopes do not allow`);
     }
-    let compartment = searchCompartment(type, request.query, patient);
-    if (request.method === 'POST' && compartment.kind === 'inside') compartment = { kind: 'unprovable', why: `${where} by POST carries parameters in its body` };
+    if (request.method === 'POST' && patient !== undefined) {
+      return refused(`${where} by POST carries its parameters in a body fhir-pdp does not see, which under patient/ scopes could reach beyond the compartment of Patient/${patient}; use GET with the parameters in the query`);
+    }
+    const compartment = searchCompartment(type, request.query, patient);
     const needs: Need[] = [
       { type, interaction: 'readById', queryChecks: false, primary: true },
       { type, interaction: 'search', queryChecks: true, primary: true },
@@ -824,12 +820,10 @@ function planOperation(request: FhirRequest, context: SmartContextKind, patient:
   );
 }
 
-type Covered =
-  | { readonly ok: true; readonly scopes: readonly SmartScope[]; readonly delegated: readonly DelegatedConstraint[] }
-  | Refused;
+type Covered = { readonly ok: true; readonly scopes: readonly SmartScope[] } | Refused;
 
-/** The scopes that cover one need, proven from the URL, else delegated (mode 'delegate'), else a refusal. */
-function cover(scopes: readonly SmartScope[], need: Need, request: FhirRequest, mode: 'refuse' | 'delegate'): Covered {
+/** The scopes that cover one need, their constraints proven from the URL, else a refusal. */
+function cover(scopes: readonly SmartScope[], need: Need, request: FhirRequest): Covered {
   const onType = scopes.filter((s) => s.resourceType === '*' || (need.type !== '*' && s.resourceType === need.type));
   const candidates = onType.filter((s) => s.interactions.has(need.interaction));
   const what = `${INTERACTION_WORD[need.interaction]} on ${need.type === '*' ? 'all resource types (*)' : need.type}`;
@@ -842,14 +836,9 @@ function cover(scopes: readonly SmartScope[], need: Need, request: FhirRequest, 
     return refused(`no scope allows ${what}${because}; the token's scopes are ${list(scopes.map((s) => s.scope))}`);
   }
   const proven = candidates.filter((s) => s.constraints.size === 0 || (need.queryChecks && constraintsHold(s.constraints, request.query)));
-  if (proven.length > 0) return { ok: true, scopes: proven, delegated: [] };
-  if (mode === 'delegate') {
-    return {
-      ok: true,
-      scopes: candidates,
-      delegated: candidates.map((s) => ({ scope: s.scope, resourceType: s.resourceType, constraints: s.constraints })),
-    };
-  }
+  if (proven.length > 0) return { ok: true, scopes: proven };
+  // A constraint the request does not prove is refused in every compartmentMode: nothing carries it
+  // to the FHIR server yet, and allowing the request without it would widen the scope.
   const first = candidates[0]!;
   const required = [...first.constraints].map(([p, v]) => `${p}=${v.join(',')}`).join('&');
   const why = need.queryChecks
@@ -857,7 +846,7 @@ function cover(scopes: readonly SmartScope[], need: Need, request: FhirRequest, 
     : `${need.type === '*' ? 'this request' : `this ${INTERACTION_WORD[need.interaction]} of ${need.type}`} cannot show it from the URL`;
   return refused(
     `scope ${list(candidates.map((s) => s.scope))} ${candidates.length === 1 ? 'allows' : 'allow'} ${what} only with ${required}${candidates.length > 1 ? ' (or the other scopes\' constraints)' : ''}, and ${why}${because}; ` +
-      `with compartmentMode 'delegate' the constraint is sent for the FHIR server to enforce`,
+      `a constraint must be proven from the request's query (compartmentMode 'delegate' does not delegate constraints): search with ${required}`,
   );
 }
 

@@ -14,6 +14,8 @@ export const MAX_HEADER_BYTES = 64 * 1024;
 
 export interface HostOptions {
   readonly keys: KeyRing;
+  /** No keys, so bound to loopback only (src/http/routes.ts, RouteOptions). */
+  readonly loopbackOnly?: boolean;
   readonly maxBodyBytes?: number;
 }
 
@@ -140,7 +142,7 @@ const INTERNAL_ERROR = json(500, { error: 'internal_error' });
 
 export function createPdpServer(runtime: PdpRuntime, options: HostOptions): Server {
   const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
-  const routeOptions = { keys: options.keys };
+  const routeOptions = { keys: options.keys, loopbackOnly: options.loopbackOnly === true };
   const state: ServerState = { draining: false, inFlight: 0 };
   const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => {
     state.inFlight++;

@@ -10,6 +10,7 @@
 import { z } from 'zod';
 import { decisionJson } from '../decision-json.js';
 import type { Decision, DecisionInput, Pdp } from '../pdp.js';
+import { parseJsonStrict } from '../identity/strict-json.js';
 import { REASONS } from '../policy/reasons.js';
 import { firstHeader, json, jsonText, type PdpHttpRequest, type PdpHttpResponse } from './types.js';
 
@@ -18,9 +19,23 @@ const REALM = 'fhir-pdp';
 
 export type DecideMode = 'json' | 'forward-auth' | 'envoy';
 
+const ORIGINAL = ['x-original-method', 'x-original-uri'] as const;
+const FORWARDED = ['x-forwarded-method', 'x-forwarded-uri'] as const;
+const ORIGINAL_REQUEST_HEADERS = [...ORIGINAL, ...FORWARDED] as const;
+
+/**
+ * Method-override headers (Google's and Microsoft's X-HTTP-Method-Override, X-HTTP-Method,
+ * X-Method-Override; the `_method` parameter is refused with the target, src/fhir/request.ts). A
+ * server or framework behind the gateway that honours one runs another method than the request
+ * line says, so a question carrying one is refused: fhir-pdp decides the method it was told.
+ */
+const METHOD_OVERRIDE_HEADERS = ['x-http-method-override', 'x-http-method', 'x-method-override'] as const;
+
 export function modeOf(req: PdpHttpRequest, path: string): DecideMode {
   if (path.startsWith(`${DECIDE_PREFIX}/`)) return 'envoy';
-  if (req.header('x-original-uri').length > 0 || req.header('x-forwarded-uri').length > 0) return 'forward-auth';
+  // A method header alone is a forward-auth question too (one that lacks its URI header): answered
+  // as incomplete, not mistaken for a JSON question.
+  for (const h of ORIGINAL_REQUEST_HEADERS) if (req.header(h).length > 0) return 'forward-auth';
   return 'json';
 }
 
@@ -97,12 +112,11 @@ async function handleJson(pdp: Pdp, req: PdpHttpRequest, options: DecideCallOpti
   if (req.method !== 'POST') return invalidRequest('JSON mode takes POST with a JSON body; gateways use the forward-auth headers or /api/decide/<path>', options.admin);
   if (req.bodyTooLarge) return invalidRequest('the request body exceeds the size limit', options.admin);
   if (!req.body || req.body.length === 0) return invalidRequest('the body is empty; send {"method","path","headers":{"authorization"}}', options.admin);
-  let raw: unknown;
-  try {
-    raw = JSON.parse(req.body.toString('utf8'));
-  } catch {
-    return invalidRequest('the body is not JSON', options.admin);
-  }
+  // Duplicate member names are refused as in tokens (RFC 8259 §4: names SHOULD be unique; JSON.parse
+  // keeps the last): a question read one way here and another way by whoever built it is not decided.
+  const parsedBody = parseJsonStrict(req.body.toString('utf8'));
+  if (!parsedBody.ok) return invalidRequest(parsedBody.problem === 'duplicate member names' ? 'the body repeats a member name (in the question, its headers or its body); send each member once' : 'the body is not JSON', options.admin);
+  const raw = parsedBody.value;
   let q: JsonQuestion;
   if (isPlainQuestion(raw)) q = raw;
   else {
@@ -112,8 +126,11 @@ async function handleJson(pdp: Pdp, req: PdpHttpRequest, options: DecideCallOpti
     q = parsed.data;
   }
   const authorization: string[] = [];
+  let override: string | undefined;
   for (const name in q.headers) {
-    if (name.toLowerCase() !== 'authorization') continue;
+    const lower = name.toLowerCase();
+    if ((METHOD_OVERRIDE_HEADERS as readonly string[]).includes(lower)) override ??= methodOverrideProblem(name);
+    if (lower !== 'authorization') continue;
     const value = q.headers[name]!;
     if (Array.isArray(value)) authorization.push(...value);
     else authorization.push(value);
@@ -125,12 +142,10 @@ async function handleJson(pdp: Pdp, req: PdpHttpRequest, options: DecideCallOpti
     credentials: { authorization, token: q.token, queryToken: hasAccessTokenParam(target) },
     mode: 'json',
     body: q.body,
+    ...(override ? { ambiguity: override } : {}),
   });
   return jsonText(200, decisionJson(decision, options.admin), { 'x-decision-id': decision.decisionId });
 }
-
-const ORIGINAL = ['x-original-method', 'x-original-uri'] as const;
-const FORWARDED = ['x-forwarded-method', 'x-forwarded-uri'] as const;
 
 function forwardAuthInput(req: PdpHttpRequest): DecisionInput {
   // nginx: X-Original-Method + X-Original-URI (set in the auth_request location);
@@ -139,28 +154,77 @@ function forwardAuthInput(req: PdpHttpRequest): DecisionInput {
   // the client add the other family, or a second value, and choose what is decided.
   const original = ORIGINAL.some((h) => req.header(h).length > 0);
   const forwarded = FORWARDED.some((h) => req.header(h).length > 0);
-  const repeated = [...ORIGINAL, ...FORWARDED].find((h) => req.header(h).length > 1);
+  const repeated = ORIGINAL_REQUEST_HEADERS.find((h) => req.header(h).length > 1);
   const family = original ? ORIGINAL : FORWARDED;
-  const uri = firstHeader(req, family[1]) ?? '/';
-  const method = firstHeader(req, family[0]) ?? req.method;
-  const ambiguity =
+  const uri = firstHeader(req, family[1]);
+  const method = firstHeader(req, family[0]);
+  const spoofable =
     original && forwarded
       ? 'the request carries both X-Original-* and X-Forwarded-* headers; the gateway must send one family and overwrite client-supplied values (see docs/gateways.md)'
       : repeated
         ? `the request carries ${repeated} more than once`
         : undefined;
+  // The auth request's own method says nothing about the client's: nginx's auth_request always
+  // asks with GET, so a question without the method header would decide a DELETE as a read.
+  const incomplete = spoofable ? undefined : missingPart(original ? 'nginx' : 'traefik', method, uri);
+  const target = uri ?? '/';
+  const ambiguity = spoofable ?? methodOverrideIn(req);
   return {
-    method: method.toUpperCase(),
-    target: uri,
-    credentials: credentialsOf(req, uri),
+    method: (method ?? req.method).toUpperCase(),
+    target,
+    credentials: credentialsOf(req, target),
     mode: 'forward-auth',
-    ...(ambiguity ? { ambiguity } : {}),
+    ...(incomplete ? { incomplete } : ambiguity ? { ambiguity } : {}),
   };
+}
+
+/** What a forward-auth question lacks of the original request, with the line that adds it; else undefined. */
+function missingPart(gateway: 'nginx' | 'traefik', method: string | undefined, uri: string | undefined): string | undefined {
+  const [methodHeader, uriHeader] = gateway === 'nginx' ? ['X-Original-Method', 'X-Original-URI'] : ['X-Forwarded-Method', 'X-Forwarded-Uri'];
+  const fix = (header: string, variable: string) =>
+    gateway === 'nginx'
+      ? `add \`proxy_set_header ${header} ${variable};\` to the nginx auth location (docs/gateways.md)`
+      : `Traefik forwardAuth sets ${header} itself: check that nothing between Traefik and fhir-pdp removes it (docs/gateways.md)`;
+  if (!method) return `the forward-auth question has no ${methodHeader} header, so the client's method is unknown; ${fix(methodHeader, '$request_method')}`;
+  if (!uri) return `the forward-auth question has ${methodHeader} but no ${uriHeader} header, so the client's request target is unknown; ${fix(uriHeader, '$request_uri')}`;
+  return undefined;
+}
+
+/** The method-override header a request carries, described; else undefined. (`_method` in the target is refused by src/fhir/request.ts.) */
+function methodOverrideIn(req: PdpHttpRequest): string | undefined {
+  for (const h of METHOD_OVERRIDE_HEADERS) if (req.header(h).length > 0) return methodOverrideProblem(h);
+  return undefined;
+}
+
+function methodOverrideProblem(input: string): string {
+  return `the request carries the method override ${input}, with which a server may run another method than the one decided; remove it at the gateway, or send the real method`;
 }
 
 function envoyInput(req: PdpHttpRequest, path: string, query: string): DecisionInput {
   const target = `${path.slice(DECIDE_PREFIX.length)}${query}`;
-  return { method: req.method.toUpperCase(), target, credentials: credentialsOf(req, target), mode: 'envoy' };
+  const ambiguity = methodOverrideIn(req);
+  return {
+    method: req.method.toUpperCase(),
+    target,
+    credentials: credentialsOf(req, target),
+    mode: 'envoy',
+    ...envoyBody(req),
+    ...(ambiguity ? { ambiguity } : {}),
+  };
+}
+
+/**
+ * The client's body, when Envoy sends it (`with_request_body`): a batch or transaction Bundle is
+ * then decided entry by entry. A body Envoy marks as cut short (`x-envoy-auth-partial-body: true`,
+ * with `allow_partial_message`) or that exceeds fhir-pdp's limit is not seen at all, and a body
+ * that is not strict JSON is a problem the Bundle is refused for.
+ */
+function envoyBody(req: PdpHttpRequest): Pick<DecisionInput, 'body' | 'bodyProblem'> {
+  if (req.bodyTooLarge || firstHeader(req, 'x-envoy-auth-partial-body')?.toLowerCase() === 'true') return {};
+  if (!req.body || req.body.length === 0) return {};
+  const parsed = parseJsonStrict(req.body.toString('utf8'));
+  if (parsed.ok) return { body: parsed.value };
+  return { bodyProblem: parsed.problem === 'duplicate member names' ? 'the body repeats a member name' : 'the body is not JSON (fhir-pdp reads JSON Bundles only)' };
 }
 
 function credentialsOf(req: PdpHttpRequest, target: string): DecisionInput['credentials'] {
@@ -185,24 +249,22 @@ export function wwwAuthenticate(d: Decision): string | undefined {
   return `Bearer realm="${REALM}", error="${def.bearerError}", error_description="${quoted(def.message)}"`;
 }
 
-/** Header values are caller-controlled in part (fhirUser, scopes): keep them to one safe line. */
-function headerValue(v: string): string {
-  return v.replace(/[^\x20-\x7e]/g, '').slice(0, 1024);
-}
-
 const IDENTITY_HEADERS = ['x-auth-principal', 'x-auth-tenant', 'x-auth-application', 'x-auth-fhir-user', 'x-auth-scopes', 'x-auth-compartment'] as const;
 
 export function gatewayAnswer(d: Decision, options: DecideCallOptions, mode: DecideMode = 'forward-auth'): PdpHttpResponse {
   const headers: Record<string, string> = { 'x-decision-id': d.decisionId, 'x-decision-reason': d.reason, 'cache-control': 'no-store' };
   if (d.decision === 'allow') {
+    // Sent unchanged: the Pdp refuses an identity whose values are not printable ASCII (src/pdp.ts),
+    // because stripping or cutting one could turn it into another (a scope list cut short can lose
+    // a constraint).
     const p = d.principal;
-    if (p?.objectId) headers['x-auth-principal'] = headerValue(p.objectId);
-    else if (p?.applicationId) headers['x-auth-principal'] = headerValue(p.applicationId);
-    if (p?.tenantId) headers['x-auth-tenant'] = headerValue(p.tenantId);
-    if (p?.applicationId) headers['x-auth-application'] = headerValue(p.applicationId);
-    if (p?.fhirUser) headers['x-auth-fhir-user'] = headerValue(p.fhirUser);
-    if (p?.scopes?.length) headers['x-auth-scopes'] = headerValue(p.scopes.join(' '));
-    if (d.compartment) headers['x-auth-compartment'] = headerValue(d.compartment);
+    if (p?.objectId) headers['x-auth-principal'] = p.objectId;
+    else if (p?.applicationId) headers['x-auth-principal'] = p.applicationId;
+    if (p?.tenantId) headers['x-auth-tenant'] = p.tenantId;
+    if (p?.applicationId) headers['x-auth-application'] = p.applicationId;
+    if (p?.fhirUser) headers['x-auth-fhir-user'] = p.fhirUser;
+    if (p?.scopes?.length) headers['x-auth-scopes'] = p.scopes.join(' ');
+    if (d.compartment) headers['x-auth-compartment'] = d.compartment;
     // Envoy's allowed_upstream_headers only overwrites headers fhir-pdp sends; a client's X-Auth-*
     // that fhir-pdp leaves unset would reach the upstream unless Envoy is told to remove it.
     if (mode === 'envoy') {

@@ -28,10 +28,32 @@ export interface RouteOptions {
    * authLevel 'function' routes, so a missing PDP_API_KEYS match is not a reason to refuse.
    */
   readonly hostCheckedKey?: boolean;
+  /**
+   * Set by the standalone host when it has no keys, and so listens on loopback only: every caller
+   * is on this machine, and health shows its details without a key.
+   */
+  readonly loopbackOnly?: boolean;
 }
 
 const UNAUTHORIZED = json(401, { error: 'unauthorized', message: 'A valid key is required (x-functions-key header or code parameter).' });
 const NOT_FOUND = json(404, { error: 'not_found' });
+
+/** What /api/health tells a caller without the admin key. */
+export interface PublicHealth {
+  readonly ready: boolean;
+  readonly status: 'ok' | 'degraded' | 'unavailable';
+  /**
+   * When not ready: `issuer_keys`, without naming the authority or the error. Readiness is exactly
+   * "every authority has usable keys" (the runtime's health), so that is the only part that can be missing.
+   */
+  readonly reason?: 'issuer_keys';
+}
+
+export function publicHealth(report: HealthReport): PublicHealth {
+  const status = report.status === 'ok' || report.status === 'degraded' ? report.status : report.ready ? 'degraded' : 'unavailable';
+  if (report.ready) return { ready: true, status };
+  return { ready: false, status: 'unavailable', reason: 'issuer_keys' };
+}
 
 export function splitUrl(url: string): { path: string; query: string } {
   const q = url.indexOf('?');
@@ -43,7 +65,9 @@ export async function route(runtime: PdpRuntime, req: PdpHttpRequest, options: R
   if (path === '/api/health') {
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method_not_allowed' }, { allow: 'GET' });
     const report = runtime.health();
-    return json(report.ready ? 200 : 503, report);
+    // Anonymous, for gateways' probes: ready or not and a coarse reason. Authority URLs, tenant ids,
+    // error texts and counters describe the deployment, so only an admin key sees them.
+    return json(report.ready ? 200 : 503, options.loopbackOnly || options.keys.accessOf(req) === 'admin' ? report : publicHealth(report));
   }
   if (path === DECIDE_PREFIX || path.startsWith(`${DECIDE_PREFIX}/`)) {
     // In Envoy mode the query string belongs to the original request; a key must come in a header.

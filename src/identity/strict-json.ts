@@ -70,6 +70,18 @@ export function hasDuplicateMemberNames(text: string): boolean {
   return duplicatesIn(text, JSON.parse(text));
 }
 
+/** Parses any JSON text strictly: valid JSON and no duplicate member names at any depth. */
+export function parseJsonStrict(text: string): { ok: true; value: unknown } | { ok: false; problem: 'not valid JSON' | 'duplicate member names' } {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return { ok: false, problem: 'not valid JSON' };
+  }
+  if (duplicatesIn(text, value)) return { ok: false, problem: 'duplicate member names' };
+  return { ok: true, value };
+}
+
 export type StrictParse = { ok: true; value: Record<string, unknown> } | { ok: false; problem: string };
 
 /** Parses a JSON object strictly: valid JSON, an object at the top, no duplicate member names. */

@@ -21,6 +21,8 @@ import { docSnippet, rawRequest, startPdpHost, substitute, type RawResponse } fr
 
 const AUDIENCE = 'https://fhir.example.test';
 const STRANGER_OID = '0b7c6d5e-4f3a-4b2c-9d1e-8f7a6b5c4d3e';
+/** Granted read, write and delete, but not hardDelete or anything else a Bundle entry could need. */
+const DELETER_OID = '6e5d4c3b-2a19-4f8e-8d7c-6b5a4f3e2d1c';
 const API_KEY = `nginx-e2e-${randomUUID()}`;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -79,12 +81,28 @@ async function waitUntilAccepting(port: number, child: ChildProcess, stderr: () 
   throw new Error(`nginx did not accept connections on 127.0.0.1:${port} within 5 s:\n${stderr()}`);
 }
 
-function nginxConfig(dir: string, listenPort: number, pdpAddress: string, fhirAddress: string): string {
+function documentedServer(listenPort: number, pdpAddress: string, fhirAddress: string): string {
   let server = docSnippet('nginx');
   server = substitute(server, 'listen 8000;', `listen 127.0.0.1:${listenPort};`);
   server = substitute(server, 'server 127.0.0.1:7071;', `server ${pdpAddress};`);
   server = substitute(server, 'server 127.0.0.1:8080;', `server ${fhirAddress};`);
-  server = substitute(server, '__PDP_API_KEY__', API_KEY);
+  return substitute(server, '__PDP_API_KEY__', API_KEY);
+}
+
+/**
+ * The documented server as nginx's own auth_request examples write it: the URI header only, no
+ * X-Original-Method (upstreams renamed so both servers fit in one http block).
+ */
+function uriOnlyServer(listenPort: number, pdpAddress: string, fhirAddress: string): string {
+  let server = documentedServer(listenPort, pdpAddress, fhirAddress);
+  server = substitute(server, '        proxy_set_header X-Original-Method  $request_method;\n', '');
+  server = substitute(server, 'upstream fhir_pdp {', 'upstream fhir_pdp_uri_only {');
+  server = substitute(server, 'http://fhir_pdp/', 'http://fhir_pdp_uri_only/');
+  server = substitute(server, 'upstream fhir_server {', 'upstream fhir_server_uri_only {');
+  return substitute(server, 'http://fhir_server;', 'http://fhir_server_uri_only;');
+}
+
+function nginxConfig(dir: string, listenPort: number, uriOnlyPort: number, pdpAddress: string, fhirAddress: string): string {
   return [
     'worker_processes 1;',
     'events { worker_connections 256; }',
@@ -95,7 +113,8 @@ function nginxConfig(dir: string, listenPort: number, pdpAddress: string, fhirAd
     `    fastcgi_temp_path ${dir}/fastcgi;`,
     `    uwsgi_temp_path ${dir}/uwsgi;`,
     `    scgi_temp_path ${dir}/scgi;`,
-    server,
+    documentedServer(listenPort, pdpAddress, fhirAddress),
+    uriOnlyServer(uriOnlyPort, pdpAddress, fhirAddress),
     '}',
     '',
   ].join('\n');
@@ -110,6 +129,8 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
   let nginxStderr = '';
   let dir: string;
   let origin: string;
+  /** The server without X-Original-Method (uriOnlyServer). */
+  let uriOnlyOrigin: string;
 
   const send = (path: string, init: { method?: string; headers?: Record<string, string | string[]>; body?: string } = {}): Promise<RawResponse> =>
     rawRequest(origin, { path, ...init });
@@ -131,7 +152,10 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
       config: {
         authority: idp.authority,
         audience: AUDIENCE,
-        accessPolicies: [{ objectId: DEV_OBJECT_ID, dataActions: ['read', 'write'] }],
+        accessPolicies: [
+          { objectId: DEV_OBJECT_ID, dataActions: ['read', 'write'] },
+          { objectId: DELETER_OID, dataActions: ['read', 'write', 'delete'] },
+        ],
         decisionBudgetMs: 750,
         fetchTimeoutMs: 5000,
       },
@@ -143,9 +167,11 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
     // Workers drop root privileges; they must reach their temp paths inside this directory.
     chmodSync(dir, 0o755);
     const port = await reservePort();
+    const uriOnlyPort = await reservePort();
     origin = `http://127.0.0.1:${port}`;
+    uriOnlyOrigin = `http://127.0.0.1:${uriOnlyPort}`;
     const confPath = join(dir, 'nginx.conf');
-    writeFileSync(confPath, nginxConfig(dir, port, new URL(pdp.url).host, fhir.address));
+    writeFileSync(confPath, nginxConfig(dir, port, uriOnlyPort, new URL(pdp.url).host, fhir.address));
     nginx = spawn(NGINX, ['-p', `${dir}/`, '-c', confPath, '-e', 'stderr', '-g', `daemon off; pid ${dir}/nginx.pid; error_log stderr;`], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
@@ -300,6 +326,46 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
     expect(res.headers['x-decision-reason']).toBe('action_not_permitted');
     expect(upstream).toEqual([]);
     expect(await fhir.repository.readResource('Patient', 'p1')).toMatchObject({ id: 'p1' });
+  });
+
+  it('refuses a batch nginx does not send the body of, even to a principal granted read, write and delete', async () => {
+    // A transaction could hold a hard delete or a SearchParameter write; nginx's auth request
+    // carries no body, so fhir-pdp cannot see the entries.
+    const transaction = JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'DELETE', url: 'Patient/p1?_hardDelete=true' } }] });
+    const { res, upstream } = await throughGateway('/', {
+      method: 'POST',
+      headers: { authorization: await bearer({ oid: DELETER_OID }), 'content-type': 'application/fhir+json' },
+      body: transaction,
+    });
+    expect(res.status).toBe(403);
+    expect(res.headers['x-decision-reason']).toBe('action_not_permitted');
+    expect(upstream).toEqual([]);
+    expect(await fhir.repository.readResource('Patient', 'p1')).toMatchObject({ id: 'p1' });
+  });
+
+  it("refuses a method override: the FHIR server is not asked to run another method than fhir-pdp decided", async () => {
+    const { res, upstream } = await throughGateway('/Patient/p1', {
+      headers: { authorization: await bearer(), 'x-http-method-override': 'DELETE' },
+    });
+    expect(res.status).toBe(403);
+    expect(res.headers['x-decision-reason']).toBe('action_not_permitted');
+    expect(upstream).toEqual([]);
+  });
+
+  it('without X-Original-Method (the URI header only), decides nothing: a DELETE is never judged as the GET nginx asks with', async () => {
+    const before = nginxStderr.length;
+    const upstreamBefore = fhir.requests.length;
+    const res = await rawRequest(uriOnlyOrigin, { path: '/Patient/p1', method: 'DELETE', headers: { authorization: await bearer() } });
+    // fhir-pdp answers 400 invalid_request; auth_request makes that a 500, the snippet a 503.
+    expect(res.status).toBe(503);
+    expect(JSON.parse(res.body)).toMatchObject({ resourceType: 'OperationOutcome', issue: [{ code: 'transient' }] });
+    expect(nginxStderr.slice(before)).toContain('auth request unexpected status: 400');
+    expect(fhir.requests.slice(upstreamBefore)).toEqual([]);
+    expect(await fhir.repository.readResource('Patient', 'p1')).toMatchObject({ id: 'p1' });
+    // The documented server, with the header, decides the same DELETE: refused, not granted.
+    const documented = await throughGateway('/Patient/p1', { method: 'DELETE', headers: { authorization: await bearer() } });
+    expect(documented.res.status).toBe(403);
+    expect(documented.upstream).toEqual([]);
   });
 
   it.each([

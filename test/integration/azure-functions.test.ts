@@ -121,7 +121,7 @@ describe('decide (functions/decide.ts)', () => {
   it('two Authorization headers (the host joins them with ", "): 401 malformed_token', async () => {
     const token = await mint();
     const res = await decide(
-      new HttpRequest({ method: 'GET', url: `${BASE}/api/decide`, headers: { authorization: `Bearer ${token}, Bearer ${token}`, 'x-original-uri': '/Patient/123' } }),
+      new HttpRequest({ method: 'GET', url: `${BASE}/api/decide`, headers: { authorization: `Bearer ${token}, Bearer ${token}`, 'x-original-method': 'GET', 'x-original-uri': '/Patient/123' } }),
       context(),
     );
     expect(res.status).toBe(401);
@@ -240,7 +240,7 @@ describe('PDP_CONFIG_FILE', () => {
 describe('health (functions/health.ts)', () => {
   it('answers 200 with issuer freshness once started', async () => {
     await workerService().started;
-    const res = await health(new HttpRequest({ method: 'GET', url: `${BASE}/api/health` }), context());
+    const res = await health(new HttpRequest({ method: 'GET', url: `${BASE}/api/health`, headers: { 'x-functions-key': ADMIN_KEY } }), context());
     expect(res.status).toBe(200);
     const body = bodyOf(res);
     expect(body).toMatchObject({ ready: true });

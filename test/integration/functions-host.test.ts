@@ -132,7 +132,7 @@ describe('decide through the host (authLevel function)', () => {
     const res = await host.http({
       method: 'GET',
       path: '/api/decide',
-      headers: { 'x-functions-key': API_KEY, authorization: [`Bearer ${token}`, `Bearer ${token}`], 'x-original-uri': '/Patient/123' },
+      headers: { 'x-functions-key': API_KEY, authorization: [`Bearer ${token}`, `Bearer ${token}`], 'x-original-method': 'GET', 'x-original-uri': '/Patient/123' },
     });
     expect(res.status).toBe(401);
     expect(res.headers['x-decision-reason']).toBe('malformed_token');
@@ -167,8 +167,11 @@ describe('decide through the host (authLevel function)', () => {
 });
 
 describe('health, refresh, explain, timer through the host', () => {
-  it('GET /api/health: 200 ready with issuer freshness; POST is not a method of the route (405 from the host)', async () => {
-    const res = await host.http({ method: 'GET', path: '/api/health' });
+  it('GET /api/health: 200 ready, issuer freshness with the admin key only; POST is not a method of the route (405 from the host)', async () => {
+    const anonymous = await host.http({ method: 'GET', path: '/api/health' });
+    expect(anonymous.status).toBe(200);
+    expect(anonymous.json()).toEqual({ ready: true, status: expect.stringMatching(/^(ok|degraded)$/) });
+    const res = await host.http({ method: 'GET', path: '/api/health', headers: { 'x-functions-key': ADMIN_KEY } });
     expect(res.status).toBe(200);
     expect(res.json()).toMatchObject({ ready: true });
     expect((res.json().issuers as Array<{ issuer: string }>).map((i) => i.issuer).sort()).toEqual([idp.v1Issuer, idp.v2Issuer, smartProvider!.issuer].sort());

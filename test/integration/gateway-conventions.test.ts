@@ -137,9 +137,12 @@ describe('gateway conventions', () => {
 
   describe('Traefik forwardAuth', () => {
     const dynamic = docSnippet('traefik-dynamic');
-    const address = new URL(substitute(yamlValue(dynamic, 'address'), '__PDP_API_KEY__', API_KEY));
+    const address = new URL(yamlValue(dynamic, 'address'));
+    const keyMiddleware = /fhir-pdp-key:\s*\n\s*headers:\s*\n\s*customRequestHeaders:\s*\n\s*X-Functions-Key: "([^"]*)"/.exec(dynamic);
+    const stripMiddleware = /fhir-pdp-key-strip:\s*\n\s*headers:\s*\n\s*customRequestHeaders:\s*\n\s*X-Functions-Key: "([^"]*)"/.exec(dynamic);
+    const key = substitute(keyMiddleware?.[1] ?? '', '__PDP_API_KEY__', API_KEY);
 
-    /** What forwardAuth sends for a client request, per the documented middleware. */
+    /** What forwardAuth sends for a client request, per the documented middlewares. */
     function traefik(method: string, uri: string, authorization?: string | string[]): RawRequest {
       return {
         method: 'GET',
@@ -148,6 +151,7 @@ describe('gateway conventions', () => {
           host: pdpHost,
           'user-agent': 'Go-http-client/1.1',
           ...(authorization !== undefined ? { authorization } : {}),
+          'x-functions-key': key,
           'x-forwarded-for': '203.0.113.7',
           'x-forwarded-method': method,
           'x-forwarded-proto': 'https',
@@ -158,10 +162,16 @@ describe('gateway conventions', () => {
       };
     }
 
-    it('is configured to copy only the credential and to carry every identity header', () => {
+    it('is configured to copy only the credential, the key and the method overrides, and to carry every identity header', () => {
       expect(address.pathname).toBe('/api/decide');
+      // The key is a header set by a middleware, never a query parameter of the auth URL.
+      expect(address.search).toBe('');
+      expect(dynamic).not.toMatch(/code=/);
+      expect(dynamic).toMatch(/middlewares: \["fhir-pdp-key", "fhir-pdp", "fhir-pdp-key-strip"\]/);
+      expect(keyMiddleware?.[1]).toBe('__PDP_API_KEY__');
+      expect(stripMiddleware?.[1]).toBe('');
       expect(yamlValue(dynamic, 'trustForwardHeader')).toBe('false');
-      expect(yamlList(dynamic, 'authRequestHeaders')).toEqual(['Authorization']);
+      expect(yamlList(dynamic, 'authRequestHeaders')).toEqual(['Authorization', 'X-Functions-Key', 'X-HTTP-Method-Override', 'X-HTTP-Method', 'X-Method-Override']);
       expect(lower(yamlList(dynamic, 'authResponseHeaders'))).toEqual(identityAndDecisionId);
       expect(docSnippet('traefik-static')).toMatch(/providers:\s*\n\s*file:/);
     });
@@ -238,9 +248,17 @@ describe('gateway conventions', () => {
       expect(res.headers['x-decision-reason']).toBe('malformed_token');
     });
 
-    it('refuses an auth request without the key in the address, before any decision', async () => {
+    it('refuses a method override the client sends (authRequestHeaders copies it to fhir-pdp)', async () => {
       const req = traefik('GET', '/Patient/p1', await bearer());
-      const res = await ask({ ...req, path: '/api/decide' });
+      const res = await ask({ ...req, headers: { ...req.headers, 'x-http-method-override': 'DELETE' } });
+      expect(res.status).toBe(403);
+      expect(res.headers['x-decision-reason']).toBe('action_not_permitted');
+    });
+
+    it('refuses an auth request without the key header, before any decision', async () => {
+      const req = traefik('GET', '/Patient/p1', await bearer());
+      const { 'x-functions-key': _key, ...withoutKey } = req.headers as Record<string, string>;
+      const res = await ask({ ...req, headers: withoutKey });
       expect(res.status).toBe(401);
       expect(jsonOf(res)).toMatchObject({ error: 'unauthorized' });
       expect(res.headers['x-decision-reason']).toBeUndefined();
@@ -276,6 +294,8 @@ describe('gateway conventions', () => {
       expect(pathPrefix).toBe('/api/decide');
       expect(keyHeader).toBe('x-functions-key');
       expect(lower(yamlList(envoy, 'allowed_upstream_headers'))).toEqual(identityAndDecisionId);
+      // The method overrides reach fhir-pdp, which refuses them.
+      expect(yamlList(envoy, 'allowed_headers')).toEqual(['x-request-id', 'x-http-method-override', 'x-http-method', 'x-method-override']);
       const removed = [...envoy.matchAll(/^\s*- remove: (\S+)$/gm)].map((m) => m[1]!);
       expect(lower(removed)).toEqual(identityAndDecisionId);
       expect(envoy.indexOf('envoy.filters.http.header_mutation')).toBeLessThan(envoy.indexOf('envoy.filters.http.ext_authz'));
@@ -379,7 +399,9 @@ describe('gateway conventions', () => {
       expect(policy).toContain('<set-method>POST</set-method>');
       expect(policy).toMatch(/<set-header name="x-functions-key" exists-action="override">\s*<value>\{\{fhir-pdp-key\}\}<\/value>/);
       const body = /<set-body>@\{([\s\S]*?)\}<\/set-body>/.exec(policy)![1]!;
-      expect([...body.matchAll(/new JProperty\("([^"]+)"/g)].map((m) => m[1])).toEqual(['method', 'path', 'headers', 'authorization']);
+      expect([...body.matchAll(/new JProperty\("([^"]+)"/g)].map((m) => m[1])).toEqual(['method', 'path', 'headers', 'authorization', 'body']);
+      // The Bundle of a POST to the FHIR base goes as `body`, so its entries are decided.
+      expect(body).toMatch(/if \(context\.Request\.Method == "POST" && path == "\/"\) \{ question\.Add\(new JProperty\("body", context\.Request\.Body\.As<JObject>\(preserveContent: true\)\)\); \}/);
       expect(policy).toMatch(/ignore-error="true"/);
     });
 

@@ -54,7 +54,7 @@ describe('the standalone host server', () => {
   }
 
   it('answers with Content-Length in bytes, not chunked', async () => {
-    const a = await ask('GET', '/api/health');
+    const a = await ask('GET', '/api/health', { 'x-functions-key': ADMIN });
     expect(a.status).toBe(200);
     expect(a.headers['transfer-encoding']).toBeUndefined();
     expect(Number(a.headers['content-length'])).toBe(Buffer.byteLength(a.body));
@@ -63,8 +63,8 @@ describe('the standalone host server', () => {
   });
 
   it('answers HEAD with the length of its GET and no body', async () => {
-    const get = await ask('GET', '/api/health');
-    const head = await ask('HEAD', '/api/health');
+    const get = await ask('GET', '/api/health', { 'x-functions-key': ADMIN });
+    const head = await ask('HEAD', '/api/health', { 'x-functions-key': ADMIN });
     expect(head.status).toBe(200);
     expect(head.body).toBe('');
     expect(head.headers['content-length']).toBe(get.headers['content-length']);

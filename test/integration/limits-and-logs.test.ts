@@ -223,9 +223,9 @@ describe('limits, keys and decision logs of the standalone host', () => {
   describe('keys', () => {
     it.each([
       { name: 'health without a key', req: { path: '/api/health' }, status: 200 },
-      { name: 'decide without a key', req: { path: '/api/decide', headers: { 'x-original-uri': '/Patient/1' } }, status: 401 },
-      { name: 'decide with a wrong key', req: { path: '/api/decide', headers: { 'x-functions-key': 'nope', 'x-original-uri': '/Patient/1' } }, status: 401 },
-      { name: 'decide with the key as code', req: { path: `/api/decide?code=${API_KEY}`, headers: { 'x-original-uri': '/Patient/1' } }, status: 401, reason: 'missing_token' },
+      { name: 'decide without a key', req: { path: '/api/decide', headers: { 'x-original-method': 'GET', 'x-original-uri': '/Patient/1' } }, status: 401 },
+      { name: 'decide with a wrong key', req: { path: '/api/decide', headers: { 'x-functions-key': 'nope', 'x-original-method': 'GET', 'x-original-uri': '/Patient/1' } }, status: 401 },
+      { name: 'decide with the key as code', req: { path: `/api/decide?code=${API_KEY}`, headers: { 'x-original-method': 'GET', 'x-original-uri': '/Patient/1' } }, status: 401, reason: 'missing_token' },
       { name: 'refresh with an API key', req: { method: 'POST', path: '/api/refresh', headers: { 'x-functions-key': API_KEY } }, status: 401 },
       { name: 'explain with an API key', req: { method: 'GET', path: '/api/explain', headers: { 'x-functions-key': API_KEY } }, status: 401 },
       { name: 'refresh with the admin key', req: { method: 'POST', path: '/api/refresh', headers: { 'x-functions-key': ADMIN_KEY } }, status: 200 },

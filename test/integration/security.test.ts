@@ -272,7 +272,7 @@ describe('malformed_token', () => {
     const { hostname, port } = new URL(pdp.url);
     const status = await new Promise<{ status: number; reason: string | undefined }>((resolve, reject) => {
       const req = httpRequest(
-        { host: hostname, port, path: '/api/decide', headers: { 'x-original-uri': '/Patient/123', 'x-functions-key': API_KEY } },
+        { host: hostname, port, path: '/api/decide', headers: { 'x-original-method': 'GET', 'x-original-uri': '/Patient/123', 'x-functions-key': API_KEY } },
         (res) => {
           res.resume();
           res.on('end', () => resolve({ status: res.statusCode ?? 0, reason: res.headers['x-decision-reason'] as string | undefined }));

@@ -229,23 +229,28 @@ describe('the open host (no keys): modes, health, JSON 400s', () => {
       expect((await ask('DELETE')).status).toBe(403);
     });
 
-    it('X-Original-URI decides the mode whatever the method or body; the method defaults to the request method', async () => {
+    it('X-Original-URI decides the mode whatever the method or body; without X-Original-Method it is invalid_request, never the request method', async () => {
       const token = await mint();
-      const res = await fetch(`${host.url}/api/decide`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}`, 'x-original-uri': '/Patient/123', 'content-type': 'application/json' },
-        body: JSON.stringify({ method: 'GET', path: '/Patient/123' }),
-      });
+      const ask = (headers: Record<string, string>) =>
+        fetch(`${host.url}/api/decide`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}`, 'x-original-uri': '/Patient/123', 'content-type': 'application/json', ...headers },
+          body: JSON.stringify({ method: 'GET', path: '/Patient/123' }),
+        });
       // A POST to /Patient/123 is an update-like write a reader may not do: forward-auth, not JSON.
-      expect(res.status).toBe(403);
-      expect(res.headers.get('x-decision-reason')).toBe('action_not_permitted');
+      const post = await ask({ 'x-original-method': 'POST' });
+      expect(post.status).toBe(403);
+      expect(post.headers.get('x-decision-reason')).toBe('action_not_permitted');
+      const unknown = await ask({});
+      expect(unknown.status).toBe(400);
+      expect(unknown.headers.get('x-decision-reason')).toBe('invalid_request');
     });
 
     it('two Authorization headers over raw HTTP: 401 malformed_token', async () => {
       const token = await mint();
       const answer = await rawHttp(
         host.url,
-        `GET /api/decide HTTP/1.1\r\nHost: x\r\nX-Original-URI: /Patient/123\r\nAuthorization: Bearer ${token}\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`,
+        `GET /api/decide HTTP/1.1\r\nHost: x\r\nX-Original-Method: GET\r\nX-Original-URI: /Patient/123\r\nAuthorization: Bearer ${token}\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`,
       );
       expect(answer.status).toBe(401);
       expect(rawHeader(answer, 'x-decision-reason')).toBe('malformed_token');

@@ -149,8 +149,11 @@ export function batchBundle(type: 'batch' | 'transaction', ...entries: string[])
     resourceType: 'Bundle',
     type,
     entry: entries.map((line) => {
-      const [method, url] = line.split(' ');
-      return { request: { method, url } };
+      const [method, url] = line.split(' ') as [string, string];
+      // A create or update entry carries its resource, of the type its URL names.
+      const [type, id] = url.split('?')[0]!.split('/');
+      const resource = method === 'POST' || method === 'PUT' ? { resource: { resourceType: type, ...(method === 'PUT' && id ? { id } : {}) } } : {};
+      return { request: { method, url }, ...resource };
     }),
   };
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { OPERATION_RULES, requirementFor } from '../../src/fhir/interactions.js';
 import { parseFhirRequest } from '../../src/fhir/request.js';
-import { expandDataActions, satisfies, type ActionRequirement } from '../../src/policy/data-actions.js';
+import { expandDataActions, satisfies, type ActionRequirement, type DataAction } from '../../src/policy/data-actions.js';
 
 function requires(method: string, target: string): ActionRequirement {
   const result = parseFhirRequest(method, target);
@@ -31,7 +31,8 @@ describe('requirementFor: one row per interaction', () => {
     ['DELETE', '/Patient/1?_hardDelete=true', [['delete'], ['hardDelete']]],
     ['DELETE', '/Patient?identifier=x', [['delete'], ['read', 'search']]],
     ['DELETE', '/Patient?identifier=x&_hardDelete=true', [['delete'], ['read', 'search'], ['hardDelete']]],
-    ['POST', '/', [['read', 'search'], ['write', 'create', 'update'], ['delete']]],
+    // An unseen Bundle (unseenBundles: requireEveryAction) needs every action an entry could need.
+    ['POST', '/', ['read', 'write', 'delete', 'hardDelete', 'export', 'import', 'resourceValidate', 'convertData', 'reindex', 'searchParameter', 'bulkOperator', 'editProfileDefinitions'].map((a) => [a as DataAction])],
     ['DELETE', '/metadata', []],
     ['PUT', '/Patient', []],
   ];
@@ -126,7 +127,9 @@ describe('requirementFor against granted actions', () => {
     [['*'], 'GET', '/$frobnicate', false],
     [['*'], 'DELETE', '/Patient/$bulk-delete?_hardDelete=true', true],
     [['read', 'write'], 'POST', '/', false],
-    [['read', 'write', 'delete'], 'POST', '/', true],
+    [['read', 'write', 'delete'], 'POST', '/', false],
+    [['read', 'write', 'delete', 'hardDelete', 'searchParameter', 'editProfileDefinitions'], 'POST', '/', false],
+    [['*'], 'POST', '/', true],
     [['write'], 'POST', '/SearchParameter', false],
     [['write', 'searchParameter'], 'POST', '/SearchParameter', true],
   ];

@@ -159,6 +159,8 @@ describe('parseFhirRequest: rejections', () => {
     ['GET', `/Patient?x=${'a'.repeat(16384)}`, /query is longer/],
     ['GET', `/Patient?${Array.from({ length: 201 }, (_, i) => `p${i}=1`).join('&')}`, /more than 200/],
     ['GET', '/Patient#frag', /fragment/],
+    ['POST', '/Patient?_method=DELETE', /_method, a method override/],
+    ['GET', '/Patient/1?%5Fmethod=DELETE', /_method, a method override/],
     ['GET', '/patient/1', /resource type/],
     ['GET', '/Pat1ent', /resource type/],
     ['GET', `/${'A'.repeat(65)}`, /resource type/],

@@ -297,7 +297,6 @@ interface Case {
   readonly allow?: readonly DataAction[];
   readonly without?: readonly DataAction[];
   readonly delegateCompartment?: string;
-  readonly delegated?: readonly string[];
   readonly refuse?: RegExp | string;
 }
 
@@ -322,7 +321,8 @@ function check(c: Case): void {
   for (const a of c.allow ?? []) expect(verdict.actions, `expected ${a}`).toContain(a);
   for (const a of c.without ?? []) expect(verdict.actions, `unexpected ${a}`).not.toContain(a);
   expect(verdict.delegateCompartment).toBe(c.delegateCompartment);
-  expect(verdict.delegatedConstraints?.map((d) => d.scope)).toEqual(c.delegated);
+  // Constraints are never delegated: an allowed verdict carries nothing but actions and the compartment.
+  expect(Object.keys(verdict).sort()).toEqual(['actions', 'ok', ...(c.delegateCompartment ? ['delegateCompartment'] : [])].sort());
 }
 
 const table = (cases: Record<string, Case>) => Object.entries(cases);
@@ -533,6 +533,12 @@ describe('evaluateScopes: the patient compartment', () => {
       'chained parameter refused': { scopes: P, patient: '123', mode: 'delegate', request: search('Observation', '?patient=123&performer.name=x'), refuse: /^performer\.name reaches beyond/ },
       'typed chained parameter refused': { scopes: P, patient: '123', request: search('Observation', '?subject:Patient.name=x'), refuse: /^subject:Patient\.name reaches beyond/ },
       '_has refused': { scopes: P, patient: '123', request: search('Patient', '?_id=123&_has:Observation:patient:code=1'), refuse: /^_has:Observation:patient:code reaches beyond/ },
+      '_contained refused even with patient=': { scopes: P, patient: '123', mode: 'delegate', request: search('Observation', '?patient=123&_contained=true'), refuse: /^_contained=true reaches beyond/ },
+      '_contained=both refused': { scopes: P, patient: '123', request: search('Observation', '?patient=123&_contained=both'), refuse: /^_contained=both reaches beyond/ },
+      '_contained=false is the default and allowed': { scopes: P, patient: '123', request: search('Observation', '?patient=123&_contained=false'), allow: ['search'] },
+      '_containedType refused': { scopes: P, patient: '123', request: search('Observation', '?patient=123&_containedType=contained'), refuse: /^_containedType=contained reaches beyond/ },
+      '_query refused': { scopes: P, patient: '123', mode: 'delegate', request: search('Observation', '?patient=123&_query=everything'), refuse: /^_query=everything reaches beyond/ },
+      '_filter refused': { scopes: P, patient: '123', mode: 'delegate', request: search('Observation', '?patient=123&_filter=subject%20re%20Patient%2F456'), refuse: /^_filter=subject re Patient\/456 reaches beyond/ },
       '_include in a compartment search refused': { scopes: P, patient: '123', request: compartment('123', 'Observation', '?_include=Observation:performer'), refuse: /^_include=/ },
       'read by id of another type refused': {
         scopes: P,
@@ -575,15 +581,21 @@ describe('evaluateScopes: the patient compartment', () => {
         scopes: P,
         patient: '123',
         request: req('POST', '/Observation/_search?patient=123', 'search-type', { resourceType: 'Observation' }),
-        refuse: /^a POST search carries parameters in its body/,
+        refuse: /^a POST search carries its parameters in a form body fhir-pdp does not see/,
       },
-      'POST search delegated': {
+      'POST search is refused under patient/ scopes in delegate mode too (its body could carry _include)': {
         scopes: P,
         patient: '123',
         mode: 'delegate',
         request: req('POST', '/Observation/_search', 'search-type', { resourceType: 'Observation' }),
-        delegateCompartment: 'Patient/123',
-        allow: ['search'],
+        refuse: /^a POST search carries its parameters in a form body fhir-pdp does not see/,
+      },
+      'POST compartment search is refused under patient/ scopes': {
+        scopes: P,
+        patient: '123',
+        mode: 'delegate',
+        request: req('POST', '/Patient/123/Observation/_search', 'search-compartment', { resourceType: 'Observation', compartment: { type: 'Patient', id: '123', targetType: 'Observation' } }),
+        refuse: /^a POST search carries its parameters/,
       },
       'history of a type is not provable': {
         scopes: P,
@@ -607,17 +619,16 @@ describe('evaluateScopes: scope constraints', () => {
         scopes: LAB,
         request: search('Observation', '?category=vital-signs'),
         refuse:
-          "scope user/Observation.rs?category=laboratory allows search on Observation only with category=laboratory, and the request does not carry category=laboratory; with compartmentMode 'delegate' the constraint is sent for the FHIR server to enforce",
+          "scope user/Observation.rs?category=laboratory allows search on Observation only with category=laboratory, and the request does not carry category=laboratory; a constraint must be proven from the request's query (compartmentMode 'delegate' does not delegate constraints): search with category=laboratory",
       },
-      'query carries another value, delegated': {
+      'query carries another value, delegate mode: still refused, never widened': {
         scopes: LAB,
         mode: 'delegate',
         request: search('Observation', '?category=vital-signs'),
-        allow: ['search'],
-        delegated: [LAB],
+        refuse: /does not carry category=laboratory/,
       },
       'query lacks the parameter': { scopes: LAB, request: search('Observation'), refuse: /does not carry category=laboratory/ },
-      'query lacks the parameter, delegated': { scopes: LAB, mode: 'delegate', request: search('Observation'), delegated: [LAB] },
+      'query lacks the parameter, delegate mode: refused': { scopes: LAB, mode: 'delegate', request: search('Observation'), refuse: /does not carry category=laboratory/ },
       'OR of an allowed and another value': { scopes: LAB, request: search('Observation', '?category=laboratory,vital-signs'), refuse: /does not carry/ },
       'AND of an allowed and another value': { scopes: LAB, request: search('Observation', '?category=laboratory&category=vital-signs'), allow: ['search'] },
       'a modifier is not the parameter': { scopes: LAB, request: search('Observation', '?category:not=laboratory'), refuse: /does not carry/ },
@@ -626,9 +637,9 @@ describe('evaluateScopes: scope constraints', () => {
         scopes: LAB,
         request: read('Observation', '1'),
         refuse:
-          "scope user/Observation.rs?category=laboratory allows read on Observation only with category=laboratory, and this read of Observation cannot show it from the URL; with compartmentMode 'delegate' the constraint is sent for the FHIR server to enforce",
+          "scope user/Observation.rs?category=laboratory allows read on Observation only with category=laboratory, and this read of Observation cannot show it from the URL; a constraint must be proven from the request's query (compartmentMode 'delegate' does not delegate constraints): search with category=laboratory",
       },
-      'a read by id, delegated': { scopes: LAB, mode: 'delegate', request: read('Observation', '1'), allow: ['readById'], delegated: [LAB] },
+      'a read by id, delegate mode: refused': { scopes: LAB, mode: 'delegate', request: read('Observation', '1'), refuse: /cannot show it from the URL/ },
       'a scope with OR values': { scopes: 'user/Observation.rs?category=laboratory,vital-signs', request: search('Observation', '?category=vital-signs'), allow: ['search'] },
       'a scope with OR values, the request with both': { scopes: 'user/Observation.rs?category=laboratory,vital-signs', request: search('Observation', '?category=laboratory,vital-signs'), allow: ['search'] },
       'two constraints, both needed': { scopes: 'user/Observation.rs?category=laboratory&status=final', request: search('Observation', '?category=laboratory'), refuse: /does not carry category=laboratory&status=final/ },
@@ -638,11 +649,11 @@ describe('evaluateScopes: scope constraints', () => {
         request: search('Observation', '?category=vital-signs'),
         allow: ['search'],
       },
-      'two constrained scopes, delegated together': {
+      'two constrained scopes, neither proven, delegate mode: refused': {
         scopes: `${LAB} user/Observation.rs?category=vital-signs`,
         mode: 'delegate',
         request: search('Observation'),
-        delegated: [LAB, 'user/Observation.rs?category=vital-signs'],
+        refuse: /only with category=laboratory \(or the other scopes' constraints\)/,
       },
       'an unconstrained scope beside a constrained one': { scopes: `${LAB} user/Observation.s`, request: search('Observation'), allow: ['search'] },
       'a constraint on another type does not apply': { scopes: `${LAB} user/Condition.rs`, request: search('Condition'), allow: ['search'] },
@@ -652,32 +663,31 @@ describe('evaluateScopes: scope constraints', () => {
         request: search('Observation', '?patient=123&category=laboratory'),
         allow: ['search'],
       },
-      'constraint delegated, compartment proven': {
+      'compartment proven, constraint not, delegate mode: refused': {
         scopes: 'patient/Observation.rs?category=laboratory',
         patient: '123',
         mode: 'delegate',
         request: search('Observation', '?patient=123'),
-        delegated: ['patient/Observation.rs?category=laboratory'],
+        refuse: /does not carry category=laboratory/,
       },
-      'constraint and compartment both delegated': {
+      'compartment delegated, constraint proven, delegate mode: allowed with the compartment': {
+        scopes: 'patient/Observation.rs?category=laboratory',
+        patient: '123',
+        mode: 'delegate',
+        request: search('Observation', '?category=laboratory'),
+        delegateCompartment: 'Patient/123',
+        allow: ['search'],
+      },
+      'a read by id under a constrained patient/ scope, delegate mode: refused, not delegated': {
         scopes: 'patient/Observation.rs?category=laboratory',
         patient: '123',
         mode: 'delegate',
         request: read('Observation', '1'),
-        delegateCompartment: 'Patient/123',
-        delegated: ['patient/Observation.rs?category=laboratory'],
+        refuse: /cannot show it from the URL/,
       },
     }),
   )('%s', (_name, c) => check(c));
 
-  it('delegated constraints carry the type and the values', () => {
-    const verdict = evaluateScopes({ grants: grantsOf(LAB), request: search('Observation'), isAppToken: false, compartmentMode: 'delegate' });
-    expect(verdict.ok).toBe(true);
-    if (!verdict.ok) return;
-    expect(verdict.delegatedConstraints).toHaveLength(1);
-    expect(verdict.delegatedConstraints![0]!.resourceType).toBe('Observation');
-    expect(Object.fromEntries(verdict.delegatedConstraints![0]!.constraints)).toEqual({ category: ['laboratory'] });
-  });
 });
 
 describe('evaluateScopes: parameters that reach other types under user/ scopes', () => {
@@ -703,6 +713,8 @@ describe('evaluateScopes: parameters that reach other types under user/ scopes',
       'untyped chain needs *': { scopes: 'user/Observation.rs user/Patient.s', request: search('Observation', '?subject.name=x'), refuse: /^no scope allows search on all resource types/ },
       '_has needs search on the type': { scopes: 'user/Patient.rs', request: search('Patient', '?_has:Observation:patient:code=1'), refuse: /^no scope allows search on Observation \(for _has:Observation:patient:code\)/ },
       '_has with search on the type': { scopes: 'user/Patient.rs user/Observation.s', request: search('Patient', '?_has:Observation:patient:code=1'), allow: ['search'] },
+      '_filter under user/ scopes needs search on every type': { scopes: 'user/Observation.rs', request: search('Observation', '?_filter=code%20eq%201'), refuse: /^no scope allows search on all resource types \(\*\) \(for _filter=/ },
+      '_filter with user/*.rs': { scopes: 'user/*.rs', request: search('Observation', '?_filter=code%20eq%201'), allow: ['search'] },
       'a constrained scope does not cover an _include': {
         scopes: 'user/Observation.rs user/Patient.rs?gender=female',
         request: search('Observation', '?_include=Observation:subject:Patient'),
@@ -798,7 +810,7 @@ describe('evaluateScopes: operations', () => {
         scopes: 'patient/Observation.rs',
         patient: '123',
         request: op('POST', '/Observation/$lastn?patient=123', '$lastn', { resourceType: 'Observation' }),
-        refuse: /^Observation\/\$lastn by POST carries parameters in its body, so it cannot be proven/,
+        refuse: /^Observation\/\$lastn by POST carries its parameters in a body fhir-pdp does not see/,
       },
       '$stats under user/ scopes': { scopes: 'user/Observation.rs', request: op('GET', '/Observation/$stats?code=x', '$stats', { resourceType: 'Observation' }), allow: ['read'] },
       'terminology: ValueSet/$expand': { scopes: 'user/ValueSet.rs', request: op('GET', '/ValueSet/$expand?url=x', '$expand', { resourceType: 'ValueSet' }), allow: ['read'] },
