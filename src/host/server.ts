@@ -5,7 +5,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { KeyRing } from '../http/keys.js';
-import { route, type PdpRuntime } from '../http/routes.js';
+import { route, type PdpRuntime, type RouteOptions } from '../http/routes.js';
 import { json, type PdpHttpRequest, type PdpHttpResponse } from '../http/types.js';
 
 export const DEFAULT_MAX_BODY_BYTES = 256 * 1024;
@@ -15,6 +15,8 @@ export const MAX_HEADER_BYTES = 64 * 1024;
 export interface HostOptions {
   readonly keys: KeyRing;
   readonly maxBodyBytes?: number;
+  /** Told of every /api/decide request refused for its key. */
+  readonly onKeyRefused?: RouteOptions['onKeyRefused'];
 }
 
 interface ReadBody {
@@ -69,6 +71,10 @@ export function toPdpRequest(req: IncomingMessage, body: ReadBody): PdpHttpReque
     method: req.method ?? 'GET',
     url: req.url ?? '/',
     header: (name) => headerValues(raw, name),
+    // Read only when a line is logged about this request (a refused key).
+    get remoteAddress() {
+      return req.socket.remoteAddress;
+    },
   };
   if (body.body) request.body = body.body;
   if (body.tooLarge) request.bodyTooLarge = true;
@@ -97,7 +103,7 @@ const INTERNAL_ERROR = json(500, { error: 'internal_error' });
 
 export function createPdpServer(runtime: PdpRuntime, options: HostOptions): Server {
   const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
-  const routeOptions = { keys: options.keys };
+  const routeOptions: RouteOptions = { keys: options.keys, ...(options.onKeyRefused ? { onKeyRefused: options.onKeyRefused } : {}) };
   const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => {
     // Never an unhandled rejection (which would end the process): a failure before the answer is
     // written is a 500; one after its head went out ends the connection.

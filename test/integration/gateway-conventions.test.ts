@@ -238,11 +238,11 @@ describe('gateway conventions', () => {
       expect(res.headers['x-decision-reason']).toBe('malformed_token');
     });
 
-    it('refuses an auth request without the key in the address, before any decision', async () => {
+    it('answers an auth request without the key in the address 503 (passed on as is), before any decision', async () => {
       const req = traefik('GET', '/Patient/p1', await bearer());
       const res = await ask({ ...req, path: '/api/decide' });
-      expect(res.status).toBe(401);
-      expect(jsonOf(res)).toMatchObject({ error: 'unauthorized' });
+      expect(res.status).toBe(503);
+      expect(jsonOf(res)).toMatchObject({ error: 'gateway_key_refused' });
       expect(res.headers['x-decision-reason']).toBeUndefined();
     });
   });
@@ -318,8 +318,9 @@ describe('gateway conventions', () => {
       const headers = { ...inQuery.headers } as Record<string, string>;
       delete headers[keyHeader];
       const refused = await ask({ ...inQuery, headers });
-      expect(refused.status).toBe(401);
-      expect(jsonOf(refused)).toMatchObject({ error: 'unauthorized' });
+      // 5xx: Envoy answers the client status_on_error (503), not the 4xx it would pass on.
+      expect(refused.status).toBe(503);
+      expect(jsonOf(refused)).toMatchObject({ error: 'gateway_key_refused' });
       expect(refused.headers['x-decision-reason']).toBeUndefined();
 
       const decided = await ask(envoyCheck('GET', '/Patient/p1?code=not-a-key', authorization));
