@@ -8,11 +8,14 @@
  * nginx fails the suite (.ci/run installs it).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { accessSync, chmodSync, constants as fsConstants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, connect } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer, connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
+import smart from 'fhirclient';
+import type * as FhirClientClass from 'fhirclient/lib/FhirClient.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StartedHost } from '../../src/host/main.js';
 import { DEV_APP_ID, DEV_OBJECT_ID, DEV_TENANT_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
@@ -21,6 +24,11 @@ import { docSnippet, rawRequest, startPdpHost, substitute, type RawResponse } fr
 
 const AUDIENCE = 'https://fhir.example.test';
 const STRANGER_OID = '0b7c6d5e-4f3a-4b2c-9d1e-8f7a6b5c4d3e';
+/** A second principal granted `export` only, and a third granted `read` only. */
+const EXPORTER_OID = '5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a';
+const READER_OID = '7e6d5c4b-3a2f-4e1d-9c8b-7a6f5e4d3c2b';
+const SMART_AUTHORIZE = 'https://login.example.test/authorize';
+const SMART_TOKEN = 'https://login.example.test/token';
 const API_KEY = `nginx-e2e-${randomUUID()}`;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -38,6 +46,9 @@ function findNginx(): string | undefined {
   }
   return undefined;
 }
+
+/** fhirclient's standalone FHIR client; its Node entry exports it as `smart.FhirClient`, its types do not. */
+const FhirClient = (smart as typeof smart & { FhirClient: typeof FhirClientClass.default }).FhirClient;
 
 const NGINX = findNginx();
 const REQUIRED = Boolean(process.env.CI);
@@ -79,12 +90,12 @@ async function waitUntilAccepting(port: number, child: ChildProcess, stderr: () 
   throw new Error(`nginx did not accept connections on 127.0.0.1:${port} within 5 s:\n${stderr()}`);
 }
 
-function nginxConfig(dir: string, listenPort: number, pdpAddress: string, fhirAddress: string): string {
+function nginxConfig(dir: string, listenPort: number, pdpAddress: string, fhirAddress: string, apiKey = API_KEY): string {
   let server = docSnippet('nginx');
   server = substitute(server, 'listen 8000;', `listen 127.0.0.1:${listenPort};`);
   server = substitute(server, 'server 127.0.0.1:7071;', `server ${pdpAddress};`);
   server = substitute(server, 'server 127.0.0.1:8080;', `server ${fhirAddress};`);
-  server = substitute(server, '__PDP_API_KEY__', API_KEY);
+  server = substitute(server, '__PDP_API_KEY__', apiKey);
   return [
     'worker_processes 1;',
     'events { worker_connections 256; }',
@@ -101,15 +112,56 @@ function nginxConfig(dir: string, listenPort: number, pdpAddress: string, fhirAd
   ].join('\n');
 }
 
+interface RunningNginx {
+  readonly origin: string;
+  stderr(): string;
+  stop(): Promise<void>;
+}
+
+/** nginx with the documented snippet in its own prefix directory, accepting connections. */
+async function startNginx(pdpAddress: string, fhirAddress: string, apiKey = API_KEY): Promise<RunningNginx> {
+  if (NGINX === undefined) throw new Error('CI is set but nginx is not installed: .ci/run installs it with apt-get install -y nginx');
+  const dir = mkdtempSync(join(tmpdir(), 'fhir-pdp-nginx-'));
+  // Workers drop root privileges; they must reach their temp paths inside this directory.
+  chmodSync(dir, 0o755);
+  const port = await reservePort();
+  const confPath = join(dir, 'nginx.conf');
+  writeFileSync(confPath, nginxConfig(dir, port, pdpAddress, fhirAddress, apiKey));
+  const child = spawn(NGINX, ['-p', `${dir}/`, '-c', confPath, '-e', 'stderr', '-g', `daemon off; pid ${dir}/nginx.pid; error_log stderr;`], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => {
+    if (stderr.length < 64 * 1024) stderr += chunk.toString('utf8');
+  });
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.kill('SIGQUIT');
+      const forced = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(forced);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await waitUntilAccepting(port, child, () => stderr);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { origin: `http://127.0.0.1:${port}`, stderr: () => stderr, stop };
+}
+
 describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? ' (skipped: nginx is not installed)' : ''}`, () => {
   let idp: DevIdentityProvider;
   let fhir: FhirUpstream;
   let pdp: StartedHost;
   let pdpClosed = false;
-  let nginx: ChildProcess | undefined;
-  let nginxStderr = '';
-  let dir: string;
+  let nginx: RunningNginx | undefined;
   let origin: string;
+  /** What the fhir-pdp host wrote to its operational log (not the decision log). */
+  const pdpLog: string[] = [];
 
   const send = (path: string, init: { method?: string; headers?: Record<string, string | string[]>; body?: string } = {}): Promise<RawResponse> =>
     rawRequest(origin, { path, ...init });
@@ -126,48 +178,38 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
   beforeAll(async () => {
     if (NGINX === undefined) throw new Error('CI is set but nginx is not installed: .ci/run installs it with apt-get install -y nginx');
     idp = await DevIdentityProvider.start();
-    fhir = await startFhirUpstream({ seed: [{ resourceType: 'Patient', id: 'p1', name: [{ family: 'Doe', given: ['Jane'] }] }] });
+    fhir = await startFhirUpstream({
+      seed: [{ resourceType: 'Patient', id: 'p1', name: [{ family: 'Doe', given: ['Jane'] }] }],
+      smart: { authorizationEndpoint: SMART_AUTHORIZE, tokenEndpoint: SMART_TOKEN },
+    });
     pdp = await startPdpHost({
       config: {
         authority: idp.authority,
         audience: AUDIENCE,
-        accessPolicies: [{ objectId: DEV_OBJECT_ID, dataActions: ['read', 'write'] }],
+        accessPolicies: [
+          { objectId: DEV_OBJECT_ID, dataActions: ['read', 'write', 'export'] },
+          { objectId: EXPORTER_OID, dataActions: ['export'] },
+          { objectId: READER_OID, dataActions: ['read'] },
+        ],
         decisionBudgetMs: 750,
         fetchTimeoutMs: 5000,
       },
       settings: { PDP_API_KEYS: API_KEY },
+      log: (line) => pdpLog.push(line),
     });
     await pdp.service.refresh();
 
-    dir = mkdtempSync(join(tmpdir(), 'fhir-pdp-nginx-'));
-    // Workers drop root privileges; they must reach their temp paths inside this directory.
-    chmodSync(dir, 0o755);
-    const port = await reservePort();
-    origin = `http://127.0.0.1:${port}`;
-    const confPath = join(dir, 'nginx.conf');
-    writeFileSync(confPath, nginxConfig(dir, port, new URL(pdp.url).host, fhir.address));
-    nginx = spawn(NGINX, ['-p', `${dir}/`, '-c', confPath, '-e', 'stderr', '-g', `daemon off; pid ${dir}/nginx.pid; error_log stderr;`], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    nginx.stderr!.on('data', (chunk: Buffer) => {
-      if (nginxStderr.length < 64 * 1024) nginxStderr += chunk.toString('utf8');
-    });
-    await waitUntilAccepting(port, nginx, () => nginxStderr);
+    nginx = await startNginx(new URL(pdp.url).host, fhir.address);
+    origin = nginx.origin;
+    // The FHIR server hands out URLs (Content-Location, export files) at the gateway's address.
+    fhir.setBaseUrl(origin);
   });
 
   afterAll(async () => {
-    const child = nginx;
-    if (child && child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-      child.kill('SIGQUIT');
-      const forced = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(forced);
-    }
+    await nginx?.stop();
     if (pdp && !pdpClosed) await pdp.close();
     await fhir?.close();
     await idp?.close();
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   it('allows a read and the FHIR server sees fhir-pdp identity headers', async () => {
@@ -316,6 +358,188 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
     expect(upstream).toEqual([]);
   });
 
+  describe('Bulk Data export through the gateway', () => {
+    const pathOf = (url: string): string => {
+      const u = new URL(url);
+      expect(u.origin).toBe(origin);
+      return `${u.pathname}${u.search}`;
+    };
+
+    /** Kick-off as the Bulk Data IG asks for it; returns the status URL's path. */
+    async function kickOff(authorization: string): Promise<string> {
+      const { res, upstream } = await throughGateway('/$export?_type=Patient', {
+        headers: { authorization, accept: 'application/fhir+json', prefer: 'respond-async' },
+      });
+      expect(res.status).toBe(202);
+      expect(upstream).toHaveLength(1);
+      return pathOf(String(res.headers['content-location']));
+    }
+
+    it('starts, polls, fetches and cancels an export, each step decided as `export`', async () => {
+      const authorization = await bearer({ oid: EXPORTER_OID });
+      const status = await kickOff(authorization);
+      expect(status).toMatch(/^\/_operations\/export\/[0-9a-f-]+$/);
+
+      // In progress: 202 with X-Progress, as the IG's status request answers.
+      const running = await throughGateway(status, { headers: { authorization } });
+      expect(running.res.status).toBe(202);
+      expect(running.res.headers['x-progress']).toBe('in progress');
+      expect(running.upstream[0]!.headers['x-auth-principal']).toEqual([EXPORTER_OID]);
+
+      const done = await throughGateway(status, { headers: { authorization } });
+      expect(done.res.status).toBe(200);
+      const manifest = JSON.parse(done.res.body) as { requiresAccessToken: boolean; output: { type: string; url: string; count: number }[]; error: unknown[] };
+      expect(manifest).toMatchObject({ requiresAccessToken: true, error: [], output: [{ type: 'Patient', count: 1 }] });
+
+      // requiresAccessToken: the file is fetched with the same token, through the gateway.
+      const file = await throughGateway(pathOf(manifest.output[0]!.url), { headers: { authorization, accept: 'application/fhir+ndjson' } });
+      expect(file.res.status).toBe(200);
+      expect(file.res.headers['content-type']).toBe('application/fhir+ndjson');
+      expect(file.res.body.trim().split('\n').map((l) => JSON.parse(l) as { id: string })).toMatchObject([{ resourceType: 'Patient', id: 'p1' }]);
+      const noToken = await throughGateway(pathOf(manifest.output[0]!.url));
+      expect(noToken.res.status).toBe(401);
+      expect(noToken.upstream).toEqual([]);
+
+      const cancelled = await throughGateway(status, { method: 'DELETE', headers: { authorization } });
+      expect(cancelled.res.status).toBe(202);
+      expect((await throughGateway(status, { headers: { authorization } })).res.status).toBe(404);
+    });
+
+    it('refuses status, files and cancel to a caller without `export`, before the FHIR server', async () => {
+      const status = await kickOff(await bearer({ oid: EXPORTER_OID }));
+      const reader = await bearer({ oid: READER_OID });
+      for (const [method, path] of [['GET', status], ['DELETE', status], ['GET', `${status}/Patient-1.ndjson`]] as const) {
+        const { res, upstream } = await throughGateway(path, { method, headers: { authorization: reader } });
+        expect(res.status).toBe(403);
+        expect(res.headers['x-decision-reason']).toBe('action_not_permitted');
+        expect(upstream).toEqual([]);
+      }
+    });
+
+    it("answers another exporter's job 404, the server's convention for a job the caller may not see", async () => {
+      const status = await kickOff(await bearer({ oid: EXPORTER_OID }));
+      const other = await bearer();
+      const { res, upstream } = await throughGateway(status, { headers: { authorization: other } });
+      expect(res.status).toBe(404);
+      expect(upstream[0]!.headers['x-auth-principal']).toEqual([DEV_OBJECT_ID]);
+    });
+  });
+
+  describe('anonymous SMART discovery with fhirclient (SMART on FHIR JavaScript client)', () => {
+    it('reads the CapabilityStatement at /metadata without a token', async () => {
+      fhir.clearRequests();
+      const client = new FhirClient(origin);
+      expect(await client.getFhirVersion()).toBe('4.0.1');
+      const seen = fhir.requests.filter((r) => r.url.startsWith('/metadata'));
+      expect(seen.length).toBeGreaterThan(0);
+      expect(seen.every((r) => r.headers.authorization === undefined && r.headers['x-auth-principal'] === undefined)).toBe(true);
+    });
+
+    it('launches: authorize() discovers the endpoints at /.well-known/smart-configuration and redirects there', async () => {
+      fhir.clearRequests();
+      const storage = new Map<string, unknown>();
+      const sessionStorage = {
+        get: async (key: string) => storage.get(key),
+        set: async (key: string, value: unknown) => (storage.set(key, value), value),
+        unset: async (key: string) => storage.delete(key),
+      };
+      // The SMART app: a node:http launch endpoint, as fhirclient's Node adapter expects.
+      const app = createHttpServer((req, res) => {
+        smart(req, res, sessionStorage)
+          .authorize({ clientId: 'fhir-pdp-e2e', scope: 'launch/patient openid fhirUser patient/*.rs', redirectUri: '/callback' })
+          .catch((err: unknown) => {
+            res.writeHead(500, { 'content-type': 'text/plain' });
+            res.end(String(err));
+          });
+      });
+      await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
+      try {
+        const { port } = app.address() as AddressInfo;
+        const launch = await rawRequest(`http://127.0.0.1:${port}`, { path: `/launch?iss=${encodeURIComponent(origin)}&launch=xyz` });
+        expect(launch.body).toBe('');
+        expect(launch.status).toBe(302);
+        const location = new URL(String(launch.headers.location));
+        expect(`${location.origin}${location.pathname}`).toBe(SMART_AUTHORIZE);
+        expect(location.searchParams.get('aud')).toBe(origin);
+        expect(location.searchParams.get('client_id')).toBe('fhir-pdp-e2e');
+      } finally {
+        await new Promise<void>((resolve) => app.close(() => resolve()));
+      }
+      const seen = fhir.requests.filter((r) => r.url === '/.well-known/smart-configuration');
+      expect(seen).toHaveLength(1);
+      expect(seen[0]!.headers.authorization).toBeUndefined();
+    });
+
+    it('keeps everything else behind a token', async () => {
+      for (const [method, path] of [['POST', '/metadata'], ['GET', '/.well-known/openid-configuration'], ['GET', '/Patient/p1']] as const) {
+        const { res, upstream } = await throughGateway(path, { method, ...(method === 'POST' ? { body: '{}', headers: { 'content-type': 'application/fhir+json' } } : {}) });
+        expect(res.status).toBe(401);
+        expect(res.headers['x-decision-reason']).toBe('missing_token');
+        expect(upstream).toEqual([]);
+      }
+    });
+  });
+
+  describe("a gateway whose key fhir-pdp does not recognise (a rotation half done)", () => {
+    it('reaches the client as 503, never calls the FHIR server, and is logged without the key', async () => {
+      const oldKey = `rotated-away-${randomUUID()}`;
+      const stale = await startNginx(new URL(pdp.url).host, fhir.address, oldKey);
+      try {
+        const before = fhir.requests.length;
+        pdpLog.length = 0;
+        const res = await rawRequest(stale.origin, { path: '/Patient/p1', headers: { authorization: await bearer() } });
+        expect(res.status).toBe(503);
+        expect(res.headers['retry-after']).toBe('5');
+        expect(JSON.parse(res.body)).toMatchObject({ resourceType: 'OperationOutcome', issue: [{ code: 'transient' }] });
+        expect(res.headers['x-decision-reason']).toBeUndefined();
+        expect(fhir.requests.length).toBe(before);
+
+        const lines = pdpLog.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+        expect(lines).toEqual([
+          expect.objectContaining({
+            type: 'key_refused',
+            mode: 'forward-auth',
+            status: 503,
+            key: 'not_recognised',
+            keySource: 'header',
+            keyFingerprint: `sha256:${createHash('sha256').update(oldKey).digest('hex').slice(0, 8)}`,
+            remoteAddress: '127.0.0.1',
+          }),
+        ]);
+        expect(pdpLog.join('\n')).not.toContain(oldKey);
+        expect(pdpLog.join('\n')).not.toContain(API_KEY);
+      } finally {
+        await stale.stop();
+      }
+    });
+
+    it('answers 503 for a 401 or 403 that carries no X-Decision-Reason (the Functions host refusing a function key)', async () => {
+      // Azure Functions checks function keys itself, before fhir-pdp runs, and refuses a wrong one
+      // with a bare 401. Functions Core Tools are not installed here, so this stand-in answers
+      // exactly that: status, no body, no fhir-pdp headers.
+      for (const status of [401, 403]) {
+        const functionsHost = createHttpServer((_req, res) => {
+          res.writeHead(status, { 'content-length': '0' });
+          res.end();
+        });
+        await new Promise<void>((resolve) => functionsHost.listen(0, '127.0.0.1', resolve));
+        const gateway = await startNginx(`127.0.0.1:${(functionsHost.address() as AddressInfo).port}`, fhir.address);
+        try {
+          const before = fhir.requests.length;
+          const res = await rawRequest(gateway.origin, { path: '/Patient/p1', headers: { authorization: await bearer() } });
+          expect(res.status).toBe(503);
+          expect(res.headers['retry-after']).toBe('5');
+          expect(JSON.parse(res.body)).toMatchObject({ resourceType: 'OperationOutcome', issue: [{ code: 'transient' }] });
+          expect(fhir.requests.length).toBe(before);
+        } finally {
+          await gateway.stop();
+          functionsHost.closeAllConnections();
+          await new Promise<void>((resolve) => functionsHost.close(() => resolve()));
+        }
+      }
+    });
+  });
+
   it('answers 503 when fhir-pdp cannot decide within its budget, and never calls the FHIR server', async () => {
     // A key fhir-pdp has not seen yet makes it refetch the key set, which now never answers.
     const kid = idp.rotateKey();
@@ -327,7 +551,7 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
       expect(res.headers['retry-after']).toBe('5');
       expect(JSON.parse(res.body)).toMatchObject({ resourceType: 'OperationOutcome', issue: [{ code: 'transient' }] });
       expect(upstream).toEqual([]);
-      expect(nginxStderr).toContain('auth request unexpected status: 503');
+      expect(nginx!.stderr()).toContain('auth request unexpected status: 503');
     } finally {
       idp.up();
     }
