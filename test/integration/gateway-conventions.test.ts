@@ -238,6 +238,19 @@ describe('gateway conventions', () => {
       expect(res.headers['x-decision-reason']).toBe('malformed_token');
     });
 
+    it.each(['/metadata', '/.well-known/smart-configuration'])('allows anonymous GET %s (SMART discovery), setting no identity', async (uri) => {
+      const res = await ask(traefik('GET', uri));
+      expect(res.status).toBe(200);
+      for (const h of IDENTITY_HEADERS) expect(res.headers[h]).toBeUndefined();
+    });
+
+    it('answers a wrong key in the address 503, which Traefik passes to the client as is', async () => {
+      const req = traefik('GET', '/Patient/p1', await bearer());
+      const res = await ask({ ...req, path: `${address.pathname}?code=rotated-away` });
+      expect(res.status).toBe(503);
+      expect(res.headers['x-decision-reason']).toBeUndefined();
+    });
+
     it('answers an auth request without the key in the address 503 (passed on as is), before any decision', async () => {
       const req = traefik('GET', '/Patient/p1', await bearer());
       const res = await ask({ ...req, path: '/api/decide' });
@@ -341,6 +354,18 @@ describe('gateway conventions', () => {
       expect(needed.filter((h) => !passed.has(h))).toEqual([]);
     });
 
+    it.each(['/metadata', '/.well-known/smart-configuration'])('allows anonymous GET %s (SMART discovery)', async (path) => {
+      const res = await ask(envoyCheck('GET', path));
+      expect(res.status).toBe(200);
+      expect(String(res.headers['x-envoy-auth-headers-to-remove']).split(',')).toEqual(expect.arrayContaining([...IDENTITY_HEADERS]));
+    });
+
+    it('answers a wrong key 5xx, which status_on_error turns into 503 for the client', async () => {
+      const res = await ask(envoyCheck('GET', '/Patient/p1', await bearer(), { [keyHeader]: 'rotated-away' }));
+      expect(res.status).toBe(503);
+      expect(yamlValue(envoy, 'status_on_error')).toMatch(/ServiceUnavailable/);
+    });
+
     it.each([{ first: true }, { first: false }])('refuses two Authorization headers (valid first: $first)', async ({ first }) => {
       const valid = await bearer();
       const res = await ask(envoyCheck('GET', '/Patient/p1', first ? [valid, 'Bearer abc.def.ghi'] : ['Bearer abc.def.ghi', valid]));
@@ -437,6 +462,12 @@ describe('gateway conventions', () => {
       expect(gateway.status).toBe(status);
       expect(gateway.headers['x-decision-reason']).toBe(reason);
       expect(policyChallenge(answer)).toBe(gateway.headers['www-authenticate']);
+    });
+
+    it.each(['/metadata', '/.well-known/smart-configuration'])('gets an allow for anonymous GET %s (SMART discovery)', async (path) => {
+      const answer = jsonOf(await postDecide(policyBody('GET', path, []), API_KEY));
+      expect(answer).toMatchObject({ decision: 'allow', status: 200 });
+      expect(resolve(answer, 'principal.objectId')).toBeUndefined();
     });
 
     it.each([
