@@ -467,7 +467,9 @@ describe('gateway conventions', () => {
     it.each(['/metadata', '/.well-known/smart-configuration'])('gets an allow for anonymous GET %s (SMART discovery)', async (path) => {
       const answer = jsonOf(await postDecide(policyBody('GET', path, []), API_KEY));
       expect(answer).toMatchObject({ decision: 'allow', status: 200 });
-      expect(resolve(answer, 'principal.objectId')).toBeUndefined();
+      expect(resolve(answer, 'principal')).toBeUndefined();
+      // So the policy sets X-Auth-Principal only under a principal.
+      expect(policy).toMatch(/SelectToken\("principal"\) != null\)">\s*<set-header name="X-Auth-Principal"/);
     });
 
     it.each([
