@@ -17,14 +17,13 @@ import type { FhirRequest, Interaction } from './types.js';
 const PUBLIC_INTERACTIONS: ReadonlySet<Interaction> = new Set<Interaction>(['capabilities', 'smart-configuration']);
 // ASCII only, as parseFhirRequest reads methods.
 const READ_METHOD = /^(?:get|head)$/i;
-const DISCOVERY_PATH = /\/(?:metadata|\.well-known\/smart-configuration)\/?$/;
 
 /** The discovery request `target` is, when it is one; undefined for every other request. */
 export function publicDiscovery(method: string, target: string, basePath = '/'): FhirRequest | undefined {
-  if (typeof method !== 'string' || typeof target !== 'string' || !READ_METHOD.test(method)) return undefined;
-  // Every decision passes here: a cheap look at the path's end before the full parse.
-  const q = target.indexOf('?');
-  if (!DISCOVERY_PATH.test(q < 0 ? target : target.slice(0, q))) return undefined;
+  if (typeof method !== 'string' || typeof target !== 'string') return undefined;
+  // Every decision passes here: a substring look first, the full parse only for likely candidates.
+  if (!target.includes('/metadata') && !target.includes('/.well-known/')) return undefined;
+  if (method !== 'GET' && method !== 'HEAD' && !READ_METHOD.test(method)) return undefined;
   const parsed = parseFhirRequest(method, target, basePath);
   return parsed.ok && PUBLIC_INTERACTIONS.has(parsed.request.interaction) ? parsed.request : undefined;
 }
