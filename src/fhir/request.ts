@@ -259,7 +259,7 @@ function classify(method: string, s: readonly string[], hasQuery: boolean): Resu
 function exportJob(s: readonly string[], by: (table: MethodTable) => Interaction): Result<Fields> {
   const [first, second, third, fourth] = s;
   if (first === 'job') {
-    if (s.length !== 3 || fourth !== undefined || third !== 'status') return fail('the only job URL is job/[id]/status (an asynchronous request\'s status)');
+    if (s.length !== 3 || third !== 'status') return fail('the only job URL is job/[id]/status (an asynchronous request\'s status)');
     if (!FHIR_ID.test(second!)) return fail('the job id is not a valid FHIR id');
     return found(by(AT_EXPORT_STATUS), undefined, second);
   }

@@ -767,8 +767,8 @@ function readOf(type: string, because?: string): Need[] {
 
 /**
  * A Bulk Data status or output file request. Its URL names a job, not the exported types, which
- * the kick-off's scopes were checked against; the server answers only the caller's own jobs. So:
- * the context a kick-off can have (never patient/), and the `export` action.
+ * the kick-off's scopes were checked against; which jobs the caller may see, the server decides
+ * (404 for the others). So: the context a kick-off can have (never patient/), and `export`.
  */
 function exportJobPlan(where: string, context: SmartContextKind): Plan | Refused {
   if (context === 'patient') return refused(`${where} belongs to a bulk export, which patient/ scopes do not allow`);
