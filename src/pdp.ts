@@ -6,6 +6,7 @@
 import type { PdpConfig } from './config/schema.js';
 import { newDecisionId } from './decision-id.js';
 import { DirectoryUnavailableError, type GroupMembershipResolver } from './directory/types.js';
+import { publicDiscovery } from './fhir/public.js';
 import { parseFhirRequest } from './fhir/request.js';
 import type { FhirRequest } from './fhir/types.js';
 import { checkB64Token, locateBearerToken, type CredentialSources } from './identity/extract.js';
@@ -237,6 +238,14 @@ export class Pdp {
       const r = refuse('action_not_permitted', `the original request is ambiguous: ${input.ambiguity}`);
       trace?.fail('dataAction', r);
       return { refusal: r };
+    }
+    // SMART discovery is how a client learns where to get a token, so it cannot need one. Its
+    // credentials are not read: the answer is the same for everyone, and carries no identity.
+    const discovery = publicDiscovery(input.method, input.target, this.basePath);
+    if (discovery) {
+      trace?.skip('token', 'not needed: SMART discovery is answered without a token');
+      trace?.pass('dataAction', `${discovery.method} ${discovery.path} is public (SMART discovery)`);
+      return PUBLIC_DISCOVERY;
     }
     const bearer = locateBearerToken(input.credentials);
     if ('reason' in bearer) {
@@ -498,6 +507,9 @@ type Outcome = (
   | { refusal: Refusal }
   | { allowed: { dataActions: readonly DataAction[]; compartment?: string } }
 ) & { identity?: Identity; token?: VerifiedToken; cacheHit?: boolean };
+
+/** The allow of a public discovery request: no principal, no data actions. */
+const PUBLIC_DISCOVERY: Outcome = Object.freeze({ allowed: Object.freeze({ dataActions: Object.freeze([]) }) });
 
 /** Who the caller is, and what does not change between its decisions under this Pdp's policy. */
 interface Identity {

@@ -34,8 +34,15 @@ export const INTERACTION_REQUIREMENTS: Readonly<Record<Exclude<Interaction, 'ope
   'history-instance': READ_BY_ID,
   'history-type': READ_BY_ID,
   'history-system': READ_BY_ID,
-  // MS serves /metadata anonymously; here any reading right will do.
+  // MS serves /metadata anonymously, and so does fhir-pdp for GET and HEAD at the FHIR base
+  // (src/fhir/public.ts); inside a bundle, any reading right will do.
   capabilities: [['read', 'readById', 'search']],
+  'smart-configuration': [['read', 'readById', 'search']],
+  // Bulk Data IG status and output file requests belong to the export that made them: MS checks
+  // Export on GetExportRequestHandler and CancelExportRequestHandler. Whose job it is, the server
+  // decides (a job the caller may not see is 404, as for a job that does not exist).
+  'export-status': [['export']],
+  'export-file': [['export']],
   // MS CreateResourceHandler / UpsertResourceHandler / PatchResourceHandler check Write
   // (SMART v2 granular: create, update).
   create: CREATE,
@@ -72,6 +79,8 @@ const GET_POST = ['GET', 'POST'] as const;
 export const OPERATION_RULES: ReadonlyMap<string, OperationRule> = new Map<string, OperationRule>([
   // MS ExportController / CreateExportRequestHandler: Export. Bulk Data v2 allows GET and POST kick-off.
   ['$export', { requires: [['export']], methods: GET_POST }],
+  // HAPI's status URL for an export: GET polls, DELETE cancels (Bulk Data IG status request).
+  ['$export-poll-status', { requires: [['export']], methods: ['GET', 'DELETE'] }],
   // MS ImportController / CreateImportRequestHandler: Import.
   ['$import', { requires: [['import']], methods: ['POST'] }],
   // MS ValidateController: ResourceValidate.

@@ -19,6 +19,8 @@ const RESOURCE_TYPE = /^[A-Z][A-Za-z]{0,63}$/;
 // FHIR R4 id datatype: [A-Za-z0-9\-\.]{1,64}
 const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 const OPERATION_NAME = /^\$[A-Za-z][A-Za-z0-9-]{0,63}$/;
+// A bulk-data output file's name below its job's status URL (`Patient-1.ndjson`).
+const EXPORT_FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 // RFC 3986 §3.1 scheme, followed by `//` authority: an absolute-form target (RFC 9112 §3.2.2).
 const ABSOLUTE_URL = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/[^/?]*/;
 // eslint-disable-next-line no-control-regex
@@ -162,6 +164,10 @@ type MethodTable = Readonly<Partial<Record<string, Interaction>>>;
 // Which interaction each method is at each URL shape; module constants, not literals per call.
 const AT_ROOT: MethodTable = { GET: 'search-system', POST: 'batch' };
 const AT_METADATA: MethodTable = { GET: 'capabilities' };
+const AT_SMART_CONFIGURATION: MethodTable = { GET: 'smart-configuration' };
+// Bulk Data IG: the client polls the status URL with GET and cancels the job with DELETE.
+const AT_EXPORT_STATUS: MethodTable = { GET: 'export-status', DELETE: 'export-status' };
+const AT_EXPORT_FILE: MethodTable = { GET: 'export-file' };
 const POST_SEARCH_SYSTEM: MethodTable = { POST: 'search-system' };
 const GET_HISTORY_SYSTEM: MethodTable = { GET: 'history-system' };
 // Conditional update, patch and delete name their target by search parameters in the query.
@@ -200,6 +206,13 @@ function classify(method: string, s: readonly string[], hasQuery: boolean): Resu
     if (first === '_search') return found(by(POST_SEARCH_SYSTEM));
     if (first === '_history') return found(by(GET_HISTORY_SYSTEM));
   }
+  // SMART App Launch: "FHIR endpoints requiring authorization SHALL serve a JSON document at the
+  // location formed by appending /.well-known/smart-configuration to their base URL."
+  if (first === '.well-known') {
+    if (second === 'smart-configuration' && s.length === 2) return found(by(AT_SMART_CONFIGURATION));
+    return fail('the only .well-known document at the FHIR base is smart-configuration');
+  }
+  if (first === '_operations' || first === 'job') return exportJob(s, by);
   if (first.startsWith('$')) {
     if (s.length > 1) return fail('a system-level operation has extra path segments');
     return operation(first);
@@ -238,6 +251,28 @@ function classify(method: string, s: readonly string[], hasQuery: boolean): Resu
   if (fourth === undefined) return found(by(GET_SEARCH_COMPARTMENT), searched, undefined, undefined, undefined, compartment);
   if (fourth === '_search' && fifth === undefined) return found(by(POST_SEARCH_COMPARTMENT), searched, undefined, undefined, undefined, compartment);
   return fail('the path has extra segments after the compartment search');
+}
+
+/**
+ * Bulk Data status URLs: the server names its own in the kick-off's Content-Location, and these are
+ * the shapes of the servers fhir-pdp knows: `_operations/export/[job]` (Microsoft FHIR server,
+ * ExportController; some servers serve the output files below it as `_operations/export/[job]/[file]`)
+ * and `job/[job]/status` (Medplum). HAPI's `$export-poll-status?_jobId=` is an operation.
+ */
+function exportJob(s: readonly string[], by: (table: MethodTable) => Interaction): Result<Fields> {
+  const [first, second, third, fourth] = s;
+  if (first === 'job') {
+    if (s.length !== 3 || third !== 'status') return fail('the only job URL is job/[id]/status (an asynchronous request\'s status)');
+    if (!FHIR_ID.test(second!)) return fail('the job id is not a valid FHIR id');
+    return found(by(AT_EXPORT_STATUS), undefined, second);
+  }
+  if (second !== 'export' || third === undefined || s.length > 4) return fail('the only _operations URLs authorized are _operations/export/[id] and _operations/export/[id]/[file]');
+  if (!FHIR_ID.test(third)) return fail('the export job id is not a valid FHIR id');
+  if (fourth === undefined) return found(by(AT_EXPORT_STATUS), undefined, third);
+  if (!EXPORT_FILE_NAME.test(fourth)) return fail('the export file name is invalid');
+  const fields = found(by(AT_EXPORT_FILE), undefined, third);
+  if (fields.ok) (fields.value as Mutable<Fields>).file = fourth;
+  return fields;
 }
 
 function operation(name: string, resourceType?: string, id?: string, versionId?: string): Result<Fields> {

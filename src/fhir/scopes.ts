@@ -21,6 +21,8 @@
  *   read of Patient/Group and of every exported type), `$everything` on a Patient (read of every
  *   type, or of `_type`), `$meta` on an instance, `$lastn`/`$stats` on Observation, and the
  *   read-only terminology operations. Every other operation is refused under SMART.
+ * - Bulk Data status and output file URLs (and HAPI's `$export-poll-status`): user/ or system/
+ *   scopes, as for the kick-off; which job is the caller's, the server decides.
  * - Batches are refused here: the caller decides each entry as its own request.
  */
 import { ALL_BUT_SMART, type DataAction } from '../policy/data-actions.js';
@@ -442,7 +444,7 @@ export interface ScopeEvaluationInput {
 export function evaluateScopes(input: ScopeEvaluationInput): ScopeVerdict {
   const { grants, request, compartmentMode } = input;
   // The capability statement describes the server, not data; SMART discovery needs it.
-  if (request.interaction === 'capabilities') return { ok: true, actions: new Set(ALL_BUT_SMART) };
+  if (request.interaction === 'capabilities' || request.interaction === 'smart-configuration') return { ok: true, actions: new Set(ALL_BUT_SMART) };
 
   if (grants.context === undefined || grants.scopes.length === 0) {
     const seen = grants.ignored.length === 0 ? '' : ` (it carries only ${list(grants.ignored)})`;
@@ -592,6 +594,9 @@ function planFor(request: FhirRequest, context: SmartContextKind, patient: strin
         ...compartmentOf(patient, { kind: 'unprovable', why: `a ${request.interaction} of ${t} finds its target by a search` }),
       };
     }
+    case 'export-status':
+    case 'export-file':
+      return exportJobPlan(`${request.method} ${show(request.path)}`, context);
     case 'operation':
       return planOperation(request, context, patient);
     default:
@@ -754,6 +759,16 @@ function readOf(type: string, because?: string): Need[] {
   ];
 }
 
+/**
+ * A Bulk Data status or output file request. Its URL names a job, not the exported types, which
+ * the kick-off's scopes were checked against; which jobs the caller may see, the server decides
+ * (404 for the others). So: the context a kick-off can have (never patient/), and `export`.
+ */
+function exportJobPlan(where: string, context: SmartContextKind): Plan | Refused {
+  if (context === 'patient') return refused(`${where} belongs to a bulk export, which patient/ scopes do not allow`);
+  return { needs: [], fixedActions: ['export'] };
+}
+
 function planOperation(request: FhirRequest, context: SmartContextKind, patient: string | undefined): Plan | Refused {
   const op = request.operation ?? '';
   const type = request.resourceType;
@@ -775,6 +790,8 @@ function planOperation(request: FhirRequest, context: SmartContextKind, patient:
     if (type === 'Group' && id !== undefined) return { needs: [...readOf('Group'), ...exported], fixedActions: ['export'] };
     return refused(`${where} is not a bulk export: $export is defined at system level, on Patient and on Group/[id]`);
   }
+
+  if (op === '$export-poll-status' && type === undefined) return exportJobPlan(where, context);
 
   if (op === '$everything') {
     if (type !== 'Patient' || id === undefined) return refused(`${where}: $everything is allowed under SMART only on one Patient`);
@@ -815,7 +832,7 @@ function planOperation(request: FhirRequest, context: SmartContextKind, patient:
   }
 
   return refused(
-    `${where} is not allowed under SMART scopes: only $export, $everything (Patient), $meta (instance), ` +
+    `${where} is not allowed under SMART scopes: only $export, $export-poll-status, $everything (Patient), $meta (instance), ` +
       `$lastn and $stats (Observation) and ${[...TERMINOLOGY_OPERATIONS].join(', ')} (CodeSystem, ValueSet, ConceptMap) are`,
   );
 }

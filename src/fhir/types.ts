@@ -11,6 +11,9 @@ export type Interaction =
   | 'history-type'
   | 'history-system'
   | 'capabilities' // GET /metadata
+  | 'smart-configuration' // GET /.well-known/smart-configuration (SMART App Launch discovery)
+  | 'export-status' // GET|DELETE /_operations/export/[job] (Microsoft), /job/[job]/status (Medplum)
+  | 'export-file' // GET /_operations/export/[job]/[file]: an output file served below its status URL
   | 'create' // POST [type]
   | 'update' // PUT [type]/[id]
   | 'conditional-update' // PUT [type]?params
@@ -29,10 +32,13 @@ export interface FhirRequest {
   readonly path: string;
   readonly interaction: Interaction;
   readonly resourceType?: string;
+  /** The resource id; for `export-status` and `export-file`, the export job's id. */
   readonly id?: string;
   readonly versionId?: string;
   /** For search-compartment (`/Patient/1/Observation`), the compartment and the searched type (`*` for all). */
   readonly compartment?: { readonly type: string; readonly id: string; readonly targetType: string };
+  /** For `export-file`, the file name below the job's status URL. */
+  readonly file?: string;
   /** Operation name with its `$`, e.g. `$export`; set when interaction is `operation`. */
   readonly operation?: string;
   /** Query parameters in order, decoded (`+` as space). Repeats kept. */

@@ -5,6 +5,7 @@
 import { pathToFileURL } from 'node:url';
 import { ConfigError, loadConfigFromEnv } from '../config/load.js';
 import { keyList, readSettings } from '../config/settings.js';
+import { keyRefusalLogger } from '../http/key-refusals.js';
 import { KeyRing } from '../http/keys.js';
 import { decisionLine } from '../decision-json.js';
 import { PdpService } from '../runtime.js';
@@ -113,7 +114,7 @@ export async function startHost(env: Record<string, string | undefined>, log: (l
   // A stored snapshot (Blob) is read before the first request: a warm instance then decides
   // without contacting any authority. Without one, the first refresh runs after listening.
   await service.loadStored();
-  const server = createPdpServer(service, { keys, loopbackOnly: !keys.hasAnyKey });
+  const server = createPdpServer(service, { keys, loopbackOnly: !keys.hasAnyKey, onKeyRefused: keyRefusalLogger(log) });
   const address = await listen(server, settings.PORT, host);
   const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
   if (!keys.hasAnyKey) log(`fhir-pdp: no PDP_API_KEYS or PDP_ADMIN_KEYS set: listening on loopback only (${url}); admin routes are disabled`);

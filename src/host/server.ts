@@ -5,7 +5,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { KeyRing } from '../http/keys.js';
-import { route, type PdpRuntime } from '../http/routes.js';
+import { route, type PdpRuntime, type RouteOptions } from '../http/routes.js';
 import { json, type PdpHttpRequest, type PdpHttpResponse } from '../http/types.js';
 
 export const DEFAULT_MAX_BODY_BYTES = 256 * 1024;
@@ -17,6 +17,8 @@ export interface HostOptions {
   /** No keys, so bound to loopback only (src/http/routes.ts, RouteOptions). */
   readonly loopbackOnly?: boolean;
   readonly maxBodyBytes?: number;
+  /** Told of every /api/decide request refused for its key. */
+  readonly onKeyRefused?: RouteOptions['onKeyRefused'];
 }
 
 interface ReadBody {
@@ -71,6 +73,10 @@ export function toPdpRequest(req: IncomingMessage, body: ReadBody): PdpHttpReque
     method: req.method ?? 'GET',
     url: req.url ?? '/',
     header: (name) => headerValues(raw, name),
+    // Read only when a line is logged about this request (a refused key).
+    get remoteAddress() {
+      return req.socket.remoteAddress;
+    },
   };
   if (body.body) request.body = body.body;
   if (body.tooLarge) request.bodyTooLarge = true;
@@ -142,7 +148,7 @@ const INTERNAL_ERROR = json(500, { error: 'internal_error' });
 
 export function createPdpServer(runtime: PdpRuntime, options: HostOptions): Server {
   const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
-  const routeOptions = { keys: options.keys, loopbackOnly: options.loopbackOnly === true };
+  const routeOptions: RouteOptions = { keys: options.keys, loopbackOnly: options.loopbackOnly === true, ...(options.onKeyRefused ? { onKeyRefused: options.onKeyRefused } : {}) };
   const state: ServerState = { draining: false, inFlight: 0 };
   const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => {
     state.inFlight++;

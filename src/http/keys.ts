@@ -33,7 +33,7 @@ export class KeyRing {
 
   /** What the presented key grants. `fromQuery` is false where `code` must not be read (Envoy mode). */
   accessOf(req: PdpHttpRequest, fromQuery = true): Access {
-    const presented = req.header('x-functions-key')[0] ?? (fromQuery ? codeParam(req.url) : undefined);
+    const presented = presentedKey(req, fromQuery);
     if (presented === undefined) return 'none';
     const d = digest(presented);
     let admin = false;
@@ -43,6 +43,28 @@ export class KeyRing {
     for (const k of this.api) api = timingSafeEqual(k, d) || api;
     return admin ? 'admin' : api ? 'api' : 'none';
   }
+}
+
+/** The key a request presents, where it came from, and its fingerprint; never the key itself. */
+export interface PresentedKey {
+  readonly source: 'header' | 'query';
+  /**
+   * `sha256:` and the first 8 hex digits of the key's SHA-256, to tell an old key from a typo in a
+   * log (`printf %s "$KEY" | sha256sum | cut -c1-8`). 32 bits say which of a few known keys it is,
+   * and nothing about a random key.
+   */
+  readonly fingerprint: string;
+}
+
+export function describePresentedKey(req: PdpHttpRequest, fromQuery = true): PresentedKey | undefined {
+  const header = req.header('x-functions-key')[0];
+  const presented = presentedKey(req, fromQuery);
+  if (presented === undefined) return undefined;
+  return { source: header !== undefined ? 'header' : 'query', fingerprint: `sha256:${digest(presented).toString('hex', 0, 4)}` };
+}
+
+function presentedKey(req: PdpHttpRequest, fromQuery: boolean): string | undefined {
+  return req.header('x-functions-key')[0] ?? (fromQuery ? codeParam(req.url) : undefined);
 }
 
 function codeParam(url: string): string | undefined {

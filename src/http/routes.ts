@@ -3,8 +3,9 @@
  * /api/explain (admin). Keys are checked here, once, for both the standalone host and Azure.
  */
 import type { Pdp } from '../pdp.js';
-import { DECIDE_PREFIX, handleDecide } from './decide-api.js';
-import type { KeyRing } from './keys.js';
+import { DECIDE_PREFIX, handleDecide, modeOf } from './decide-api.js';
+import type { KeyRefusal } from './key-refusals.js';
+import { describePresentedKey, type KeyRing } from './keys.js';
 import { json, type PdpHttpRequest, type PdpHttpResponse } from './types.js';
 
 export interface HealthReport {
@@ -33,9 +34,22 @@ export interface RouteOptions {
    * is on this machine, and health shows its details without a key.
    */
   readonly loopbackOnly?: boolean;
+  /** Told of every /api/decide request refused for its key (src/http/key-refusals.ts logs it). */
+  readonly onKeyRefused?: (refusal: KeyRefusal) => void;
 }
 
 const UNAUTHORIZED = json(401, { error: 'unauthorized', message: 'A valid key is required (x-functions-key header or code parameter).' });
+/**
+ * A gateway mode asked without a recognised key: the gateway's credential for fhir-pdp is wrong
+ * (often a key rotated on one side only). A 401 would reach the client as if its token were bad
+ * (nginx auth_request and Traefik pass 401 on, Envoy passes every 4xx), so the answer is 503,
+ * which every documented gateway configuration turns into 503 for the client: this is an outage,
+ * not a denial. No X-Decision-Reason: nothing was decided.
+ */
+const GATEWAY_KEY_REFUSED = json(503, {
+  error: 'gateway_key_refused',
+  message: "The gateway's key for fhir-pdp is missing or not recognised; no decision was made.",
+});
 const NOT_FOUND = json(404, { error: 'not_found' });
 
 /** What /api/health tells a caller without the admin key. */
@@ -71,8 +85,16 @@ export async function route(runtime: PdpRuntime, req: PdpHttpRequest, options: R
   }
   if (path === DECIDE_PREFIX || path.startsWith(`${DECIDE_PREFIX}/`)) {
     // In Envoy mode the query string belongs to the original request; a key must come in a header.
-    const access = options.keys.accessOf(req, path === DECIDE_PREFIX);
-    if (!options.keys.decideIsOpen && access === 'none' && !options.hostCheckedKey) return UNAUTHORIZED;
+    const fromQuery = path === DECIDE_PREFIX;
+    const access = options.keys.accessOf(req, fromQuery);
+    if (!options.keys.decideIsOpen && access === 'none' && !options.hostCheckedKey) {
+      // JSON mode's caller reads the answer itself (API Management treats any non-200 as 503).
+      const mode = modeOf(req, path);
+      const answer = mode === 'json' ? UNAUTHORIZED : GATEWAY_KEY_REFUSED;
+      const key = describePresentedKey(req, fromQuery);
+      options.onKeyRefused?.({ mode, status: answer.status, ...(key ? { key } : {}), ...(req.remoteAddress ? { remoteAddress: req.remoteAddress } : {}) });
+      return answer;
+    }
     // Awaited, not returned: returning another async function's promise costs two more microtask turns.
     return await handleDecide(runtime.pdp, req, path, query, { admin: access === 'admin' });
   }

@@ -13,6 +13,8 @@ export interface PdpHttpRequest {
   readonly body?: Buffer;
   /** True when the host had to stop reading because the body exceeded the limit. */
   readonly bodyTooLarge?: boolean;
+  /** The peer's address (for a gateway, the gateway's), for operational log lines. */
+  readonly remoteAddress?: string;
 }
 
 export interface PdpHttpResponse {

@@ -19,6 +19,8 @@ export interface CompiledPolicy {
   readonly byRole: ReadonlyMap<string, ReadonlySet<DataAction>>;
   /** Listed object ids, in configuration order (candidates for group membership). */
   readonly objectIds: readonly string[];
+  /** True when some listed object id grants `smart`: membership can then narrow any decision. */
+  readonly smartByObject: boolean;
   /** SMART application (per authority, by client id) -> allowedDataActions. */
   readonly smartApplications: ReadonlyMap<string, ReadonlyMap<string, ReadonlySet<DataAction>>>;
   readonly compartmentMode: 'refuse' | 'delegate';
@@ -48,6 +50,7 @@ export function compilePolicy(config: PdpConfig): CompiledPolicy {
     byObject,
     byRole,
     objectIds: [...byObject.keys()],
+    smartByObject: [...byObject.values()].some((actions) => actions.has('smart')),
     smartApplications,
     compartmentMode: config.compartmentMode,
     audiences: acceptedAudiences(config),
@@ -133,12 +136,13 @@ export function groupCandidateCount(principal: Principal, policy: CompiledPolicy
 }
 
 /**
- * Whether group membership can change this decision: only when direct grants do not already
- * satisfy the request and there are listed ids to be a member of.
+ * Whether group membership can change this decision: when direct grants do not already satisfy
+ * the request, or when a group could bring `smart` (which narrows: microsoft/fhir-server unions
+ * every grant and then looks for Smart), and there are listed ids to be a member of.
  */
 export function needsMembership(principal: Principal, request: FhirRequest, grants: Grants, policy: CompiledPolicy): boolean {
   if (principal.kind === 'smart') return false;
-  if (satisfies(grants.actions, request.requires) && !grants.actions.has('smart')) return false;
+  if (satisfies(grants.actions, request.requires) && !grants.actions.has('smart') && !policy.smartByObject) return false;
   return groupCandidateCount(principal, policy) > 0;
 }
 

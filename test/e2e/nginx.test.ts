@@ -8,11 +8,14 @@
  * nginx fails the suite (.ci/run installs it).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { accessSync, chmodSync, constants as fsConstants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, connect } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer, connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
+import smart from 'fhirclient';
+import type * as FhirClientClass from 'fhirclient/lib/FhirClient.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StartedHost } from '../../src/host/main.js';
 import { DEV_APP_ID, DEV_OBJECT_ID, DEV_TENANT_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
@@ -23,6 +26,11 @@ const AUDIENCE = 'https://fhir.example.test';
 const STRANGER_OID = '0b7c6d5e-4f3a-4b2c-9d1e-8f7a6b5c4d3e';
 /** Granted read, write and delete, but not hardDelete or anything else a Bundle entry could need. */
 const DELETER_OID = '6e5d4c3b-2a19-4f8e-8d7c-6b5a4f3e2d1c';
+/** A second principal granted `export` only, and a third granted `read` only. */
+const EXPORTER_OID = '5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a';
+const READER_OID = '7e6d5c4b-3a2f-4e1d-9c8b-7a6f5e4d3c2b';
+const SMART_AUTHORIZE = 'https://login.example.test/authorize';
+const SMART_TOKEN = 'https://login.example.test/token';
 const API_KEY = `nginx-e2e-${randomUUID()}`;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -40,6 +48,9 @@ function findNginx(): string | undefined {
   }
   return undefined;
 }
+
+/** fhirclient's standalone FHIR client; its Node entry exports it as `smart.FhirClient`, its types do not. */
+const FhirClient = (smart as typeof smart & { FhirClient: typeof FhirClientClass.default }).FhirClient;
 
 const NGINX = findNginx();
 const REQUIRED = Boolean(process.env.CI);
@@ -81,28 +92,23 @@ async function waitUntilAccepting(port: number, child: ChildProcess, stderr: () 
   throw new Error(`nginx did not accept connections on 127.0.0.1:${port} within 5 s:\n${stderr()}`);
 }
 
-function documentedServer(listenPort: number, pdpAddress: string, fhirAddress: string): string {
+interface NginxOptions {
+  /** The key the gateway sends fhir-pdp (default: the one fhir-pdp holds). */
+  readonly apiKey?: string;
+  /**
+   * The documented server as nginx's own auth_request examples write it: the URI header only, no
+   * X-Original-Method.
+   */
+  readonly uriOnly?: boolean;
+}
+
+function nginxConfig(dir: string, listenPort: number, pdpAddress: string, fhirAddress: string, { apiKey = API_KEY, uriOnly = false }: NginxOptions = {}): string {
   let server = docSnippet('nginx');
+  if (uriOnly) server = substitute(server, '        proxy_set_header X-Original-Method  $request_method;\n', '');
   server = substitute(server, 'listen 8000;', `listen 127.0.0.1:${listenPort};`);
   server = substitute(server, 'server 127.0.0.1:7071;', `server ${pdpAddress};`);
   server = substitute(server, 'server 127.0.0.1:8080;', `server ${fhirAddress};`);
-  return substitute(server, '__PDP_API_KEY__', API_KEY);
-}
-
-/**
- * The documented server as nginx's own auth_request examples write it: the URI header only, no
- * X-Original-Method (upstreams renamed so both servers fit in one http block).
- */
-function uriOnlyServer(listenPort: number, pdpAddress: string, fhirAddress: string): string {
-  let server = documentedServer(listenPort, pdpAddress, fhirAddress);
-  server = substitute(server, '        proxy_set_header X-Original-Method  $request_method;\n', '');
-  server = substitute(server, 'upstream fhir_pdp {', 'upstream fhir_pdp_uri_only {');
-  server = substitute(server, 'http://fhir_pdp/', 'http://fhir_pdp_uri_only/');
-  server = substitute(server, 'upstream fhir_server {', 'upstream fhir_server_uri_only {');
-  return substitute(server, 'http://fhir_server;', 'http://fhir_server_uri_only;');
-}
-
-function nginxConfig(dir: string, listenPort: number, uriOnlyPort: number, pdpAddress: string, fhirAddress: string): string {
+  server = substitute(server, '__PDP_API_KEY__', apiKey);
   return [
     'worker_processes 1;',
     'events { worker_connections 256; }',
@@ -113,11 +119,51 @@ function nginxConfig(dir: string, listenPort: number, uriOnlyPort: number, pdpAd
     `    fastcgi_temp_path ${dir}/fastcgi;`,
     `    uwsgi_temp_path ${dir}/uwsgi;`,
     `    scgi_temp_path ${dir}/scgi;`,
-    documentedServer(listenPort, pdpAddress, fhirAddress),
-    uriOnlyServer(uriOnlyPort, pdpAddress, fhirAddress),
+    server,
     '}',
     '',
   ].join('\n');
+}
+
+interface RunningNginx {
+  readonly origin: string;
+  stderr(): string;
+  stop(): Promise<void>;
+}
+
+/** nginx with the documented snippet in its own prefix directory, accepting connections. */
+async function startNginx(pdpAddress: string, fhirAddress: string, options: NginxOptions = {}): Promise<RunningNginx> {
+  if (NGINX === undefined) throw new Error('CI is set but nginx is not installed: .ci/run installs it with apt-get install -y nginx');
+  const dir = mkdtempSync(join(tmpdir(), 'fhir-pdp-nginx-'));
+  // Workers drop root privileges; they must reach their temp paths inside this directory.
+  chmodSync(dir, 0o755);
+  const port = await reservePort();
+  const confPath = join(dir, 'nginx.conf');
+  writeFileSync(confPath, nginxConfig(dir, port, pdpAddress, fhirAddress, options));
+  const child = spawn(NGINX, ['-p', `${dir}/`, '-c', confPath, '-e', 'stderr', '-g', `daemon off; pid ${dir}/nginx.pid; error_log stderr;`], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => {
+    if (stderr.length < 64 * 1024) stderr += chunk.toString('utf8');
+  });
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.kill('SIGQUIT');
+      const forced = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(forced);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await waitUntilAccepting(port, child, () => stderr);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { origin: `http://127.0.0.1:${port}`, stderr: () => stderr, stop };
 }
 
 describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? ' (skipped: nginx is not installed)' : ''}`, () => {
@@ -125,12 +171,12 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
   let fhir: FhirUpstream;
   let pdp: StartedHost;
   let pdpClosed = false;
-  let nginx: ChildProcess | undefined;
-  let nginxStderr = '';
-  let dir: string;
+  let nginx: RunningNginx | undefined;
+  /** The server without X-Original-Method. */
+  let uriOnly: RunningNginx | undefined;
   let origin: string;
-  /** The server without X-Original-Method (uriOnlyServer). */
-  let uriOnlyOrigin: string;
+  /** What the fhir-pdp host wrote to its operational log (not the decision log). */
+  const pdpLog: string[] = [];
 
   const send = (path: string, init: { method?: string; headers?: Record<string, string | string[]>; body?: string } = {}): Promise<RawResponse> =>
     rawRequest(origin, { path, ...init });
@@ -147,53 +193,41 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
   beforeAll(async () => {
     if (NGINX === undefined) throw new Error('CI is set but nginx is not installed: .ci/run installs it with apt-get install -y nginx');
     idp = await DevIdentityProvider.start();
-    fhir = await startFhirUpstream({ seed: [{ resourceType: 'Patient', id: 'p1', name: [{ family: 'Doe', given: ['Jane'] }] }] });
+    fhir = await startFhirUpstream({
+      seed: [{ resourceType: 'Patient', id: 'p1', name: [{ family: 'Doe', given: ['Jane'] }] }],
+      smart: { authorizationEndpoint: SMART_AUTHORIZE, tokenEndpoint: SMART_TOKEN },
+    });
     pdp = await startPdpHost({
       config: {
         authority: idp.authority,
         audience: AUDIENCE,
         accessPolicies: [
-          { objectId: DEV_OBJECT_ID, dataActions: ['read', 'write'] },
+          { objectId: DEV_OBJECT_ID, dataActions: ['read', 'write', 'export'] },
+          { objectId: EXPORTER_OID, dataActions: ['export'] },
           { objectId: DELETER_OID, dataActions: ['read', 'write', 'delete'] },
+          { objectId: READER_OID, dataActions: ['read'] },
         ],
         decisionBudgetMs: 750,
         fetchTimeoutMs: 5000,
       },
       settings: { PDP_API_KEYS: API_KEY },
+      log: (line) => pdpLog.push(line),
     });
     await pdp.service.refresh();
 
-    dir = mkdtempSync(join(tmpdir(), 'fhir-pdp-nginx-'));
-    // Workers drop root privileges; they must reach their temp paths inside this directory.
-    chmodSync(dir, 0o755);
-    const port = await reservePort();
-    const uriOnlyPort = await reservePort();
-    origin = `http://127.0.0.1:${port}`;
-    uriOnlyOrigin = `http://127.0.0.1:${uriOnlyPort}`;
-    const confPath = join(dir, 'nginx.conf');
-    writeFileSync(confPath, nginxConfig(dir, port, uriOnlyPort, new URL(pdp.url).host, fhir.address));
-    nginx = spawn(NGINX, ['-p', `${dir}/`, '-c', confPath, '-e', 'stderr', '-g', `daemon off; pid ${dir}/nginx.pid; error_log stderr;`], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    nginx.stderr!.on('data', (chunk: Buffer) => {
-      if (nginxStderr.length < 64 * 1024) nginxStderr += chunk.toString('utf8');
-    });
-    await waitUntilAccepting(port, nginx, () => nginxStderr);
+    nginx = await startNginx(new URL(pdp.url).host, fhir.address);
+    origin = nginx.origin;
+    uriOnly = await startNginx(new URL(pdp.url).host, fhir.address, { uriOnly: true });
+    // The FHIR server hands out URLs (Content-Location, export files) at the gateway's address.
+    fhir.setBaseUrl(origin);
   });
 
   afterAll(async () => {
-    const child = nginx;
-    if (child && child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-      child.kill('SIGQUIT');
-      const forced = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(forced);
-    }
+    await nginx?.stop();
+    await uriOnly?.stop();
     if (pdp && !pdpClosed) await pdp.close();
     await fhir?.close();
     await idp?.close();
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   it('allows a read and the FHIR server sees fhir-pdp identity headers', async () => {
@@ -328,6 +362,202 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
     expect(await fhir.repository.readResource('Patient', 'p1')).toMatchObject({ id: 'p1' });
   });
 
+  it.each([
+    { order: 'valid token first', first: true },
+    { order: 'valid token second', first: false },
+  ])('refuses a request with two Authorization headers ($order)', async ({ first }) => {
+    const valid = await bearer();
+    const other = await bearer({ oid: STRANGER_OID });
+    const { res, upstream } = await throughGateway('/Patient/p1', { headers: { authorization: first ? [valid, other] : [other, valid] } });
+    // nginx 1.22 rejects a repeated Authorization header itself (400); were it to pass both,
+    // fhir-pdp would refuse them as malformed_token (401).
+    expect([400, 401]).toContain(res.status);
+    if (res.status === 401) expect(res.headers['x-decision-reason']).toBe('malformed_token');
+    expect(upstream).toEqual([]);
+  });
+
+  describe('Bulk Data export through the gateway', () => {
+    const pathOf = (url: string): string => {
+      const u = new URL(url);
+      expect(u.origin).toBe(origin);
+      return `${u.pathname}${u.search}`;
+    };
+
+    /** Kick-off as the Bulk Data IG asks for it; returns the status URL's path. */
+    async function kickOff(authorization: string): Promise<string> {
+      const { res, upstream } = await throughGateway('/$export?_type=Patient', {
+        headers: { authorization, accept: 'application/fhir+json', prefer: 'respond-async' },
+      });
+      expect(res.status).toBe(202);
+      expect(upstream).toHaveLength(1);
+      return pathOf(String(res.headers['content-location']));
+    }
+
+    it('starts, polls, fetches and cancels an export, each step decided as `export`', async () => {
+      const authorization = await bearer({ oid: EXPORTER_OID });
+      const status = await kickOff(authorization);
+      expect(status).toMatch(/^\/_operations\/export\/[0-9a-f-]+$/);
+
+      // In progress: 202 with X-Progress, as the IG's status request answers.
+      const running = await throughGateway(status, { headers: { authorization } });
+      expect(running.res.status).toBe(202);
+      expect(running.res.headers['x-progress']).toBe('in progress');
+      expect(running.upstream[0]!.headers['x-auth-principal']).toEqual([EXPORTER_OID]);
+
+      const done = await throughGateway(status, { headers: { authorization } });
+      expect(done.res.status).toBe(200);
+      const manifest = JSON.parse(done.res.body) as { requiresAccessToken: boolean; output: { type: string; url: string; count: number }[]; error: unknown[] };
+      expect(manifest).toMatchObject({ requiresAccessToken: true, error: [], output: [{ type: 'Patient', count: 1 }] });
+
+      // requiresAccessToken: the file is fetched with the same token, through the gateway.
+      const file = await throughGateway(pathOf(manifest.output[0]!.url), { headers: { authorization, accept: 'application/fhir+ndjson' } });
+      expect(file.res.status).toBe(200);
+      expect(file.res.headers['content-type']).toBe('application/fhir+ndjson');
+      expect(file.res.body.trim().split('\n').map((l) => JSON.parse(l) as { id: string })).toMatchObject([{ resourceType: 'Patient', id: 'p1' }]);
+      const noToken = await throughGateway(pathOf(manifest.output[0]!.url));
+      expect(noToken.res.status).toBe(401);
+      expect(noToken.upstream).toEqual([]);
+
+      const cancelled = await throughGateway(status, { method: 'DELETE', headers: { authorization } });
+      expect(cancelled.res.status).toBe(202);
+      expect((await throughGateway(status, { headers: { authorization } })).res.status).toBe(404);
+    });
+
+    it('refuses status, files and cancel to a caller without `export`, before the FHIR server', async () => {
+      const status = await kickOff(await bearer({ oid: EXPORTER_OID }));
+      const reader = await bearer({ oid: READER_OID });
+      for (const [method, path] of [['GET', status], ['DELETE', status], ['GET', `${status}/Patient-1.ndjson`]] as const) {
+        const { res, upstream } = await throughGateway(path, { method, headers: { authorization: reader } });
+        expect(res.status).toBe(403);
+        expect(res.headers['x-decision-reason']).toBe('action_not_permitted');
+        expect(upstream).toEqual([]);
+      }
+    });
+
+    it("answers another exporter's job 404, the server's convention for a job the caller may not see", async () => {
+      const status = await kickOff(await bearer({ oid: EXPORTER_OID }));
+      const other = await bearer();
+      const { res, upstream } = await throughGateway(status, { headers: { authorization: other } });
+      expect(res.status).toBe(404);
+      expect(upstream[0]!.headers['x-auth-principal']).toEqual([DEV_OBJECT_ID]);
+    });
+  });
+
+  describe('anonymous SMART discovery with fhirclient (SMART on FHIR JavaScript client)', () => {
+    it('reads the CapabilityStatement at /metadata without a token', async () => {
+      fhir.clearRequests();
+      const client = new FhirClient(origin);
+      expect(await client.getFhirVersion()).toBe('4.0.1');
+      const seen = fhir.requests.filter((r) => r.url.startsWith('/metadata'));
+      expect(seen.length).toBeGreaterThan(0);
+      expect(seen.every((r) => r.headers.authorization === undefined && r.headers['x-auth-principal'] === undefined)).toBe(true);
+    });
+
+    it('launches: authorize() discovers the endpoints at /.well-known/smart-configuration and redirects there', async () => {
+      fhir.clearRequests();
+      const storage = new Map<string, unknown>();
+      const sessionStorage = {
+        get: async (key: string) => storage.get(key),
+        set: async (key: string, value: unknown) => (storage.set(key, value), value),
+        unset: async (key: string) => storage.delete(key),
+      };
+      // The SMART app: a node:http launch endpoint, as fhirclient's Node adapter expects.
+      const app = createHttpServer((req, res) => {
+        smart(req, res, sessionStorage)
+          .authorize({ clientId: 'fhir-pdp-e2e', scope: 'launch/patient openid fhirUser patient/*.rs', redirectUri: '/callback' })
+          .catch((err: unknown) => {
+            res.writeHead(500, { 'content-type': 'text/plain' });
+            res.end(String(err));
+          });
+      });
+      await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
+      try {
+        const { port } = app.address() as AddressInfo;
+        const launch = await rawRequest(`http://127.0.0.1:${port}`, { path: `/launch?iss=${encodeURIComponent(origin)}&launch=xyz` });
+        expect(launch.body).toBe('');
+        expect(launch.status).toBe(302);
+        const location = new URL(String(launch.headers.location));
+        expect(`${location.origin}${location.pathname}`).toBe(SMART_AUTHORIZE);
+        expect(location.searchParams.get('aud')).toBe(origin);
+        expect(location.searchParams.get('client_id')).toBe('fhir-pdp-e2e');
+      } finally {
+        await new Promise<void>((resolve) => app.close(() => resolve()));
+      }
+      const seen = fhir.requests.filter((r) => r.url === '/.well-known/smart-configuration');
+      expect(seen).toHaveLength(1);
+      expect(seen[0]!.headers.authorization).toBeUndefined();
+    });
+
+    it('keeps everything else behind a token', async () => {
+      for (const [method, path] of [['POST', '/metadata'], ['GET', '/.well-known/openid-configuration'], ['GET', '/Patient/p1']] as const) {
+        const { res, upstream } = await throughGateway(path, { method, ...(method === 'POST' ? { body: '{}', headers: { 'content-type': 'application/fhir+json' } } : {}) });
+        expect(res.status).toBe(401);
+        expect(res.headers['x-decision-reason']).toBe('missing_token');
+        expect(upstream).toEqual([]);
+      }
+    });
+  });
+
+  describe("a gateway whose key fhir-pdp does not recognise (a rotation half done)", () => {
+    it('reaches the client as 503, never calls the FHIR server, and is logged without the key', async () => {
+      const oldKey = `rotated-away-${randomUUID()}`;
+      const stale = await startNginx(new URL(pdp.url).host, fhir.address, { apiKey: oldKey });
+      try {
+        const before = fhir.requests.length;
+        pdpLog.length = 0;
+        const res = await rawRequest(stale.origin, { path: '/Patient/p1', headers: { authorization: await bearer() } });
+        expect(res.status).toBe(503);
+        expect(res.headers['retry-after']).toBe('5');
+        expect(JSON.parse(res.body)).toMatchObject({ resourceType: 'OperationOutcome', issue: [{ code: 'transient' }] });
+        expect(res.headers['x-decision-reason']).toBeUndefined();
+        expect(fhir.requests.length).toBe(before);
+
+        const lines = pdpLog.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+        expect(lines).toEqual([
+          expect.objectContaining({
+            type: 'key_refused',
+            mode: 'forward-auth',
+            status: 503,
+            key: 'not_recognised',
+            keySource: 'header',
+            keyFingerprint: `sha256:${createHash('sha256').update(oldKey).digest('hex').slice(0, 8)}`,
+            remoteAddress: '127.0.0.1',
+          }),
+        ]);
+        expect(pdpLog.join('\n')).not.toContain(oldKey);
+        expect(pdpLog.join('\n')).not.toContain(API_KEY);
+      } finally {
+        await stale.stop();
+      }
+    });
+
+    it('answers 503 for a 401 or 403 that carries no X-Decision-Reason (the Functions host refusing a function key)', async () => {
+      // Azure Functions checks function keys itself, before fhir-pdp runs, and refuses a wrong one
+      // with a bare 401. Functions Core Tools are not installed here, so this stand-in answers
+      // exactly that: status, no body, no fhir-pdp headers.
+      for (const status of [401, 403]) {
+        const functionsHost = createHttpServer((_req, res) => {
+          res.writeHead(status, { 'content-length': '0' });
+          res.end();
+        });
+        await new Promise<void>((resolve) => functionsHost.listen(0, '127.0.0.1', resolve));
+        const gateway = await startNginx(`127.0.0.1:${(functionsHost.address() as AddressInfo).port}`, fhir.address);
+        try {
+          const before = fhir.requests.length;
+          const res = await rawRequest(gateway.origin, { path: '/Patient/p1', headers: { authorization: await bearer() } });
+          expect(res.status).toBe(503);
+          expect(res.headers['retry-after']).toBe('5');
+          expect(JSON.parse(res.body)).toMatchObject({ resourceType: 'OperationOutcome', issue: [{ code: 'transient' }] });
+          expect(fhir.requests.length).toBe(before);
+        } finally {
+          await gateway.stop();
+          functionsHost.closeAllConnections();
+          await new Promise<void>((resolve) => functionsHost.close(() => resolve()));
+        }
+      }
+    });
+  });
+
   it('refuses a batch nginx does not send the body of, even to a principal granted read, write and delete', async () => {
     // A transaction could hold a hard delete or a SearchParameter write; nginx's auth request
     // carries no body, so fhir-pdp cannot see the entries.
@@ -353,13 +583,13 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
   });
 
   it('without X-Original-Method (the URI header only), decides nothing: a DELETE is never judged as the GET nginx asks with', async () => {
-    const before = nginxStderr.length;
+    const before = uriOnly!.stderr().length;
     const upstreamBefore = fhir.requests.length;
-    const res = await rawRequest(uriOnlyOrigin, { path: '/Patient/p1', method: 'DELETE', headers: { authorization: await bearer() } });
+    const res = await rawRequest(uriOnly!.origin, { path: '/Patient/p1', method: 'DELETE', headers: { authorization: await bearer() } });
     // fhir-pdp answers 400 invalid_request; auth_request makes that a 500, the snippet a 503.
     expect(res.status).toBe(503);
     expect(JSON.parse(res.body)).toMatchObject({ resourceType: 'OperationOutcome', issue: [{ code: 'transient' }] });
-    expect(nginxStderr.slice(before)).toContain('auth request unexpected status: 400');
+    expect(uriOnly!.stderr().slice(before)).toContain('auth request unexpected status: 400');
     expect(fhir.requests.slice(upstreamBefore)).toEqual([]);
     expect(await fhir.repository.readResource('Patient', 'p1')).toMatchObject({ id: 'p1' });
     // The documented server, with the header, decides the same DELETE: refused, not granted.
@@ -393,7 +623,7 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
       expect(res.headers['retry-after']).toBe('5');
       expect(JSON.parse(res.body)).toMatchObject({ resourceType: 'OperationOutcome', issue: [{ code: 'transient' }] });
       expect(upstream).toEqual([]);
-      expect(nginxStderr).toContain('auth request unexpected status: 503');
+      expect(nginx!.stderr()).toContain('auth request unexpected status: 503');
     } finally {
       idp.up();
     }

@@ -255,12 +255,26 @@ describe('gateway conventions', () => {
       expect(res.headers['x-decision-reason']).toBe('action_not_permitted');
     });
 
-    it('refuses an auth request without the key header, before any decision', async () => {
+    it.each(['/metadata', '/.well-known/smart-configuration'])('allows anonymous GET %s (SMART discovery), setting no identity', async (uri) => {
+      const res = await ask(traefik('GET', uri));
+      expect(res.status).toBe(200);
+      for (const h of IDENTITY_HEADERS) expect(res.headers[h]).toBeUndefined();
+    });
+
+    it('answers a wrong key in the key header 503, which Traefik passes to the client as is', async () => {
+      const req = traefik('GET', '/Patient/p1', await bearer());
+      const res = await ask({ ...req, headers: { ...req.headers, 'x-functions-key': 'rotated-away' } });
+      expect(res.status).toBe(503);
+      expect(jsonOf(res)).toMatchObject({ error: 'gateway_key_refused' });
+      expect(res.headers['x-decision-reason']).toBeUndefined();
+    });
+
+    it('answers an auth request without the key header 503 (passed on as is), before any decision', async () => {
       const req = traefik('GET', '/Patient/p1', await bearer());
       const { 'x-functions-key': _key, ...withoutKey } = req.headers as Record<string, string>;
       const res = await ask({ ...req, headers: withoutKey });
-      expect(res.status).toBe(401);
-      expect(jsonOf(res)).toMatchObject({ error: 'unauthorized' });
+      expect(res.status).toBe(503);
+      expect(jsonOf(res)).toMatchObject({ error: 'gateway_key_refused' });
       expect(res.headers['x-decision-reason']).toBeUndefined();
     });
   });
@@ -338,8 +352,9 @@ describe('gateway conventions', () => {
       const headers = { ...inQuery.headers } as Record<string, string>;
       delete headers[keyHeader];
       const refused = await ask({ ...inQuery, headers });
-      expect(refused.status).toBe(401);
-      expect(jsonOf(refused)).toMatchObject({ error: 'unauthorized' });
+      // 5xx: Envoy answers the client status_on_error (503), not the 4xx it would pass on.
+      expect(refused.status).toBe(503);
+      expect(jsonOf(refused)).toMatchObject({ error: 'gateway_key_refused' });
       expect(refused.headers['x-decision-reason']).toBeUndefined();
 
       const decided = await ask(envoyCheck('GET', '/Patient/p1?code=not-a-key', authorization));
@@ -358,6 +373,18 @@ describe('gateway conventions', () => {
       const passed = new Set(lower(yamlList(envoy, 'allowed_client_headers')));
       const needed = Object.keys(res.headers).filter((h) => !TRANSPORT_HEADERS.has(h));
       expect(needed.filter((h) => !passed.has(h))).toEqual([]);
+    });
+
+    it.each(['/metadata', '/.well-known/smart-configuration'])('allows anonymous GET %s (SMART discovery)', async (path) => {
+      const res = await ask(envoyCheck('GET', path));
+      expect(res.status).toBe(200);
+      expect(String(res.headers['x-envoy-auth-headers-to-remove']).split(',')).toEqual(expect.arrayContaining([...IDENTITY_HEADERS]));
+    });
+
+    it('answers a wrong key 5xx, which status_on_error turns into 503 for the client', async () => {
+      const res = await ask(envoyCheck('GET', '/Patient/p1', await bearer(), { [keyHeader]: 'rotated-away' }));
+      expect(res.status).toBe(503);
+      expect(yamlValue(envoy, 'status_on_error')).toMatch(/ServiceUnavailable/);
     });
 
     it.each([{ first: true }, { first: false }])('refuses two Authorization headers (valid first: $first)', async ({ first }) => {
@@ -458,6 +485,14 @@ describe('gateway conventions', () => {
       expect(gateway.status).toBe(status);
       expect(gateway.headers['x-decision-reason']).toBe(reason);
       expect(policyChallenge(answer)).toBe(gateway.headers['www-authenticate']);
+    });
+
+    it.each(['/metadata', '/.well-known/smart-configuration'])('gets an allow for anonymous GET %s (SMART discovery)', async (path) => {
+      const answer = jsonOf(await postDecide(policyBody('GET', path, []), API_KEY));
+      expect(answer).toMatchObject({ decision: 'allow', status: 200 });
+      expect(resolve(answer, 'principal')).toBeUndefined();
+      // So the policy sets X-Auth-Principal only under a principal.
+      expect(policy).toMatch(/SelectToken\("principal"\) != null\)">\s*<set-header name="X-Auth-Principal"/);
     });
 
     it.each([

@@ -128,6 +128,41 @@ describe('limits, keys and decision logs of the standalone host', () => {
     });
   });
 
+  describe('public SMART discovery', () => {
+    it.each([
+      { name: 'GET /metadata (forward-auth)', req: () => forwardAuth('GET', '/metadata') },
+      { name: 'HEAD /metadata?_format=json (forward-auth)', req: () => forwardAuth('HEAD', '/metadata?_format=json') },
+      { name: 'GET /.well-known/smart-configuration (Envoy)', req: () => ({ method: 'GET', path: '/api/decide/.well-known/smart-configuration', headers: { 'x-functions-key': API_KEY } }) },
+      { name: 'GET /metadata with an expired token', req: async () => forwardAuth('GET', '/metadata', `Bearer ${await mint({ expiresInSeconds: -3600 })}`) },
+    ] as { name: string; req: () => RawRequest | Promise<RawRequest> }[])('allows $name without reading a token, and sets no identity', async ({ req }) => {
+      const res = await ask(await req());
+      expect(res.status).toBe(200);
+      expect(res.headers['x-decision-reason']).toBe('allowed');
+      for (const h of ['x-auth-principal', 'x-auth-tenant', 'x-auth-application', 'x-auth-scopes']) expect(res.headers[h]).toBeUndefined();
+      const line = decisionLines().find((l) => l.decisionId === res.headers['x-decision-id']);
+      expect(line).toMatchObject({ decision: 'allow', reason: 'allowed' });
+      expect(line).not.toHaveProperty('objectId');
+    });
+
+    it('allows it in JSON mode too', async () => {
+      const res = await ask(postJson(JSON.stringify({ method: 'GET', path: '/.well-known/smart-configuration' })));
+      expect(jsonOf(res)).toMatchObject({ decision: 'allow', status: 200, reason: 'allowed', dataActions: [] });
+    });
+
+    it.each([
+      ['POST', '/metadata'],
+      ['DELETE', '/metadata'],
+      ['GET', '/Patient/metadata'],
+      ['GET', '/metadata/x'],
+      ['GET', '/.well-known/openid-configuration'],
+      ['GET', '/x/../metadata'],
+    ])('still needs a token for %s %s', async (method, uri) => {
+      const res = await ask(forwardAuth(method, uri));
+      expect(res.status).toBe(401);
+      expect(res.headers['x-decision-reason']).toBe('missing_token');
+    });
+  });
+
   describe('header size', () => {
     it('answers a 60 KiB Authorization header with malformed_token, not 431', async () => {
       const huge = `Bearer ${'a'.repeat(60 * 1024)}.b.c`;
@@ -223,8 +258,11 @@ describe('limits, keys and decision logs of the standalone host', () => {
   describe('keys', () => {
     it.each([
       { name: 'health without a key', req: { path: '/api/health' }, status: 200 },
-      { name: 'decide without a key', req: { path: '/api/decide', headers: { 'x-original-method': 'GET', 'x-original-uri': '/Patient/1' } }, status: 401 },
-      { name: 'decide with a wrong key', req: { path: '/api/decide', headers: { 'x-functions-key': 'nope', 'x-original-method': 'GET', 'x-original-uri': '/Patient/1' } }, status: 401 },
+      // A gateway without a recognised key is an outage of its credential: 503, never a 401 the
+      // gateway would pass on as if the client's token were bad.
+      { name: 'decide without a key', req: { path: '/api/decide', headers: { 'x-original-method': 'GET', 'x-original-uri': '/Patient/1' } }, status: 503 },
+      { name: 'decide with a wrong key', req: { path: '/api/decide', headers: { 'x-functions-key': 'nope', 'x-original-method': 'GET', 'x-original-uri': '/Patient/1' } }, status: 503 },
+      { name: 'decide (JSON) with a wrong key', req: { method: 'POST', path: '/api/decide', headers: { 'x-functions-key': 'nope' }, body: '{}' }, status: 401 },
       { name: 'decide with the key as code', req: { path: `/api/decide?code=${API_KEY}`, headers: { 'x-original-method': 'GET', 'x-original-uri': '/Patient/1' } }, status: 401, reason: 'missing_token' },
       { name: 'refresh with an API key', req: { method: 'POST', path: '/api/refresh', headers: { 'x-functions-key': API_KEY } }, status: 401 },
       { name: 'explain with an API key', req: { method: 'GET', path: '/api/explain', headers: { 'x-functions-key': API_KEY } }, status: 401 },
@@ -234,6 +272,10 @@ describe('limits, keys and decision logs of the standalone host', () => {
       expect(res.status).toBe(status);
       if (reason) expect(res.headers['x-decision-reason']).toBe(reason);
       else if (status === 401) expect(jsonOf(res)).toMatchObject({ error: 'unauthorized' });
+      else if (status === 503) {
+        expect(jsonOf(res)).toMatchObject({ error: 'gateway_key_refused' });
+        expect(res.headers['x-decision-reason']).toBeUndefined();
+      }
     });
 
     it('binds loopback only without keys, and says so at start', async () => {

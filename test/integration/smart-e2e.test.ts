@@ -31,6 +31,7 @@ const SMART_USER = '1d2c3b4a-5f6e-4a7b-8c9d-0e1f2a3b4c5d'; // read, write, smart
 const READER = '2e3d4c5b-6a7f-4b8c-9d0e-1f2a3b4c5d6e'; // read
 const READ_WRITER = '3f4e5d6c-7b8a-4c9d-8e1f-2a3b4c5d6e7f'; // read, write
 const FULL = '4a5f6e7d-8c9b-4dae-9f1a-3b4c5d6e7f80'; // *
+const SMART_GROUP = '5b6a7f8e-9d0c-4ebf-8a2b-4c5d6e7f8091'; // smart only: its members are narrowed by their scopes
 
 const PATIENT = 'Patient/p1';
 const SECRET = 'client-secret';
@@ -70,6 +71,7 @@ function configFor(compartmentMode: 'refuse' | 'delegate'): PdpConfigInput {
       { objectId: READER, dataActions: ['read'] },
       { objectId: READ_WRITER, dataActions: ['read', 'write'] },
       { objectId: FULL, dataActions: ['*'] },
+      { objectId: SMART_GROUP, dataActions: ['smart'] },
     ],
     smartIdentityProviders: [
       {
@@ -93,8 +95,8 @@ async function smartToken(provider: RunningOidcProvider, clientId: string, scope
   return token;
 }
 
-function entraToken(oid: string, scp: string, fhirUser?: string): Promise<string> {
-  return entra.mint({ audience: E2E_AUDIENCE, oid, scp, ...(fhirUser ? { fhirUser } : {}) });
+function entraToken(oid: string, scp: string, fhirUser?: string, groups?: string[]): Promise<string> {
+  return entra.mint({ audience: E2E_AUDIENCE, oid, scp, ...(fhirUser ? { fhirUser } : {}), ...(groups ? { groups } : {}) });
 }
 
 beforeAll(async () => {
@@ -256,6 +258,15 @@ describe('an Entra principal holding the smart data action', () => {
     const remove = await strict.ask({ method: 'DELETE', path: '/Patient/p1', token });
     expect(outcome(remove)).toEqual({ reason: 'action_not_permitted', status: 403 });
     expect(remove.body.hint).toContain('narrowed by SMART scopes');
+  });
+
+  it('is narrowed when `smart` comes from a group, even where its own grants would decide alone', async () => {
+    // microsoft/fhir-server unions every grant before it looks for Smart; so does fhir-pdp.
+    const token = await entraToken(READER, 'patient.Patient.read', PATIENT, [SMART_GROUP]);
+    expect(outcome(await strict.ask({ path: '/Patient/p1', token }))).toEqual({ reason: 'allowed', status: 200 });
+    expect(outcome(await strict.ask({ path: '/Patient/p2', token }))).toEqual({ reason: 'insufficient_scope', status: 403 });
+    const outside = await strict.ask({ path: '/Patient/p2', token: await entraToken(READER, 'patient.Patient.read', PATIENT) });
+    expect(outcome(outside)).toEqual({ reason: 'allowed', status: 200 });
   });
 
   it('is refused without any SMART scope, while a principal without smart is not narrowed', async () => {

@@ -324,8 +324,8 @@ describe('the keyed host (PDP_API_KEYS, PDP_ADMIN_KEYS)', () => {
   it('does not read `code` in Envoy mode: the query belongs to the original request', async () => {
     const token = await mint();
     const res = await fetch(`${host.url}/api/decide/Patient/1?code=${encodeURIComponent(API_KEY)}`, { headers: { authorization: `Bearer ${token}` } });
-    expect(res.status).toBe(401);
-    expect(((await res.json()) as Record<string, unknown>).error).toBe('unauthorized');
+    expect(res.status).toBe(503);
+    expect(((await res.json()) as Record<string, unknown>).error).toBe('gateway_key_refused');
     const withHeader = await fetch(`${host.url}/api/decide/Patient/1`, { headers: { authorization: `Bearer ${token}`, 'x-functions-key': API_KEY } });
     expect(withHeader.status).toBe(200);
   });

@@ -35,6 +35,18 @@ describe('requirementFor: one row per interaction', () => {
     ['POST', '/', ['read', 'write', 'delete', 'hardDelete', 'export', 'import', 'resourceValidate', 'convertData', 'reindex', 'searchParameter', 'bulkOperator', 'editProfileDefinitions'].map((a) => [a as DataAction])],
     ['DELETE', '/metadata', []],
     ['PUT', '/Patient', []],
+    // Bulk Data status, cancel and output files: the export's own action (MS GetExportRequestHandler,
+    // CancelExportRequestHandler), whatever server convention the status URL follows.
+    ['GET', '/_operations/export/42', [['export']]],
+    ['HEAD', '/_operations/export/42', [['export']]],
+    ['DELETE', '/_operations/export/42', [['export']]],
+    ['GET', '/_operations/export/42/Patient-1.ndjson', [['export']]],
+    ['GET', '/job/42/status', [['export']]],
+    ['DELETE', '/job/42/status', [['export']]],
+    ['GET', '/$export-poll-status?_jobId=42', [['export']]],
+    ['DELETE', '/$export-poll-status?_jobId=42', [['export']]],
+    ['POST', '/$export-poll-status', []],
+    ['DELETE', '/_operations/export/42/Patient-1.ndjson', []],
   ];
   it.each(cases)('%s %s', (method, target, expected) => {
     expect(requires(method, target)).toEqual(expected);

@@ -46,7 +46,18 @@ describe('parseFhirRequest: FHIR URL forms', () => {
     ['GET', '/Patient/', { interaction: 'search-type', path: '/Patient' }],
     ['GET', '/Patient/%31%32', { interaction: 'read', id: '12', path: '/Patient/12' }],
     ['GET', '/Patient/...', { interaction: 'read', id: '...' }],
+    ['GET', '/.well-known/smart-configuration', { interaction: 'smart-configuration', path: '/.well-known/smart-configuration' }],
+    ['GET', '/_operations/export/42', { interaction: 'export-status', id: '42', path: '/_operations/export/42' }],
+    ['DELETE', '/_operations/export/a1-b2', { interaction: 'export-status', id: 'a1-b2' }],
+    ['GET', '/_operations/export/42/Patient-1.ndjson', { interaction: 'export-file', id: '42', file: 'Patient-1.ndjson' }],
+    ['GET', '/job/0b7c6d5e-4f3a/status', { interaction: 'export-status', id: '0b7c6d5e-4f3a' }],
+    ['DELETE', '/job/0b7c6d5e-4f3a/status', { interaction: 'export-status' }],
+    ['GET', '/$export-poll-status?_jobId=42', { interaction: 'operation', operation: '$export-poll-status' }],
     // Shapes FHIR defines, with a method it does not define for them: recognised and refused.
+    ['POST', '/.well-known/smart-configuration', { interaction: 'unknown', requires: [] }],
+    ['POST', '/_operations/export/42', { interaction: 'unknown', requires: [] }],
+    ['PUT', '/job/42/status', { interaction: 'unknown', requires: [] }],
+    ['DELETE', '/_operations/export/42/Patient-1.ndjson', { interaction: 'unknown', requires: [] }],
     ['DELETE', '/metadata', { interaction: 'unknown', requires: [] }],
     ['GET', '/_search', { interaction: 'unknown' }],
     ['PUT', '/Patient', { interaction: 'unknown' }],
@@ -66,6 +77,23 @@ describe('parseFhirRequest: FHIR URL forms', () => {
   it('fills requires from the interaction table', () => {
     expect(parsed('GET', '/Patient/1').requires).toEqual([['read', 'readById']]);
     expect(parsed('GET', '/Patient/1/$unknown-op').requires).toEqual([]);
+  });
+});
+
+describe('parseFhirRequest: discovery and bulk export job URLs outside the known shapes', () => {
+  it.each([
+    '/.well-known/openid-configuration',
+    '/.well-known/smart-configuration/x',
+    '/_operations/import/42',
+    '/_operations/export',
+    '/_operations/export/42/Patient-1.ndjson/x',
+    '/_operations/export/4%202',
+    '/_operations/export/42/.hidden',
+    '/job/42',
+    '/job/42/output',
+    '/job/42/status/x',
+  ])('refuses GET %s', (target) => {
+    expect(parseFhirRequest('GET', target)).toMatchObject({ ok: false });
   });
 });
 
@@ -164,7 +192,7 @@ describe('parseFhirRequest: rejections', () => {
     ['GET', '/patient/1', /resource type/],
     ['GET', '/Pat1ent', /resource type/],
     ['GET', `/${'A'.repeat(65)}`, /resource type/],
-    ['GET', '/_operations/export/1', /resource type/],
+    ['GET', '/_operations/reindex/1', /only _operations URLs/],
     ['GET', '/Patient/a_b', /FHIR id/],
     ['GET', `/Patient/${'a'.repeat(65)}`, /FHIR id/],
     ['GET', '/Patient/%C3%A9', /FHIR id/],
