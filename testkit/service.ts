@@ -8,7 +8,7 @@
  * in a token. The standalone host as `npm start` composes it from app settings is testkit/host.ts.
  */
 import { generateKeyPairSync, sign as cryptoSign, type KeyObject } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
+import { createServer } from 'node:http';
 import { connect } from 'node:net';
 import type { JWK } from 'jose';
 import { parseConfig } from '../src/config/load.js';
@@ -21,6 +21,7 @@ import { PdpService } from '../src/runtime.js';
 import type { SnapshotStore } from '../src/state/types.js';
 import { DEV_APP_ID, DEV_OBJECT_ID, DevIdentityProvider, type MintOptions } from './dev-idp.js';
 import { graphCredential, type FakeGraph } from './fake-graph.js';
+import { closeServer } from './loopback.js';
 
 export const FHIR_AUDIENCE = 'https://fhir.example.test';
 /** The object id DevIdentityProvider puts in `oid` by default; granted `read` by `configFor`. */
@@ -183,11 +184,6 @@ export async function startRequestCounter(): Promise<RequestCounter> {
     count: () => n,
     close: () => closeServer(server),
   };
-}
-
-function closeServer(server: Server): Promise<void> {
-  server.closeAllConnections();
-  return new Promise((resolve) => server.close(() => resolve()));
 }
 
 export interface RawAnswer {
