@@ -17,7 +17,6 @@ COPY tsconfig.json ./
 COPY scripts ./scripts
 COPY src ./src
 COPY functions ./functions
-COPY bench ./bench
 RUN npm run build
 
 # --- runtime: Node 22 and the bundle, nothing else ------------------------------------------------

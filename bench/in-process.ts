@@ -13,7 +13,7 @@ import { jwtVerify, type JWK } from 'jose';
 import jwt from 'jsonwebtoken';
 import jwksRsa from 'jwks-rsa';
 import { parseConfig } from '../src/config/load.js';
-import { DEV_OBJECT_ID, DevIdentityProvider } from '../src/host/dev-idp.js';
+import { DEV_OBJECT_ID, DevIdentityProvider } from '../testkit/dev-idp.js';
 import { Pdp, type DecisionInput } from '../src/pdp.js';
 import { figure, measurement, ratiosByRound, throughput, type Measurement, type SuiteResult } from './stats.js';
 

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { explainHandler, explainPageResponse } from '../../src/explain/http.js';
 import type { Explanation } from '../../src/explain/render.js';
-import { DEV_APP_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
+import { DEV_APP_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
 import { createPdpServer, listen } from '../../src/host/server.js';
 import { KeyRing } from '../../src/http/keys.js';
 import type { PdpRuntime } from '../../src/http/routes.js';

@@ -18,9 +18,9 @@ import smart from 'fhirclient';
 import type * as FhirClientClass from 'fhirclient/lib/FhirClient.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StartedHost } from '../../src/host/main.js';
-import { DEV_APP_ID, DEV_OBJECT_ID, DEV_TENANT_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
-import { startFhirUpstream, type FhirUpstream } from '../support/fhir-upstream.js';
-import { docSnippet, rawRequest, startPdpHost, substitute, type RawResponse } from '../support/gateway-harness.js';
+import { DEV_APP_ID, DEV_OBJECT_ID, DEV_TENANT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
+import { startFhirUpstream, type FhirUpstream } from '../../testkit/fhir-upstream.js';
+import { docSnippet, rawRequest, startPdpHost, substitute, type RawResponse } from '../../testkit/host.js';
 
 const AUDIENCE = 'https://fhir.example.test';
 const STRANGER_OID = '0b7c6d5e-4f3a-4b2c-9d1e-8f7a6b5c4d3e';

@@ -11,9 +11,9 @@
 import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PdpConfigInput } from '../../src/config/schema.js';
-import { startFakeGraph, type FakeGraph } from '../support/fake-graph.js';
-import { startOidcProvider, type RunningOidcProvider } from '../support/oidc-provider.js';
-import { E2E_API_KEY, E2E_AUDIENCE, outcome, startE2ePdp, type E2ePdp } from '../support/pdp-e2e.js';
+import { startFakeGraph, type FakeGraph } from '../../testkit/fake-graph.js';
+import { startOidcProvider, type RunningOidcProvider } from '../../testkit/oidc-provider.js';
+import { E2E_API_KEY, E2E_AUDIENCE, outcome, startE2ePdp, type E2ePdp } from '../../testkit/service.js';
 
 const CHECK = { method: 'POST', path: '/checkMemberGroups' } as const;
 const BATCH = { method: 'POST', path: '/v1.0/$batch', inBatch: false } as const;

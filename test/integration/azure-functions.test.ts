@@ -14,9 +14,9 @@ import { decide } from '../../functions/decide.js';
 import { health } from '../../functions/health.js';
 import { refreshNow } from '../../functions/refresh.js';
 import { ConfigError } from '../../src/config/load.js';
-import { DEV_APP_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
+import { DEV_APP_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
 import { handleRefreshTimer, resetWorker, startWorker, workerService } from '../../src/http/azure.js';
-import { ADMIN_KEY, API_KEY, FHIR_AUDIENCE, READER_OID } from '../support/pdp-fixtures.js';
+import { ADMIN_KEY, API_KEY, FHIR_AUDIENCE, READER_OID } from '../../testkit/service.js';
 
 const BASE = 'http://localhost:7071';
 const APP_ROOT = fileURLToPath(new URL('../../', import.meta.url));

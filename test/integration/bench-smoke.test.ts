@@ -1,6 +1,6 @@
 /**
  * The benchmarks are not tests, but their smoke run is: every suite runs end to end with tiny sizes
- * (`node dist/bench/run.js --smoke`, after `npm run build`), so the benchmarks never rot. Numbers are
+ * (`node dist/bench/run.js --smoke`, after `npm run build:dev`), so the benchmarks never rot. Numbers are
  * not asserted; the shape of the report is: every figure has a baseline from the same run and a ratio.
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -61,7 +61,7 @@ describe('bench:smoke', () => {
   let markdown: string;
 
   beforeAll(async () => {
-    if (!existsSync(RUNNER)) throw new Error(`${RUNNER} is missing: run \`npm run build\` first (npm test does)`);
+    if (!existsSync(RUNNER)) throw new Error(`${RUNNER} is missing: run \`npm run build:dev\` first (npm test does)`);
     resultsBefore = existsSync(RESULTS_MD) ? statSync(RESULTS_MD).mtimeMs : undefined;
     run = await runBench(['--smoke']);
     if (run.code === 0) {

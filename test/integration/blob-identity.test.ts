@@ -16,11 +16,11 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { SignJWT } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { cleanEnv, startNode, type RunningChild } from '../../bench/child.js';
-import { DEV_OBJECT_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
+import { cleanEnv, startNode, type RunningChild } from '../../testkit/child.js';
+import { DEV_OBJECT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
 import { startHost } from '../../src/host/main.js';
 import { blobStoreSettingsFrom } from '../../src/state/blob-settings.js';
-import { startAzurite, type RunningAzurite } from '../support/azurite.js';
+import { startAzurite, type RunningAzurite } from '../../testkit/azurite.js';
 
 const MAIN = new URL('../../dist/bundle/main.js', import.meta.url).pathname;
 const AUDIENCE = 'https://fhir.example.test';

@@ -10,7 +10,7 @@ import {
 import { encodeSnapshot } from '../../src/state/codec.js';
 import { SnapshotFollower } from '../../src/state/snapshot-follower.js';
 import { SnapshotConflictError, SnapshotRejectedError, type SnapshotData } from '../../src/state/types.js';
-import { startAzurite, type RunningAzurite } from '../support/azurite.js';
+import { startAzurite, type RunningAzurite } from '../../testkit/azurite.js';
 
 function snapshot(revision: string, members: string[] = ['user-1', 'user-2']): SnapshotData {
   return {

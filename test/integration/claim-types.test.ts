@@ -9,10 +9,21 @@
  * table cannot drift from what a caller gets.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEV_APP_ID, DEV_TENANT_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
-import { startOidcProvider, type RunningOidcProvider } from '../support/oidc-provider.js';
-import { ADMIN_KEY, FHIR_AUDIENCE, READER_OID, askForwardAuth, askJson, startPdpWithDevIdp, type RunningPdp } from '../support/pdp-fixtures.js';
-import { E2E_ADMIN_KEY, outcome, startE2ePdp, type E2ePdp } from '../support/pdp-e2e.js';
+import { DEV_APP_ID, DEV_TENANT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
+import { startOidcProvider, type RunningOidcProvider } from '../../testkit/oidc-provider.js';
+import {
+  ADMIN_KEY,
+  E2E_ADMIN_KEY,
+  FHIR_AUDIENCE,
+  READER_OID,
+  askForwardAuth,
+  askJson,
+  outcome,
+  startE2ePdp,
+  startPdpWithDevIdp,
+  type E2ePdp,
+  type RunningPdp,
+} from '../../testkit/service.js';
 
 const SMART_TENANT = '5e4d3c2b-1a09-4f8e-9d7c-6b5a4f3e2d1c';
 const OTHER_TENANT = '0b7c6a5d-4e3f-4a2b-9c1d-0e9f8a7b6c5d';

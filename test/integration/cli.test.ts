@@ -14,8 +14,8 @@ import { parseConfig } from '../../src/config/load.js';
 import { createGraphClient } from '../../src/directory/graph-client.js';
 import { checkConfig, checkExitCode, lintConfig } from '../../src/explain/check-config.js';
 import type { Explanation } from '../../src/explain/render.js';
-import { DEV_APP_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
-import { graphCredential, startFakeGraph, type FakeGraph } from '../support/fake-graph.js';
+import { DEV_APP_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
+import { graphCredential, startFakeGraph, type FakeGraph } from '../../testkit/fake-graph.js';
 
 const BIN = resolve('dist/src/cli/fhir-pdp.js');
 const FHIR = 'https://fhir.contoso.example';

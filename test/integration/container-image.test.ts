@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEV_OBJECT_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
+import { DEV_OBJECT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
 
 const REPO = new URL('../../', import.meta.url).pathname;
 const AUDIENCE = 'https://fhir.example.test';

@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-const DEV = new URL('../../dist/src/host/dev.js', import.meta.url).pathname;
+const DEV = new URL('../../dist/testkit/dev.js', import.meta.url).pathname;
 
 describe('npm run dev (the development sandbox)', () => {
   let child: ChildProcess;

@@ -1,11 +1,11 @@
 /**
  * A bad configuration fails the Functions app's start-up (the appStart hook), as the worker's
  * initialisation would fail in Azure, rather than surfacing on the first request. Its own file:
- * one Functions test host per process (test/support/functions-host.ts).
+ * one Functions test host per process (testkit/functions-host.ts).
  */
 import { fileURLToPath } from 'node:url';
 import { afterAll, expect, it } from 'vitest';
-import { FunctionsHostError, FunctionsTestHost } from '../support/functions-host.js';
+import { FunctionsHostError, FunctionsTestHost } from '../../testkit/functions-host.js';
 
 const APP_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const SETTINGS = ['PDP_CONFIG', 'PDP_CONFIG_FILE', 'PDP_LOG_DECISIONS'] as const;

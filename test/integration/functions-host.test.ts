@@ -2,16 +2,16 @@
  * The Functions app as the Node.js worker runs it: the real @azure/functions library loaded through
  * the worker's `@azure/functions-core` module, the app imported from package.json's `main` glob,
  * the appStart hook run, and every request an RPC-shaped invocation through the library's own
- * invocation model (test/support/functions-host.ts). The authority is a DevIdentityProvider on
+ * invocation model (testkit/functions-host.ts). The authority is a DevIdentityProvider on
  * loopback, so the test can take it down after start-up; a SMART identity provider is a real
  * OpenID provider (npm oidc-provider), stopped after start-up.
  */
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEV_APP_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
-import { FunctionsTestHost, type HostHttpRequest } from '../support/functions-host.js';
-import { startOidcProvider, type RunningOidcProvider } from '../support/oidc-provider.js';
-import { ADMIN_KEY, API_KEY, FHIR_AUDIENCE, READER_OID } from '../support/pdp-fixtures.js';
+import { DEV_APP_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
+import { FunctionsTestHost, type HostHttpRequest } from '../../testkit/functions-host.js';
+import { startOidcProvider, type RunningOidcProvider } from '../../testkit/oidc-provider.js';
+import { ADMIN_KEY, API_KEY, FHIR_AUDIENCE, READER_OID } from '../../testkit/service.js';
 
 const APP_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const SETTINGS = ['PDP_CONFIG', 'PDP_CONFIG_FILE', 'PDP_API_KEYS', 'PDP_ADMIN_KEYS', 'PDP_LOG_DECISIONS', 'PDP_SNAPSHOT_STORE', 'PDP_REFRESH_SCHEDULE'] as const;

@@ -14,7 +14,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StartedHost } from '../../src/host/main.js';
-import { DEV_APP_ID, DEV_OBJECT_ID, DEV_TENANT_ID, DevIdentityProvider, type MintOptions } from '../../src/host/dev-idp.js';
+import { DEV_APP_ID, DEV_OBJECT_ID, DEV_TENANT_ID, DevIdentityProvider, type MintOptions } from '../../testkit/dev-idp.js';
 import { decisionBody } from '../../src/decision-json.js';
 import { gatewayAnswer } from '../../src/http/decide-api.js';
 import type { Decision } from '../../src/pdp.js';
@@ -27,7 +27,7 @@ import {
   substitute,
   type RawRequest,
   type RawResponse,
-} from '../support/gateway-harness.js';
+} from '../../testkit/host.js';
 
 const AUDIENCE = 'https://fhir.example.test';
 const API_KEY = `gateway-api-${randomUUID()}`;

@@ -8,7 +8,7 @@ import createDefaultExpander, {
   type GroupExpanderOptions,
 } from '../../src/directory/expand.js';
 import type { GroupExpander, GroupExpansion } from '../../src/directory/types.js';
-import { graphCredential, startFakeGraph, type FakeGraph } from '../support/fake-graph.js';
+import { graphCredential, startFakeGraph, type FakeGraph } from '../../testkit/fake-graph.js';
 
 const TRANSITIVE = { method: 'GET', path: /\/transitiveMembers$/ } as const;
 const DELTA = { method: 'GET', path: '/v1.0/groups/delta' } as const;

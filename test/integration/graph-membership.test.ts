@@ -6,7 +6,7 @@ import { credentialFromSettings, createGraphClient, GraphSettingsError } from '.
 import { GraphMembershipResolver, type GraphMembershipResolverOptions } from '../../src/directory/membership.js';
 import { getDirectoryObjectKind } from '../../src/directory/object-kind.js';
 import { DirectoryUnavailableError, type MembershipAnswer } from '../../src/directory/types.js';
-import { graphCredential, startFakeGraph, type FakeGraph } from '../support/fake-graph.js';
+import { graphCredential, startFakeGraph, type FakeGraph } from '../../testkit/fake-graph.js';
 
 const CHECK = { method: 'POST', path: '/checkMemberGroups' } as const;
 const BATCH = { method: 'POST', path: '/v1.0/$batch', inBatch: false } as const;

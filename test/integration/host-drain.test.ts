@@ -11,8 +11,8 @@
 import { once } from 'node:events';
 import { Agent, request, type ClientRequest, type IncomingMessage } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cleanEnv, startNode, type RunningChild } from '../../bench/child.js';
-import { DEV_OBJECT_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
+import { cleanEnv, startNode, type RunningChild } from '../../testkit/child.js';
+import { DEV_OBJECT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
 
 const MAIN = new URL('../../dist/bundle/main.js', import.meta.url).pathname;
 const AUDIENCE = 'https://fhir.example.test';

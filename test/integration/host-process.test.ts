@@ -6,7 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEV_OBJECT_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
+import { DEV_OBJECT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
 
 const MAIN = new URL('../../dist/bundle/main.js', import.meta.url).pathname;
 const AUDIENCE = 'https://fhir.example.test';

@@ -7,10 +7,10 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi, type MockInstance } from 'vitest';
 import { ConfigError } from '../../src/config/load.js';
-import { DEV_APP_ID, DEV_OBJECT_ID, DEV_TENANT_ID, DevIdentityProvider, type MintOptions } from '../../src/host/dev-idp.js';
+import { DEV_APP_ID, DEV_OBJECT_ID, DEV_TENANT_ID, DevIdentityProvider, type MintOptions } from '../../testkit/dev-idp.js';
 import { startHost, type StartedHost } from '../../src/host/main.js';
 import { DEFAULT_MAX_BODY_BYTES, MAX_HEADER_BYTES } from '../../src/host/server.js';
-import { jsonOf, rawRequest, startPdpHost, type RawRequest, type RawResponse } from '../support/gateway-harness.js';
+import { jsonOf, rawRequest, startPdpHost, type RawRequest, type RawResponse } from '../../testkit/host.js';
 
 const AUDIENCE = 'https://fhir.example.test';
 const API_KEY = `limits-api-${randomUUID()}`;

@@ -9,12 +9,12 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@microsoft/microsoft-graph-client';
 import { parseConfig } from '../../src/config/load.js';
 import { createGraphClient } from '../../src/directory/graph-client.js';
-import { DEV_OBJECT_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
+import { DEV_OBJECT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
 import { createPdpServer, listen } from '../../src/host/server.js';
 import { KeyRing } from '../../src/http/keys.js';
 import { route } from '../../src/http/routes.js';
 import { PdpService } from '../../src/runtime.js';
-import { graphCredential, startFakeGraph, type FakeGraph } from '../support/fake-graph.js';
+import { graphCredential, startFakeGraph, type FakeGraph } from '../../testkit/fake-graph.js';
 
 const AUDIENCE = 'https://fhir.example.test';
 const HOUR = 3_600_000;

@@ -6,10 +6,10 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { InvocationContext, type Timer, type TimerFunctionOptions } from '@azure/functions';
-import { DEV_OBJECT_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
+import { DEV_OBJECT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
 import { PdpService } from '../../src/runtime.js';
 import { parseConfig } from '../../src/config/load.js';
-import { startAzurite, type RunningAzurite } from '../support/azurite.js';
+import { startAzurite, type RunningAzurite } from '../../testkit/azurite.js';
 
 /** What functions/*.ts register; @azure/functions in test mode only warns and skips registration. */
 const registered = vi.hoisted(() => ({ timers: new Map<string, TimerFunctionOptions>() }));

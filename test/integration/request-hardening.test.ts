@@ -6,7 +6,7 @@
  * asked over HTTP of the standalone host's server, with tokens of the development identity provider.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEV_OBJECT_ID } from '../../src/host/dev-idp.js';
+import { DEV_OBJECT_ID } from '../../testkit/dev-idp.js';
 import { REASONS, type ReasonCode } from '../../src/policy/reasons.js';
 import {
   ADMIN_KEY,
@@ -15,7 +15,7 @@ import {
   startPdpWithDevIdp,
   type HttpAnswer,
   type RunningPdp,
-} from '../support/pdp-fixtures.js';
+} from '../../testkit/service.js';
 
 const WRITER_OID = DEV_OBJECT_ID;
 const OWNER_OID = '3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f';

@@ -9,7 +9,7 @@ import { createPublicKey, generateKeyPairSync, randomBytes, type KeyObject } fro
 import { request as httpRequest } from 'node:http';
 import { compactVerify, importJWK, jwtVerify, type JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEV_APP_ID, DevIdentityProvider, signJwt } from '../../src/host/dev-idp.js';
+import { DEV_APP_ID, DevIdentityProvider, signJwt } from '../../testkit/dev-idp.js';
 import { DirectoryUnavailableError, type GroupMembershipResolver } from '../../src/directory/types.js';
 import { Pdp, type Decision } from '../../src/pdp.js';
 import { REASONS, type ReasonCode } from '../../src/policy/reasons.js';
@@ -32,7 +32,7 @@ import {
   type RequestCounter,
   type RunningPdp,
   type SigningAuthority,
-} from '../support/pdp-fixtures.js';
+} from '../../testkit/service.js';
 
 const SMART_TENANT = '5e4d3c2b-1a09-4f8e-9d7c-6b5a4f3e2d1c';
 const OTHER_TENANT = '0b8c1a2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d';

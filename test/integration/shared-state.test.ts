@@ -8,10 +8,10 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { BlobServiceClient } from '@azure/storage-blob';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
-import { DEV_OBJECT_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
+import { DEV_OBJECT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
 import { PdpService, type RuntimeOptions, type SnapshotAppliedEvent } from '../../src/runtime.js';
 import { DEFAULT_SNAPSHOT_BLOB } from '../../src/state/blob-store.js';
-import { startAzurite, type RunningAzurite } from '../support/azurite.js';
+import { startAzurite, type RunningAzurite } from '../../testkit/azurite.js';
 
 const AUDIENCE = 'https://fhir.example.test';
 const SIGNING_KEYS = `shared-test:${randomBytes(32).toString('base64')}`;

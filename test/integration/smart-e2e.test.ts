@@ -12,11 +12,11 @@
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PdpConfigInput } from '../../src/config/schema.js';
-import { DevIdentityProvider } from '../../src/host/dev-idp.js';
+import { DevIdentityProvider } from '../../testkit/dev-idp.js';
 import { startHost } from '../../src/host/main.js';
-import { startOidcProvider, type RunningOidcProvider } from '../support/oidc-provider.js';
+import { startOidcProvider, type RunningOidcProvider } from '../../testkit/oidc-provider.js';
 import {
-  askJson,
+  askContract,
   batchBundle,
   E2E_ADMIN_KEY,
   E2E_AUDIENCE,
@@ -24,7 +24,7 @@ import {
   startE2ePdp,
   type E2eAnswer,
   type E2ePdp,
-} from '../support/pdp-e2e.js';
+} from '../../testkit/service.js';
 
 /** Entra principals. */
 const SMART_USER = '1d2c3b4a-5f6e-4a7b-8c9d-0e1f2a3b4c5d'; // read, write, smart: narrowed by scopes
@@ -389,14 +389,14 @@ describe('npm start (startHost), configured through PDP_CONFIG', () => {
     );
     try {
       const token = await smartToken(providerA, 'portal-a', PATIENT_APP_SCOPE);
-      expect(outcome(await askJson(host.url, { path: '/Patient/p1', token }))).toEqual({ reason: 'allowed', status: 200 });
-      const other = await askJson(host.url, { path: '/Patient/p2', token });
+      expect(outcome(await askContract(host.url, { path: '/Patient/p1', token }))).toEqual({ reason: 'allowed', status: 200 });
+      const other = await askContract(host.url, { path: '/Patient/p2', token });
       expect(outcome(other)).toEqual({ reason: 'insufficient_scope', status: 403 });
       expect(other.body.hint).toContain('Patient/p2 is not the patient in context');
       const impostor = await smartToken(providerA, 'portal-b', PATIENT_APP_SCOPE);
-      expect(outcome(await askJson(host.url, { path: '/Patient/p1', token: impostor }))).toEqual({ reason: 'unknown_application', status: 401 });
+      expect(outcome(await askContract(host.url, { path: '/Patient/p1', token: impostor }))).toEqual({ reason: 'unknown_application', status: 401 });
       const narrowed = await entraToken(SMART_USER, 'patient.Patient.read', PATIENT);
-      expect(outcome(await askJson(host.url, { path: '/Patient/p2', token: narrowed }))).toEqual({ reason: 'insufficient_scope', status: 403 });
+      expect(outcome(await askContract(host.url, { path: '/Patient/p2', token: narrowed }))).toEqual({ reason: 'insufficient_scope', status: 403 });
     } finally {
       await host.close();
     }

@@ -9,13 +9,13 @@ import { BlobServiceClient } from '@azure/storage-blob';
 import { decodeProtectedHeader } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, parseConfig } from '../../src/config/load.js';
-import { DEV_OBJECT_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
+import { DEV_OBJECT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
 import { PdpService, type RuntimeOptions } from '../../src/runtime.js';
 import { DEFAULT_SNAPSHOT_BLOB } from '../../src/state/blob-store.js';
 import { encodeSignedSnapshot, encodeSnapshot, newRevision } from '../../src/state/codec.js';
 import { SnapshotSignature } from '../../src/state/snapshot-signature.js';
 import type { SnapshotData } from '../../src/state/types.js';
-import { startAzurite, type RunningAzurite } from '../support/azurite.js';
+import { startAzurite, type RunningAzurite } from '../../testkit/azurite.js';
 
 const AUDIENCE = 'https://fhir.example.test';
 

@@ -6,9 +6,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/config/load.js';
-import { DEV_APP_ID, DEV_TENANT_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
+import { DEV_APP_ID, DEV_TENANT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
 import { startHost, type StartedHost } from '../../src/host/main.js';
-import { startOidcProvider, type RunningOidcProvider } from '../support/oidc-provider.js';
+import { startOidcProvider, type RunningOidcProvider } from '../../testkit/oidc-provider.js';
 import {
   ADMIN_KEY,
   API_KEY,
@@ -20,7 +20,7 @@ import {
   rawHttp,
   readAnswer,
   type HttpAnswer,
-} from '../support/pdp-fixtures.js';
+} from '../../testkit/service.js';
 
 const BACKEND_OID = '6f5e4d3c-2b1a-4098-8f7e-6d5c4b3a2f1e';
 const quiet = { PORT: '0', PDP_LOG_DECISIONS: 'false' };

@@ -15,8 +15,8 @@ import {
   DEV_TENANT_ID,
   DevIdentityProvider,
   signJwt,
-} from '../../src/host/dev-idp.js';
-import { startOidcProvider, type RunningOidcProvider } from '../support/oidc-provider.js';
+} from '../../testkit/dev-idp.js';
+import { startOidcProvider, type RunningOidcProvider } from '../../testkit/oidc-provider.js';
 
 const FHIR_AUDIENCE = 'https://fhir.example.test';
 

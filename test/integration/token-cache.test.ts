@@ -7,7 +7,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
-import { DEV_OBJECT_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
+import { DEV_OBJECT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
 import { VerifiedTokenCache, type TokenCacheOptions } from '../../src/identity/token-cache.js';
 import type { VerifiedToken } from '../../src/identity/verify.js';
 import type { DecisionInput } from '../../src/pdp.js';

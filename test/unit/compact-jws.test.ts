@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { decodeBase64UrlStrict, isCanonicalBase64Url, parseCompactJws } from '../../src/identity/compact-jws.js';
 import { hasDuplicateMemberNames, parseJsonObjectStrict } from '../../src/identity/strict-json.js';
-import { b64url, nonCanonicalVariants } from '../support/pdp-fixtures.js';
+import { b64url, nonCanonicalVariants } from '../../testkit/service.js';
 
 const MAX = 16384;
 const header = { alg: 'RS256', typ: 'JWT', kid: 'k1' };

@@ -5,8 +5,8 @@
  */
 
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair } from 'jose';
+import { closeServer, listenOnLoopback } from './loopback.js';
 
 export interface OidcProviderClient {
   readonly client_id: string;
@@ -76,14 +76,7 @@ export async function startOidcProvider(options: StartOidcProviderOptions): Prom
 
   // The issuer must carry the real port, so the port is bound before the provider exists.
   const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
+  const port = await listenOnLoopback(server);
   const mountPath = options.issuerPath?.replace(/\/+$/, '') ?? '';
   const issuer = `http://127.0.0.1:${port}${mountPath}`;
 
@@ -161,11 +154,7 @@ export async function startOidcProvider(options: StartOidcProviderOptions): Prom
       }
       return body.access_token;
     },
-    async close() {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeAllConnections();
-      await closed;
-    },
+    close: () => closeServer(server),
   };
 }
 

@@ -1,14 +1,15 @@
 /**
- * What the gateway tests share: the standalone host (`startHost`, the code `npm start` runs) on
- * 127.0.0.1:0, a raw HTTP client that sends headers exactly as a gateway would (repeated headers,
- * a foreign Host), and the configuration snippets of docs/gateways.md, so the tests exercise the
- * very text operators copy.
+ * The standalone host as `npm start` composes it from app settings (`startHost`) on 127.0.0.1:0
+ * (the PdpService alone behind node:http, with a clock the test moves, is testkit/service.ts), a
+ * raw HTTP client that sends headers exactly as a gateway would (repeated headers, a foreign Host),
+ * and the configuration snippets of docs/gateways.md, so the tests exercise the very text operators
+ * copy.
  */
 import { readFileSync } from 'node:fs';
 import { request, type IncomingHttpHeaders } from 'node:http';
-import { startHost, type StartedHost } from '../../src/host/main.js';
+import { startHost, type StartedHost } from '../src/host/main.js';
 
-export const GATEWAYS_DOC = new URL('../../docs/gateways.md', import.meta.url);
+export const GATEWAYS_DOC = new URL('../docs/gateways.md', import.meta.url);
 
 /** The identity headers fhir-pdp sets on an allow (src/http/decide-api.ts, gatewayAnswer). */
 export const IDENTITY_HEADERS = [

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { DEV_APP_ID, DevIdentityProvider } from './dev-idp.js';
-import { startHost } from './main.js';
+import { startHost } from '../src/host/main.js';
 
 const FHIR_URL = 'https://fhir.sandbox.example';
 const ALICE = '6a2f8c4e-1b3d-4e5f-8a7b-9c0d1e2f3a4b'; // listed: read and write

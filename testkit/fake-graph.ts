@@ -16,8 +16,8 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
 import type { AccessToken, TokenCredential } from '@azure/identity';
+import { closeServer, listenOnLoopback } from './loopback.js';
 
 const GRAPH = 'https://graph.microsoft.com/v1.0';
 const JSON_TYPE = 'application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8';
@@ -524,8 +524,7 @@ export async function startFakeGraph(options: FakeGraphOptions = {}): Promise<Fa
       res.end();
     });
   });
-  await listen(server, 0);
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenOnLoopback(server);
 
   return {
     origin: `http://127.0.0.1:${port}`,
@@ -566,13 +565,10 @@ export async function startFakeGraph(options: FakeGraphOptions = {}): Promise<Fa
       }
       if (mode === 'refuse') return;
       mode = 'refuse';
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
+      await closeServer(server);
     },
     async up() {
-      if (mode === 'refuse') await listen(server, port);
+      if (mode === 'refuse') await listenOnLoopback(server, port);
       mode = 'up';
     },
     get requests() {
@@ -589,23 +585,10 @@ export async function startFakeGraph(options: FakeGraphOptions = {}): Promise<Fa
     },
     async close() {
       if (mode === 'refuse') return;
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
+      await closeServer(server);
       mode = 'refuse';
     },
   };
-}
-
-function listen(server: Server, port: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
 }
 
 /** The body as text, or undefined when it is larger than MAX_BODY_BYTES. */

