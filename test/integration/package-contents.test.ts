@@ -1,5 +1,6 @@
 /**
- * What `npm pack` ships: the compiled service (dist/src, dist/functions), host.json and the files npm
+ * What `npm pack` ships: the compiled service (dist/src, dist/functions), the standalone host's bundle
+ * that `npm start` runs (dist/bundle), host.json and the files npm
  * always adds, and no test tooling. The development identity provider can forge `alg:none` and HMAC
  * tokens; the fake Graph, the harnesses in testkit/ and the benchmarks have no business on a
  * production machine either. Runs against what `npm test` built (`npm run build:dev` first, so
@@ -51,10 +52,10 @@ describe('npm pack', () => {
 
   it('holds only the compiled service, host.json and the files npm always adds', () => {
     const shipped = (path: string) =>
-      /^dist\/(src|functions)\//.test(path) || ['host.json', 'package.json', 'README.md'].includes(path) || /^LICEN[CS]E(\.|$)/i.test(path);
+      /^dist\/(src|functions|bundle)\//.test(path) || ['host.json', 'package.json', 'README.md'].includes(path) || /^LICEN[CS]E(\.|$)/i.test(path);
     expect(files.filter((path) => !shipped(path))).toEqual([]);
     // What package.json's main (the Functions entry points) and bin name must be in it.
-    expect(files).toEqual(expect.arrayContaining(['package.json', 'host.json', 'dist/functions/decide.js', 'dist/src/cli/fhir-pdp.js', 'dist/src/host/main.js']));
+    expect(files).toEqual(expect.arrayContaining(['package.json', 'host.json', 'dist/functions/decide.js', 'dist/src/cli/fhir-pdp.js', 'dist/src/host/main.js', 'dist/bundle/main.js']));
   });
 
   it('ships no test tooling by any name', () => {
