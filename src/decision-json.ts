@@ -10,7 +10,7 @@
  * test/unit/decision-json.test.ts compares both with JSON.stringify on random and hostile input.
  */
 import type { Decision, DecisionEvent, PrincipalSummary } from './pdp.js';
-import { REASONS, type ReasonCode } from './policy/reasons.js';
+import { REASONS, type ReasonCode } from './core/reasons.js';
 
 /** The JSON answer of the contract. `hint` only for admin callers. */
 export function decisionBody(d: Decision, admin: boolean): Record<string, unknown> {

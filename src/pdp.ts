@@ -4,15 +4,16 @@
  * live in src/identity (who), src/fhir (what) and src/policy (whether).
  */
 import type { PdpConfig } from './config/schema.js';
-import { newDecisionId } from './decision-id.js';
+import { newDecisionId } from './core/decision-id.js';
 import { DirectoryUnavailableError, type GroupMembershipResolver } from './directory/types.js';
 import { publicDiscovery } from './fhir/public.js';
-import { parseFhirRequest } from './fhir/request.js';
+import { FhirBasePath, parseFhirRequest, ROOT_BASE_PATH } from './fhir/request.js';
 import type { FhirRequest } from './fhir/types.js';
 import { checkB64Token, locateBearerToken, type CredentialSources } from './identity/extract.js';
 import { IssuerRegistry, type IssuerHealth } from './identity/issuers.js';
 import { VerifiedTokenCache } from './identity/token-cache.js';
-import { principalFromToken, type Principal, type SmartApplication } from './identity/principal.js';
+import type { Principal, SmartApplication } from './core/principal.js';
+import { principalFromToken } from './identity/principal.js';
 import { verifyAccessToken, type VerifiedToken } from './identity/verify.js';
 import { Counters } from './metrics.js';
 import {
@@ -29,9 +30,9 @@ import {
   type Grants,
   type MembershipReport,
 } from './policy/decide.js';
-import { ALL_BUT_SMART, type ActionRequirement, type DataAction } from './policy/data-actions.js';
-import { REASONS, refuse, type DecisionKind, type ReasonCode, type Refusal } from './policy/reasons.js';
-import { Trace, type TraceStep } from './policy/trace.js';
+import { ALL_BUT_SMART, type ActionRequirement, type DataAction } from './core/data-actions.js';
+import { REASONS, refuse, type DecisionKind, type ReasonCode, type Refusal } from './core/reasons.js';
+import { Trace, type TraceStep } from './core/trace.js';
 import { GroupIndex } from './state/group-index.js';
 import type { GroupRecord } from './state/types.js';
 
@@ -119,7 +120,7 @@ export class Pdp {
   readonly policy: CompiledPolicy;
   readonly counters: Counters;
   private readonly clock: () => number;
-  private readonly basePath: string;
+  private readonly basePath: FhirBasePath;
   private readonly applications = new Map<string, Map<string, SmartApplication>>();
   private readonly audiencesByAuthority = new Map<string, readonly string[]>();
   private groupIndex = GroupIndex.empty();
@@ -137,7 +138,7 @@ export class Pdp {
     this.clock = deps.clock ?? Date.now;
     this.counters = deps.counters ?? new Counters();
     this.policy = compilePolicy(config);
-    this.basePath = config.fhirBaseUrl ? new URL(config.fhirBaseUrl).pathname : '/';
+    this.basePath = config.fhirBaseUrl ? new FhirBasePath(new URL(config.fhirBaseUrl).pathname) : ROOT_BASE_PATH;
     this.audiencesByAuthority.set(config.authority, acceptedAudiences(config));
     for (const idp of config.smartIdentityProviders) {
       this.applications.set(idp.authority, new Map(idp.applications.map((a) => [a.clientId, a])));
@@ -407,7 +408,7 @@ export class Pdp {
     const actions = new Set<DataAction>();
     const compartments = new Set<string>();
     for (const [i, entry] of bundle.entries.entries()) {
-      const parsed = parseFhirRequest(entry.method, entry.url.startsWith('/') ? entry.url : `/${entry.url}`, '/');
+      const parsed = parseFhirRequest(entry.method, entry.url.startsWith('/') ? entry.url : `/${entry.url}`, ROOT_BASE_PATH);
       if (!parsed.ok) return refuse('action_not_permitted', `bundle entry ${i} (${entry.method} ${pathOnly(entry.url)}) is not a FHIR request this service can authorize: ${parsed.problem}`);
       if (parsed.request.interaction === 'batch') return refuse('action_not_permitted', `bundle entry ${i} is itself a batch; nested bundles are refused`);
       // FHIR R4 http.html#transaction: a POST entry creates a resource of the type of its

@@ -38,7 +38,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Client } from '@microsoft/microsoft-graph-client';
 import type { GroupExpander, GroupExpansion } from './types.js';
-import { describeGraphFailure, isGraphLink, isGuid, withoutSdkRetries, type GraphFailure } from './graph-client.js';
+import { describeGraphFailure, isGraphLink, withoutSdkRetries, type GraphFailure } from './graph-client.js';
+// Directory object ids are GUIDs; anything else never goes into a URL.
+import { isGuid } from '../core/guid.js';
 import { kindOf, type DirectoryObjectKind } from './object-kind.js';
 
 /** Graph: `$top` for directory object collections is at most 999. */

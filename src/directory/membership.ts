@@ -20,11 +20,11 @@ import {
 } from './types.js';
 import {
   describeGraphFailure,
-  isGuid,
   retryAfterFromHeaders,
   withoutSdkRetries,
   type GraphFailure,
 } from './graph-client.js';
+import { isGuid } from '../core/guid.js';
 
 /** Graph: "You can check up to a maximum of 20 groups per request." (directoryObject: checkMemberGroups) */
 const GROUPS_PER_CHECK = 20;

@@ -9,7 +9,7 @@ import type { PdpHttpRequest, PdpHttpResponse } from '../http/types.js';
 import { json } from '../http/types.js';
 import { parseJsonStrict } from '../identity/strict-json.js';
 import type { Pdp } from '../pdp.js';
-import { REASONS } from '../policy/reasons.js';
+import { REASONS } from '../core/reasons.js';
 import { EXPLAIN_PAGE_CSP, EXPLAIN_PAGE_HTML } from './page.js';
 import { explanationOf, stripBearer, type Explanation } from './render.js';
 

@@ -5,8 +5,8 @@
  * found and fix comes from the trace the decision code wrote. Time is passed in.
  */
 import type { Decision, PrincipalSummary } from '../pdp.js';
-import type { DecisionKind, ReasonCode } from '../policy/reasons.js';
-import type { StepOutcome, TraceStep, TraceStepId } from '../policy/trace.js';
+import type { DecisionKind, ReasonCode } from '../core/reasons.js';
+import type { StepOutcome, TraceStep, TraceStepId } from '../core/trace.js';
 
 export interface ExplainRequest {
   readonly method: string;

@@ -7,9 +7,9 @@
  * two differ from a plain reading, the stricter one is kept: fail closed.
  *
  * A requirement is a list of groups; every group must be met by one of its actions
- * (src/policy/data-actions.ts). `[]` refuses the request outright.
+ * (src/core/data-actions.ts). `[]` refuses the request outright.
  */
-import type { ActionRequirement, DataAction } from '../policy/data-actions.js';
+import type { ActionRequirement, DataAction } from '../core/data-actions.js';
 import type { FhirRequest, Interaction } from './types.js';
 
 const READ_BY_ID: ActionRequirement = [['read', 'readById']];

@@ -34,10 +34,11 @@ const fail = (problem: string): { ok: false; problem: string } => ({ ok: false, 
 
 /**
  * Parses `target` (origin-form `/fhir/Patient/1?x=y`, or an absolute http(s) URL of which only
- * path and query are used) relative to `basePath`, the path of the configured FHIR base URL.
+ * path and query are used) relative to `basePath`, the path of the configured FHIR base URL (a
+ * string, or a FhirBasePath parsed once).
  */
-export function parseFhirRequest(method: string, target: string, basePath = '/'): ParsedFhirRequest {
-  if (typeof method !== 'string' || typeof target !== 'string' || typeof basePath !== 'string') {
+export function parseFhirRequest(method: string, target: string, basePath: string | FhirBasePath = ROOT_BASE_PATH): ParsedFhirRequest {
+  if (typeof method !== 'string' || typeof target !== 'string' || (typeof basePath !== 'string' && !(basePath instanceof FhirBasePath))) {
     return fail('method, target and base path must be strings');
   }
   // ASCII only: toUpperCase would turn `poſt` into `POST`.
@@ -102,11 +103,22 @@ function isHardDeleteFlag(key: string, value: string): boolean {
   return (name === '_harddelete' || name === '_purgehistory') && value.trim().toLowerCase() !== 'false';
 }
 
-/** The base path's segments: the base is configuration, the same on every call, so parsed once. */
-let lastBase: { path: string; segments: Result<string[]> } | undefined;
-function baseSegments(basePath: string): Result<string[]> {
-  if (lastBase?.path !== basePath) lastBase = { path: basePath, segments: pathSegments(basePath.startsWith('/') ? basePath : `/${basePath}`) };
-  return lastBase.segments;
+/**
+ * The configured FHIR base path, parsed once: it is configuration, the same for every request, so
+ * a caller that decides many requests builds one and passes it instead of the path string.
+ */
+export class FhirBasePath {
+  readonly segments: Result<string[]>;
+  constructor(readonly path: string) {
+    this.segments = pathSegments(path.startsWith('/') ? path : `/${path}`);
+  }
+}
+
+/** The server root (`/`): bundle entries' URLs are relative to it. */
+export const ROOT_BASE_PATH = new FhirBasePath('/');
+
+function baseSegments(basePath: string | FhirBasePath): Result<string[]> {
+  return (typeof basePath === 'string' ? new FhirBasePath(basePath) : basePath).segments;
 }
 
 /** Decoded segments of an absolute path; one trailing slash is tolerated, as FHIR servers route it. */

@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { decisionJson } from '../decision-json.js';
 import type { Decision, DecisionInput, Pdp } from '../pdp.js';
 import { parseJsonStrict } from '../identity/strict-json.js';
-import { REASONS } from '../policy/reasons.js';
+import { REASONS } from '../core/reasons.js';
 import { firstHeader, json, jsonText, type PdpHttpRequest, type PdpHttpResponse } from './types.js';
 
 export const DECIDE_PREFIX = '/api/decide';

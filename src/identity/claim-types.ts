@@ -8,7 +8,7 @@
  * treated as absent. docs/security.md carries this table and test/unit/claim-types.test.ts keeps
  * the two in sync.
  */
-import { refuse, type Refusal } from '../policy/reasons.js';
+import { refuse, type Refusal } from '../core/reasons.js';
 
 export type AuthorityKind = 'entra' | 'smart';
 

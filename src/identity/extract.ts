@@ -5,7 +5,7 @@
  * Node's http module keeps only the first of two `Authorization` headers, so hosts pass every value
  * they received (rawHeaders / headersDistinct) in `authorization`.
  */
-import { refuse, type Refusal } from '../policy/reasons.js';
+import { refuse, type Refusal } from '../core/reasons.js';
 
 export interface CredentialSources {
   /** Every `Authorization` header value of the request, in order. */

@@ -3,7 +3,7 @@
  * reading (a lying or absent Content-Length cannot make us buffer more), no redirects to other
  * schemes, and errors as values with a stable code.
  */
-import { isLoopbackHost } from '../config/schema.js';
+import { isLoopbackHost } from '../core/loopback.js';
 
 export class FetchJsonError extends Error {
   constructor(

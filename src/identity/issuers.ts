@@ -9,9 +9,9 @@
  * a key removed by the issuer stops verifying then) or until they are older than maxStale.
  */
 import { importJWK, type JWK } from 'jose';
-import type { IssuerRecord } from '../state/types.js';
+import type { IssuerRecord } from '../core/records.js';
 import { FetchJsonError, fetchJson, isAllowedFetchUrl } from './fetch-json.js';
-import { algorithmsForKey, filterVerificationKeys, isAsymmetricAlgorithm } from './keys.js';
+import { algorithmsForKey, filterVerificationKeys, isAsymmetricAlgorithm } from '../core/verification-keys.js';
 
 export interface IssuerRegistryOptions {
   /** Configured authorities (normalised, no trailing slash). */

@@ -5,8 +5,8 @@
  * jose's parameters (signature.ts says why). Everything jose is lenient about is closed before or
  * after it (see compact-jws.ts and the lifetime checks below).
  */
-import { refuse, type Refusal } from '../policy/reasons.js';
-import type { Trace } from '../policy/trace.js';
+import { refuse, type Refusal } from '../core/reasons.js';
+import type { Trace } from '../core/trace.js';
 import { parseCompactJws, type CompactJws } from './compact-jws.js';
 import { CLAIMS, claimTypeProblem, hasClaimType, wrongTypeReason } from './claim-types.js';
 import { audienceHint, untrustedIssuerHint } from './hints.js';

@@ -6,11 +6,10 @@
 import type { PdpConfig } from '../config/schema.js';
 import { evaluateScopes, intersectScopeActions, parseSmartScopes, patientContextFrom } from '../fhir/scopes.js';
 import type { FhirRequest } from '../fhir/types.js';
-import type { MembershipSource } from '../directory/types.js';
-import type { Principal } from '../identity/principal.js';
-import { expandDataActions, satisfies, type ActionRequirement, type DataAction } from './data-actions.js';
-import { refuse, type Refusal } from './reasons.js';
-import type { Trace } from './trace.js';
+import type { MembershipSource, Principal } from '../core/principal.js';
+import { expandDataActions, satisfies, type ActionRequirement, type DataAction } from '../core/data-actions.js';
+import { refuse, type Refusal } from '../core/reasons.js';
+import type { Trace } from '../core/trace.js';
 
 export interface CompiledPolicy {
   /** objectId (user, group or service principal) -> granted actions. */

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEV_APP_ID, DevIdentityProvider, signJwt } from '../../src/host/dev-idp.js';
 import { DirectoryUnavailableError, type GroupMembershipResolver } from '../../src/directory/types.js';
 import { Pdp, type Decision } from '../../src/pdp.js';
-import { REASONS, type ReasonCode } from '../../src/policy/reasons.js';
+import { REASONS, type ReasonCode } from '../../src/core/reasons.js';
 import {
   ADMIN_KEY,
   API_KEY,

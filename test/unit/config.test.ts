@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfigFile, loadConfigFromEnv, parseConfig, parseConfigText } from '../../src/config/load.js';
-import { isLoopbackHost } from '../../src/config/schema.js';
+import { isLoopbackHost } from '../../src/core/loopback.js';
 
 const OID = 'C5A1E9D7-2B3F-4C8A-9D6E-0F1A2B3C4D5E';
 const OTHER = '0b8c1a2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d';

@@ -3,8 +3,8 @@ import { parseConfig } from '../../src/config/load.js';
 import type { PdpConfigInput } from '../../src/config/schema.js';
 import { parseFhirRequest } from '../../src/fhir/request.js';
 import type { FhirRequest } from '../../src/fhir/types.js';
-import type { Principal } from '../../src/identity/principal.js';
-import { ALL_BUT_SMART } from '../../src/policy/data-actions.js';
+import type { Principal } from '../../src/core/principal.js';
+import { ALL_BUT_SMART } from '../../src/core/data-actions.js';
 import {
   acceptedAudiences,
   compilePolicy,
@@ -16,7 +16,7 @@ import {
   type CompiledPolicy,
   type Grants,
 } from '../../src/policy/decide.js';
-import { Trace } from '../../src/policy/trace.js';
+import { Trace } from '../../src/core/trace.js';
 
 const AUTHORITY = 'https://login.microsoftonline.com/8f6d2c1e-4b7a-4e39-9c5d-2a1b3c4d5e6f';
 const USER = 'c5a1e9d7-2b3f-4c8a-9d6e-0f1a2b3c4d5e';

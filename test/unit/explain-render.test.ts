@@ -12,8 +12,8 @@ import {
   stripBearer,
 } from '../../src/explain/render.js';
 import type { Decision } from '../../src/pdp.js';
-import { refuse } from '../../src/policy/reasons.js';
-import { TRACE_STEPS, Trace } from '../../src/policy/trace.js';
+import { refuse } from '../../src/core/reasons.js';
+import { TRACE_STEPS, Trace } from '../../src/core/trace.js';
 
 const NOW = Date.UTC(2025, 0, 15, 12, 0, 0);
 const NOW_S = NOW / 1000;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { OPERATION_RULES, requirementFor } from '../../src/fhir/interactions.js';
 import { parseFhirRequest } from '../../src/fhir/request.js';
-import { expandDataActions, satisfies, type ActionRequirement, type DataAction } from '../../src/policy/data-actions.js';
+import { expandDataActions, satisfies, type ActionRequirement, type DataAction } from '../../src/core/data-actions.js';
 
 function requires(method: string, target: string): ActionRequirement {
   const result = parseFhirRequest(method, target);

@@ -3,15 +3,15 @@ import {
   dataActionsFor,
   evaluateScopes,
   intersectScopeActions,
-  MAX_SCOPES,
   parseSmartScopes,
   patientContextFrom,
-  readScopeClaims,
   type SmartInteraction,
   type SmartScopeSet,
 } from '../../src/fhir/scopes.js';
 import type { FhirRequest, Interaction } from '../../src/fhir/types.js';
-import type { DataAction } from '../../src/policy/data-actions.js';
+import { MAX_SCOPES } from '../../src/core/scope-limits.js';
+import { readScopeClaims } from '../../src/identity/scope-claims.js';
+import type { DataAction } from '../../src/core/data-actions.js';
 
 const AUDIENCES = ['https://fhir.example', 'api://11111111-2222-3333-4444-555555555555/'];
 

@@ -7,7 +7,7 @@ import {
   algorithmsForKey,
   filterVerificationKeys,
   isAsymmetricAlgorithm,
-} from '../../src/identity/keys.js';
+} from '../../src/core/verification-keys.js';
 
 function rsa(bits: number, extra: Partial<JWK> = {}): JWK {
   const { publicKey } = generateKeyPairSync('rsa', { modulusLength: bits });

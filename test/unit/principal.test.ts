@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { tenantOfIssuer } from '../../src/identity/entra-token.js';
-import { clientIdOf, principalFromToken, type SmartApplication } from '../../src/identity/principal.js';
+import type { SmartApplication } from '../../src/core/principal.js';
+import { clientIdOf, principalFromToken } from '../../src/identity/principal.js';
 import type { VerifiedToken } from '../../src/identity/verify.js';
-import { Trace } from '../../src/policy/trace.js';
+import { Trace } from '../../src/core/trace.js';
 
 const TENANT = '8f6d2c1e-4b7a-4e39-9c5d-2a1b3c4d5e6f';
 const OID = 'C5A1E9D7-2B3F-4C8A-9D6E-0F1A2B3C4D5E';

@@ -1,11 +1,11 @@
 /**
- * One catalogue of outcomes (STYLE §5): src/policy/reasons.ts, the contract's table and
+ * One catalogue of outcomes (STYLE §5): src/core/reasons.ts, the contract's table and
  * docs/reason-codes.md must name the same codes with the same statuses (fastify's errors.test.js).
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { REASONS, REASON_CODES, reasonFor, refuse, type ReasonCode } from '../../src/policy/reasons.js';
+import { REASONS, REASON_CODES, reasonFor, refuse, type ReasonCode } from '../../src/core/reasons.js';
 
 const repo = (p: string) => fileURLToPath(new URL(`../../${p}`, import.meta.url));
 const CONTRACT = [repo('docs/decision-contract.md'), '/work/shared/docs/decision-contract.md'].find((p) => existsSync(p));
