@@ -56,7 +56,7 @@ export const INTERACTION_REQUIREMENTS: Readonly<Record<Exclude<Interaction, 'ope
   delete: [['delete']],
   'conditional-delete': [['delete'], ['read', 'search']],
   // A batch/transaction may hold any entry. With its body, each entry is decided as its own request
-  // (src/pdp.ts); unseen, it is refused, or (unseenBundles: requireEveryAction) needs every data
+  // (src/decision/pipeline.ts); unseen, it is refused, or (unseenBundles: requireEveryAction) needs every data
   // action an entry could need: the coarse ones, which cover their granular halves, and every other.
   batch: EVERY_ENTRY_ACTION,
   unknown: REFUSED,

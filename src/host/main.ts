@@ -7,8 +7,8 @@ import { ConfigError, loadConfigFromEnv } from '../config/load.js';
 import { keyList, readSettings } from '../config/settings.js';
 import { keyRefusalLogger } from '../http/key-refusals.js';
 import { KeyRing } from '../http/keys.js';
-import { decisionLine } from '../decision-json.js';
-import { PdpService } from '../runtime.js';
+import { decisionLine } from '../http/answer.js';
+import { PdpService } from '../app.js';
 import { createPdpServer, drainServer, listen, type DrainResult } from './server.js';
 
 export interface StartedHost {

@@ -8,8 +8,8 @@
  *  3. Envoy ext_authz HTTP service: /api/decide/<original path>; the HTTP status is the decision's.
  */
 import { z } from 'zod';
-import { decisionJson } from '../decision-json.js';
-import type { Decision, DecisionInput, Pdp } from '../pdp.js';
+import { decisionJson } from './answer.js';
+import type { Decision, DecisionInput, Pdp } from '../decision/pipeline.js';
 import { parseJsonStrict } from '../identity/strict-json.js';
 import { REASONS } from '../core/reasons.js';
 import { firstHeader, json, jsonText, type PdpHttpRequest, type PdpHttpResponse } from './types.js';
@@ -254,7 +254,7 @@ const IDENTITY_HEADERS = ['x-auth-principal', 'x-auth-tenant', 'x-auth-applicati
 export function gatewayAnswer(d: Decision, options: DecideCallOptions, mode: DecideMode = 'forward-auth'): PdpHttpResponse {
   const headers: Record<string, string> = { 'x-decision-id': d.decisionId, 'x-decision-reason': d.reason, 'cache-control': 'no-store' };
   if (d.decision === 'allow') {
-    // Sent unchanged: the Pdp refuses an identity whose values are not printable ASCII (src/pdp.ts),
+    // Sent unchanged: the Pdp refuses an identity whose values are not printable ASCII (src/decision/pipeline.ts),
     // because stripping or cutting one could turn it into another (a scope list cut short can lose
     // a constraint).
     const p = d.principal;

@@ -1,12 +1,12 @@
 /**
- * src/decision-json.ts writes a decision's answer and its log line without serialising again what
+ * src/http/answer.ts writes a decision's answer and its log line without serialising again what
  * does not change; each text must be exactly the JSON.stringify of its object, whatever a token or
  * a request put in the strings, and a memoised part must never go stale.
  */
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { decisionBody, decisionJson, decisionLine } from '../../src/decision-json.js';
-import type { Decision, DecisionEvent, PrincipalSummary } from '../../src/pdp.js';
+import { decisionBody, decisionJson, decisionLine } from '../../src/http/answer.js';
+import type { Decision, DecisionEvent, PrincipalSummary } from '../../src/decision/pipeline.js';
 import { REASONS, type ReasonCode } from '../../src/core/reasons.js';
 
 const NASTY = ['', 'plain', 'quote " and backslash \\', 'newline\nand tab\t', 'control \u0001\u001f', 'unicode é ☃ 𝄞', 'lone surrogate \ud800 end', '</script>', '{"injected":true}', 'a'.repeat(600)];

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { explainPageResponse } from '../../src/explain/http.js';
+import { explainPageResponse } from '../../src/http/explain-api.js';
 import { EXPLAIN_PAGE_CSP, EXPLAIN_PAGE_HTML } from '../../src/explain/page.js';
 import {
   claimTimes,
@@ -11,7 +11,7 @@ import {
   renderExplanation,
   stripBearer,
 } from '../../src/explain/render.js';
-import type { Decision } from '../../src/pdp.js';
+import type { Decision } from '../../src/decision/pipeline.js';
 import { refuse } from '../../src/core/reasons.js';
 import { TRACE_STEPS, Trace } from '../../src/core/trace.js';
 

@@ -4,8 +4,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { KeyRing } from '../../src/http/keys.js';
-import { route, type HealthReport, type PdpRuntime } from '../../src/http/routes.js';
-import type { Pdp } from '../../src/pdp.js';
+import type { HealthReport } from '../../src/app.js';
+import { route, type PdpRuntime } from '../../src/http/routes.js';
+import type { Pdp } from '../../src/decision/pipeline.js';
 
 const ADMIN = 'admin-key-for-the-health-test';
 const SECRETISH = 'https://login.microsoftonline.com/8f6d2c1e-0000-4000-8000-000000000000';

@@ -3,19 +3,19 @@
  * standalone server, the Azure Functions adapter, the CLI) build one Pdp and call it; the checks
  * live in src/identity (who), src/fhir (what) and src/policy (whether).
  */
-import type { PdpConfig } from './config/schema.js';
-import { newDecisionId } from './core/decision-id.js';
-import { DirectoryUnavailableError, type GroupMembershipResolver } from './directory/types.js';
-import { publicDiscovery } from './fhir/public.js';
-import { FhirBasePath, parseFhirRequest, ROOT_BASE_PATH } from './fhir/request.js';
-import type { FhirRequest } from './fhir/types.js';
-import { checkB64Token, locateBearerToken, type CredentialSources } from './identity/extract.js';
-import { IssuerRegistry, type IssuerHealth } from './identity/issuers.js';
-import { VerifiedTokenCache } from './identity/token-cache.js';
-import type { Principal, SmartApplication } from './core/principal.js';
-import { principalFromToken } from './identity/principal.js';
-import { verifyAccessToken, type VerifiedToken } from './identity/verify.js';
-import { Counters } from './metrics.js';
+import type { PdpConfig } from '../config/schema.js';
+import { newDecisionId } from '../core/decision-id.js';
+import { DirectoryUnavailableError, type GroupMembershipResolver } from '../directory/types.js';
+import { publicDiscovery } from '../fhir/public.js';
+import { FhirBasePath, parseFhirRequest, ROOT_BASE_PATH } from '../fhir/request.js';
+import type { FhirRequest } from '../fhir/types.js';
+import { checkB64Token, locateBearerToken, type CredentialSources } from '../identity/extract.js';
+import { IssuerRegistry, type IssuerHealth } from '../identity/issuers.js';
+import { VerifiedTokenCache } from '../identity/token-cache.js';
+import type { Principal, SmartApplication } from '../core/principal.js';
+import { principalFromToken } from '../identity/principal.js';
+import { verifyAccessToken, type VerifiedToken } from '../identity/verify.js';
+import { Counters } from '../core/metrics.js';
 import {
   acceptedAudiences,
   compilePolicy,
@@ -29,12 +29,12 @@ import {
   type CompiledPolicy,
   type Grants,
   type MembershipReport,
-} from './policy/decide.js';
-import { ALL_BUT_SMART, type ActionRequirement, type DataAction } from './core/data-actions.js';
-import { REASONS, refuse, type DecisionKind, type ReasonCode, type Refusal } from './core/reasons.js';
-import { Trace, type TraceStep } from './core/trace.js';
-import { GroupIndex } from './state/group-index.js';
-import type { GroupRecord } from './state/types.js';
+} from '../policy/decide.js';
+import { ALL_BUT_SMART, type ActionRequirement, type DataAction } from '../core/data-actions.js';
+import { REASONS, refuse, type DecisionKind, type ReasonCode, type Refusal } from '../core/reasons.js';
+import { Trace, type TraceStep } from '../core/trace.js';
+import { GroupIndex } from '../state/group-index.js';
+import type { GroupRecord } from '../state/types.js';
 
 export interface DecisionInput {
   readonly method: string;
@@ -308,7 +308,7 @@ export class Pdp {
       if ('reason' in who) return { refusal: who, token, cacheHit };
       const summary = summarise(who.principal);
       // A memoised summary is answered on every hit: frozen, so its JSON is made once too
-      // (src/decision-json.ts).
+      // (src/http/answer.ts).
       const unsafe = unsafeIdentityValue(summary);
       identity = {
         principal: who.principal,

@@ -5,13 +5,13 @@
  * used for that one decision and then dropped: never logged, never stored, never echoed back.
  */
 import { z } from 'zod';
-import type { PdpHttpRequest, PdpHttpResponse } from '../http/types.js';
-import { json } from '../http/types.js';
+import type { PdpHttpRequest, PdpHttpResponse } from './types.js';
+import { json } from './types.js';
 import { parseJsonStrict } from '../identity/strict-json.js';
-import type { Pdp } from '../pdp.js';
+import type { Pdp } from '../decision/pipeline.js';
 import { REASONS } from '../core/reasons.js';
-import { EXPLAIN_PAGE_CSP, EXPLAIN_PAGE_HTML } from './page.js';
-import { explanationOf, stripBearer, type Explanation } from './render.js';
+import { EXPLAIN_PAGE_CSP, EXPLAIN_PAGE_HTML } from '../explain/page.js';
+import { explanationOf, stripBearer, type Explanation } from '../explain/render.js';
 
 /** Larger than any maxTokenBytes the schema allows, so an oversized token still gets its reason. */
 export const MAX_EXPLAIN_TOKEN_CHARS = 65_536 + 16;

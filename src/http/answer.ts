@@ -9,8 +9,8 @@
  * part of answering a cached token after the decision itself (bench/PROFILE.md).
  * test/unit/decision-json.test.ts compares both with JSON.stringify on random and hostile input.
  */
-import type { Decision, DecisionEvent, PrincipalSummary } from './pdp.js';
-import { REASONS, type ReasonCode } from './core/reasons.js';
+import type { Decision, DecisionEvent, PrincipalSummary } from '../decision/pipeline.js';
+import { REASONS, type ReasonCode } from '../core/reasons.js';
 
 /** The JSON answer of the contract. `hint` only for admin callers. */
 export function decisionBody(d: Decision, admin: boolean): Record<string, unknown> {

@@ -10,11 +10,8 @@ import type { PdpConfig } from './config/schema.js';
 import { readSettings } from './config/settings.js';
 import type { CircuitBreakerOptions } from './directory/circuit-breaker.js';
 import type { GroupExpander } from './directory/types.js';
-import { explainHandler, explainPageResponse } from './explain/http.js';
-import type { HealthReport, PdpRuntime } from './http/routes.js';
-import type { PdpHttpRequest, PdpHttpResponse } from './http/types.js';
-import { Counters } from './metrics.js';
-import { Pdp, type DecisionLogger } from './pdp.js';
+import { Counters } from './core/metrics.js';
+import { Pdp, type DecisionLogger } from './decision/pipeline.js';
 import { LazyBlobStore, LazyGraphEdges } from './lazy-edges.js';
 import { assertNoBlobIdentitySettings, blobStoreSettingsFrom, missingAccountMessage } from './state/blob-settings.js';
 import { newRevision } from './state/codec.js';
@@ -81,10 +78,17 @@ const MAX_WRITE_ATTEMPTS = 3;
 /** Lines of `snapshot.dropped` kept for health; a snapshot can name thousands of keys. */
 const MAX_DROPPED_LINES = 20;
 
-export class PdpService implements PdpRuntime {
+/** What health() reports: `ready` decides the probe's status; the rest is for operators. */
+export interface HealthReport {
+  readonly ready: boolean;
+  readonly [key: string]: unknown;
+}
+
+export class PdpService {
   readonly pdp: Pdp;
   readonly store: SnapshotStore;
-  private readonly clock: () => number;
+  /** The service's clock (explain renders a token's expiry against it). */
+  readonly clock: () => number;
   private readonly maxStaleMs: number;
   private readonly expander?: GroupExpander;
   private readonly graphEdges?: LazyGraphEdges;
@@ -364,16 +368,6 @@ export class PdpService implements PdpRuntime {
     const code = typeof (err as { code?: unknown })?.code === 'string' ? (err as { code: string }).code : 'snapshot_store_error';
     const message = err instanceof Error ? err.message : String(err);
     this.storeError = { at: this.clock(), code, message: message.slice(0, 300) };
-  }
-
-  /** POST /api/explain: the decision's trace as JSON (admin key checked by the router). */
-  explain(req: PdpHttpRequest): Promise<PdpHttpResponse> {
-    return explainHandler(this.pdp, this.clock)(req);
-  }
-
-  /** GET /api/explain: the self-contained page that draws the trace. */
-  explainPage(): PdpHttpResponse {
-    return explainPageResponse();
   }
 
   health(): HealthReport {
