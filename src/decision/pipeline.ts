@@ -6,18 +6,19 @@
 import type { PdpConfig } from '../config/schema.js';
 import { newDecisionId } from '../core/decision-id.js';
 import { DirectoryUnavailableError, type GroupMembershipResolver } from '../directory/types.js';
+import { BudgetExceeded, EdgeFailure, indeterminateFor, type WaitedEdge } from './errors.js';
 import { publicDiscovery } from '../fhir/public.js';
+import { readBundle } from '../fhir/bundle.js';
 import { FhirBasePath, parseFhirRequest, ROOT_BASE_PATH } from '../fhir/request.js';
 import type { FhirRequest } from '../fhir/types.js';
-import { checkB64Token, locateBearerToken, type CredentialSources } from '../identity/extract.js';
+import { checkB64Token, locateBearerToken } from '../identity/extract.js';
 import { IssuerRegistry, type IssuerHealth } from '../identity/issuers.js';
 import { VerifiedTokenCache } from '../identity/token-cache.js';
-import type { Principal, SmartApplication } from '../core/principal.js';
+import type { Principal } from '../core/principal.js';
 import { principalFromToken } from '../identity/principal.js';
 import { verifyAccessToken, type VerifiedToken } from '../identity/verify.js';
 import { Counters } from '../core/metrics.js';
 import {
-  acceptedAudiences,
   compilePolicy,
   decideAccess,
   directGrants,
@@ -31,77 +32,11 @@ import {
   type MembershipReport,
 } from '../policy/decide.js';
 import { ALL_BUT_SMART, type ActionRequirement, type DataAction } from '../core/data-actions.js';
-import { REASONS, refuse, type DecisionKind, type ReasonCode, type Refusal } from '../core/reasons.js';
-import { Trace, type TraceStep } from '../core/trace.js';
+import { REASONS, refuse, type ReasonCode, type Refusal } from '../core/reasons.js';
+import { Trace } from '../core/trace.js';
+import type { Decision, DecideOptions, DecisionEvent, DecisionInput, DecisionLogger, PrincipalSummary } from './types.js';
 import { GroupIndex } from '../state/group-index.js';
 import type { GroupRecord } from '../state/types.js';
-
-export interface DecisionInput {
-  readonly method: string;
-  /** The original request target: path and query (or an absolute URL). */
-  readonly target: string;
-  readonly credentials: CredentialSources;
-  /** How the question arrived, for the decision log. */
-  readonly mode?: 'json' | 'forward-auth' | 'envoy' | 'explain';
-  /** The request body, for batch/transaction Bundles (`POST /`): JSON mode's `body`, or the client's body Envoy sent. */
-  readonly body?: unknown;
-  /** Set instead of `body` when the body was sent but cannot be read (not JSON, repeated members). */
-  readonly bodyProblem?: string;
-  /** Set by a gateway mode when the original request cannot be determined unambiguously. */
-  readonly ambiguity?: string;
-  /** Set by a gateway mode when the question lacks part of the original request (its method or URI header). */
-  readonly incomplete?: string;
-}
-
-export interface PrincipalSummary {
-  readonly issuer: string;
-  readonly objectId?: string;
-  readonly tenantId?: string;
-  readonly applicationId?: string;
-  readonly fhirUser?: string;
-  readonly scopes?: readonly string[];
-}
-
-export interface Decision {
-  readonly decisionId: string;
-  readonly decision: DecisionKind;
-  readonly status: number;
-  readonly reason: ReasonCode;
-  readonly message: string;
-  /** Operator hint; hosts return it only to admin callers. */
-  readonly hint?: string;
-  readonly principal?: PrincipalSummary;
-  readonly dataActions?: readonly DataAction[];
-  /** `Patient/{id}` to enforce upstream (compartmentMode delegate). */
-  readonly compartment?: string;
-  readonly durationMs: number;
-  readonly cacheHit: boolean;
-  readonly trace?: readonly TraceStep[];
-  /** The verified token's decoded header and claims, for explain only. */
-  readonly token?: { readonly header: Readonly<Record<string, unknown>>; readonly claims: Readonly<Record<string, unknown>> };
-}
-
-/** One decision log event (OPA's EventV1 in spirit). Never the token. */
-export interface DecisionEvent {
-  readonly decisionId: string;
-  readonly time: string;
-  readonly decision: DecisionKind;
-  readonly reason: ReasonCode;
-  readonly status: number;
-  readonly mode?: string;
-  readonly issuer?: string;
-  readonly tenantId?: string;
-  readonly objectId?: string;
-  readonly applicationId?: string;
-  readonly method: string;
-  /** Path without the query string (queries can carry identifiers). */
-  readonly path: string;
-  readonly durationMs: number;
-  readonly cacheHit: boolean;
-}
-
-/** Called once per decision with its log event and the decision it describes. */
-export type DecisionLogger = (event: DecisionEvent, decision: Decision) => void;
 
 export interface PdpDependencies {
   readonly clock?: () => number;
@@ -111,18 +46,12 @@ export interface PdpDependencies {
   readonly counters?: Counters;
 }
 
-export interface DecideOptions {
-  readonly trace?: boolean;
-}
-
 export class Pdp {
   readonly registry: IssuerRegistry;
   readonly policy: CompiledPolicy;
   readonly counters: Counters;
   private readonly clock: () => number;
   private readonly basePath: FhirBasePath;
-  private readonly applications = new Map<string, Map<string, SmartApplication>>();
-  private readonly audiencesByAuthority = new Map<string, readonly string[]>();
   private groupIndex = GroupIndex.empty();
   private readonly tokenCache?: VerifiedTokenCache;
   /**
@@ -139,11 +68,6 @@ export class Pdp {
     this.counters = deps.counters ?? new Counters();
     this.policy = compilePolicy(config);
     this.basePath = config.fhirBaseUrl ? new FhirBasePath(new URL(config.fhirBaseUrl).pathname) : ROOT_BASE_PATH;
-    this.audiencesByAuthority.set(config.authority, acceptedAudiences(config));
-    for (const idp of config.smartIdentityProviders) {
-      this.applications.set(idp.authority, new Map(idp.applications.map((a) => [a.clientId, a])));
-      this.audiencesByAuthority.set(idp.authority, [...new Set(idp.applications.map((a) => a.audience))]);
-    }
     if (config.tokenCacheMaxEntries > 0 && config.tokenCacheMaxBytes > 0)
       this.tokenCache = new VerifiedTokenCache({
         maxEntries: config.tokenCacheMaxEntries,
@@ -185,13 +109,8 @@ export class Pdp {
       const inner = this.decideInner(input, trace, budget);
       outcome = inner instanceof Promise ? await inner : inner;
     } catch (err) {
-      // An exception is a bug or an I/O failure: indeterminate, never an allow and never a deny.
-      const code = budget.stage === 'directory' ? 'directory_unavailable' : 'issuer_unavailable';
       outcome = {
-        refusal:
-          err instanceof BudgetExceeded
-            ? refuse(code, `the decision took longer than decisionBudgetMs (${this.config.decisionBudgetMs} ms) during ${budget.stage}`)
-            : refuse(code, `internal error during ${budget.stage}: ${err instanceof Error ? `${err.name}: ${err.message}` : 'unknown error'}`),
+        refusal: indeterminateFor(err, this.config.decisionBudgetMs),
         // Who was waiting, when that was known: the 503's answer and log line name the principal.
         identity: budget.identity,
         cacheHit: budget.cacheHit,
@@ -200,7 +119,7 @@ export class Pdp {
     const reason: ReasonCode = 'refusal' in outcome ? outcome.refusal.reason : 'allowed';
     const def = REASONS[reason];
     // Built by assignment, not conditional spreads: spreads take V8's slow object-clone path, and
-    // this runs once per decision (bench/PROFILE.md).
+    // this runs once per decision.
     const decision: Mutable<Decision> = {
       decisionId,
       decision: def.decision,
@@ -260,7 +179,7 @@ export class Pdp {
     let token = cacheKey ? cache!.get(cacheKey, now) : undefined;
     // A cached verification is only as good as the keys behind it: past maxStale it is verified
     // again (and refused as issuer_unavailable if the keys cannot be refreshed).
-    if (token && !this.registry.keysFresh(token.issuer, now)) token = undefined;
+    if (token && !this.keysFresh(token.issuer, now)) token = undefined;
     if (cache) this.counters.inc(token ? 'token_cache_hit' : 'token_cache_miss');
     if (token) return this.decideFor(input, token, true, trace, budget);
     // The b64token grammar is checked only here: a cached token is byte-identical to one that
@@ -273,6 +192,15 @@ export class Pdp {
     return this.verifyThenDecide(input, bearer.token, now, cacheKey ? { cache: cache!, key: cacheKey } : undefined, trace, budget);
   }
 
+  /** Whether the issuer's keys are within maxStale; a failure of the registry is the issuer edge's. */
+  private keysFresh(issuer: string, now: number): boolean {
+    try {
+      return this.registry.keysFresh(issuer, now);
+    } catch (err) {
+      throw new EdgeFailure('identity', err);
+    }
+  }
+
   /** A token the cache did not answer: verified (signature, claims) within the budget, then decided. */
   private async verifyThenDecide(
     input: DecisionInput,
@@ -283,12 +211,13 @@ export class Pdp {
     budget: Budget,
   ): Promise<Outcome> {
     const verified = await budget.wait(
+      'identity',
       verifyAccessToken(raw, {
         registry: this.registry,
         maxTokenBytes: this.config.maxTokenBytes,
         clockSkewSeconds: this.config.clockSkewSeconds,
         now,
-        audiencesFor: (authority) => this.audiencesByAuthority.get(authority) ?? [],
+        audiencesFor: (authority) => this.policy.audiencesByAuthority.get(authority) ?? [],
         trace,
       }),
     );
@@ -304,7 +233,7 @@ export class Pdp {
     // token's is worked out once.
     let identity = cacheHit ? this.identities.get(token) : undefined;
     if (!identity) {
-      const who = principalFromToken(token, this.applications.get(token.authority), trace);
+      const who = principalFromToken(token, this.policy.applicationsByAuthority.get(token.authority), trace);
       if ('reason' in who) return { refusal: who, token, cacheHit };
       const summary = summarise(who.principal);
       // A memoised summary is answered on every hit: frozen, so its JSON is made once too
@@ -324,7 +253,6 @@ export class Pdp {
     }
     const { principal, direct } = identity;
 
-    budget.stage = 'policy';
     budget.identity = identity;
     budget.cacheHit = cacheHit;
     const parsed = parseFhirRequest(input.method, input.target, this.basePath);
@@ -380,20 +308,17 @@ export class Pdp {
     return access instanceof Promise ? access.then(outcomeOf) : outcomeOf(access);
   }
 
-  /** Group membership, waited for within the decision's budget and named as the directory stage. */
-  private async membershipWithin(
+  /** Group membership, waited for within the decision's budget. */
+  private membershipWithin(
     budget: Budget,
     principal: Principal,
     trace: Trace | undefined,
   ): Promise<{ memberOf: ReadonlySet<string>; report: MembershipReport } | { refusal: Refusal }> {
-    budget.stage = 'directory';
-    const m = await budget.wait(this.resolveMembership(principal, trace));
-    budget.stage = 'policy';
-    return m;
+    return budget.wait('directory', this.resolveMembership(principal, trace));
   }
 
   /**
-   * A batch or transaction Bundle (issue #4): each entry is decided like a request of its own and the
+   * A batch or transaction Bundle: each entry is decided like a request of its own and the
    * bundle is allowed only if every entry is; the first refused entry is named in the hint.
    */
   private async decideBundle(
@@ -432,7 +357,7 @@ export class Pdp {
   }
 
   /**
-   * Group membership, stopping at the first answer (issue #3): the token's `groups` claim (unless
+   * Group membership, stopping at the first answer: the token's `groups` claim (unless
    * it signals overage), the snapshot's expanded index (O(1) per group), then Graph
    * checkMemberGroups on a miss.
    */
@@ -501,8 +426,6 @@ export class Pdp {
     return this.registry.health();
   }
 }
-
-type Stage = 'identity' | 'directory' | 'policy';
 
 type Outcome = (
   | { refusal: Refusal }
@@ -575,9 +498,6 @@ function deepFreeze(s: PrincipalSummary): PrincipalSummary {
   return Object.freeze(s);
 }
 
-/** Most entries of a bundle decided in one question (the body limit bounds it too). */
-export const MAX_BUNDLE_ENTRIES = 1000;
-
 /** An empty Bundle's need: any one data action (the principal is granted something). */
 const ANY_DATA_ACTION: ActionRequirement = [ALL_BUT_SMART];
 
@@ -594,34 +514,7 @@ function unseenBundleHint(mode: DecisionInput['mode']): string {
   return `a batch or transaction Bundle (POST to the FHIR base) is decided entry by entry, and its entries were not seen: ${how}; or set unseenBundles to "requireEveryAction" to allow it only to principals granted every data action`;
 }
 
-interface BundleEntry {
-  readonly method: string;
-  readonly url: string;
-  /** `resource.resourceType` when the entry carries a resource with a string resourceType. */
-  readonly resourceType?: string;
-}
-
-function readBundle(body: unknown): { entries: BundleEntry[] } | { problem: string } {
-  if (typeof body !== 'object' || body === null || (body as { resourceType?: unknown }).resourceType !== 'Bundle')
-    return { problem: 'the body is not a Bundle' };
-  const b = body as { type?: unknown; entry?: unknown };
-  if (b.type !== 'batch' && b.type !== 'transaction') return { problem: `Bundle.type is ${JSON.stringify(b.type)}; only batch and transaction bundles are processed by a FHIR server` };
-  if (b.entry === undefined) return { entries: [] };
-  if (!Array.isArray(b.entry)) return { problem: 'Bundle.entry is not an array' };
-  if (b.entry.length > MAX_BUNDLE_ENTRIES) return { problem: `more than ${MAX_BUNDLE_ENTRIES} entries` };
-  const entries: BundleEntry[] = [];
-  for (const [i, e] of b.entry.entries()) {
-    const entry = e as { request?: { method?: unknown; url?: unknown }; resource?: { resourceType?: unknown } } | null;
-    const req = entry?.request;
-    if (!req || typeof req.method !== 'string' || typeof req.url !== 'string' || !req.url)
-      return { problem: `entry ${i} has no request.method and request.url` };
-    const type = entry?.resource?.resourceType;
-    entries.push(typeof type === 'string' ? { method: req.method, url: req.url, resourceType: type } : { method: req.method, url: req.url });
-  }
-  return { entries };
-}
-
-export function pathOnly(target: string): string {
+function pathOnly(target: string): string {
   const q = target.search(/[?#]/);
   const path = q >= 0 ? target.slice(0, q) : target;
   return path.length > 512 ? `${path.slice(0, 512)}…` : path;
@@ -661,17 +554,12 @@ function isoNow(): string {
   return lastIso;
 }
 
-/** Thrown by Budget.wait when the decision's time is up; decide turns it into a 503. */
-class BudgetExceeded extends Error {}
-
 /**
  * The per-decision time budget (decisionBudgetMs). It is enforced where a decision waits on I/O
  * (keys, signature work on the thread pool, Graph): a decision answered from memory never waits,
- * so it arms no timer (a timer per decision was 6% of a cached decision, bench/PROFILE.md).
- * `stage` names the edge being waited on, so a timeout or an I/O failure names the right 503.
+ * so it arms no timer. Each wait names the edge it waits on, so a timeout names the right 503.
  */
 class Budget {
-  stage: Stage = 'identity';
   /** What the decision had established when it stopped (for a 503's answer and log line). */
   identity?: Identity;
   cacheHit = false;
@@ -681,16 +569,19 @@ class Budget {
     this.deadline = started + ms;
   }
 
-  async wait<T>(work: Promise<T>): Promise<T> {
+  async wait<T>(edge: WaitedEdge, work: Promise<T>): Promise<T> {
     const left = this.deadline - performance.now();
-    if (left <= 0) throw new BudgetExceeded();
+    if (left <= 0) throw new BudgetExceeded(edge);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new BudgetExceeded()), left);
+      timer = setTimeout(() => reject(new BudgetExceeded(edge)), left);
       timer.unref();
     });
     try {
       return await Promise.race([work, timeout]);
+    } catch (err) {
+      // What the waited work threw belongs to the edge it was waited on.
+      throw err instanceof BudgetExceeded || err instanceof EdgeFailure ? err : new EdgeFailure(edge, err);
     } finally {
       clearTimeout(timer);
     }
@@ -699,4 +590,3 @@ class Budget {
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
-export type { FhirRequest };

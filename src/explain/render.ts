@@ -4,7 +4,7 @@
  * becomes text lines for the terminal. Nothing here checks anything: every pass, fail, expected,
  * found and fix comes from the trace the decision code wrote. Time is passed in.
  */
-import type { Decision, PrincipalSummary } from '../decision/pipeline.js';
+import type { Decision, PrincipalSummary } from '../decision/types.js';
 import type { DecisionKind, ReasonCode } from '../core/reasons.js';
 import type { StepOutcome, TraceStep, TraceStepId } from '../core/trace.js';
 

@@ -9,7 +9,7 @@
  * part of answering a cached token after the decision itself (bench/PROFILE.md).
  * test/unit/decision-json.test.ts compares both with JSON.stringify on random and hostile input.
  */
-import type { Decision, DecisionEvent, PrincipalSummary } from '../decision/pipeline.js';
+import type { Decision, DecisionEvent, PrincipalSummary } from '../decision/types.js';
 import { REASONS, type ReasonCode } from '../core/reasons.js';
 
 /** The JSON answer of the contract. `hint` only for admin callers. */

@@ -9,7 +9,8 @@
  */
 import { z } from 'zod';
 import { decisionJson } from './answer.js';
-import type { Decision, DecisionInput, Pdp } from '../decision/pipeline.js';
+import type { Pdp } from '../decision/pipeline.js';
+import type { Decision, DecisionInput } from '../decision/types.js';
 import { parseJsonStrict } from '../identity/strict-json.js';
 import { REASONS } from '../core/reasons.js';
 import { firstHeader, json, jsonText, type PdpHttpRequest, type PdpHttpResponse } from './types.js';

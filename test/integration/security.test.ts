@@ -11,7 +11,8 @@ import { compactVerify, importJWK, jwtVerify, type JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEV_APP_ID, DevIdentityProvider, signJwt } from '../../src/host/dev-idp.js';
 import { DirectoryUnavailableError, type GroupMembershipResolver } from '../../src/directory/types.js';
-import { Pdp, type Decision } from '../../src/decision/pipeline.js';
+import { Pdp } from '../../src/decision/pipeline.js';
+import type { Decision } from '../../src/decision/types.js';
 import { REASONS, type ReasonCode } from '../../src/core/reasons.js';
 import {
   ADMIN_KEY,

@@ -10,7 +10,7 @@ import { parseConfig } from '../../src/config/load.js';
 import { DEV_OBJECT_ID, DevIdentityProvider } from '../../src/host/dev-idp.js';
 import { VerifiedTokenCache, type TokenCacheOptions } from '../../src/identity/token-cache.js';
 import type { VerifiedToken } from '../../src/identity/verify.js';
-import type { DecisionInput } from '../../src/decision/pipeline.js';
+import type { DecisionInput } from '../../src/decision/types.js';
 import { PdpService } from '../../src/app.js';
 
 const ISSUER = 'https://login.example.test/tenant/v2.0';

@@ -9,7 +9,7 @@ import type { PdpConfig, PdpConfigInput } from '../../src/config/schema.js';
 import { createGraphClient } from '../../src/directory/graph-client.js';
 import { createPdpServer, listen } from '../../src/host/server.js';
 import { KeyRing } from '../../src/http/keys.js';
-import type { DecisionLogger } from '../../src/decision/pipeline.js';
+import type { DecisionLogger } from '../../src/decision/types.js';
 import { PdpService } from '../../src/app.js';
 import type { SnapshotStore } from '../../src/state/types.js';
 import { TestClock, askForwardAuth as askForwardAt, askJson as askJsonAt, type HttpAnswer } from './pdp-fixtures.js';

@@ -13,7 +13,7 @@ import type { PdpConfig, PdpConfigInput } from '../../src/config/schema.js';
 import { DEV_APP_ID, DEV_OBJECT_ID, DevIdentityProvider, type MintOptions } from '../../src/host/dev-idp.js';
 import { createPdpServer, listen } from '../../src/host/server.js';
 import { KeyRing } from '../../src/http/keys.js';
-import type { Decision } from '../../src/decision/pipeline.js';
+import type { Decision } from '../../src/decision/types.js';
 import { PdpService } from '../../src/app.js';
 
 export const FHIR_AUDIENCE = 'https://fhir.example.test';

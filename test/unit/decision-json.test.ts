@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { decisionBody, decisionJson, decisionLine } from '../../src/http/answer.js';
-import type { Decision, DecisionEvent, PrincipalSummary } from '../../src/decision/pipeline.js';
+import type { Decision, DecisionEvent, PrincipalSummary } from '../../src/decision/types.js';
 import { REASONS, type ReasonCode } from '../../src/core/reasons.js';
 
 const NASTY = ['', 'plain', 'quote " and backslash \\', 'newline\nand tab\t', 'control \u0001\u001f', 'unicode é ☃ 𝄞', 'lone surrogate \ud800 end', '</script>', '{"injected":true}', 'a'.repeat(600)];

@@ -11,7 +11,7 @@ import {
   renderExplanation,
   stripBearer,
 } from '../../src/explain/render.js';
-import type { Decision } from '../../src/decision/pipeline.js';
+import type { Decision } from '../../src/decision/types.js';
 import { refuse } from '../../src/core/reasons.js';
 import { TRACE_STEPS, Trace } from '../../src/core/trace.js';
 
