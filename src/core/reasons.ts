@@ -142,7 +142,3 @@ export interface Refusal {
 export function refuse(reason: Refusal['reason'], hint: string): Refusal {
   return { reason, hint };
 }
-
-export function reasonFor(code: ReasonCode): ReasonDefinition {
-  return REASONS[code];
-}

@@ -82,8 +82,8 @@ export function parseFhirRequest(method: string, target: string, basePath: strin
   const fields = classify(upperMethod === 'HEAD' ? 'GET' : upperMethod, relative, query.value.length > 0);
   if (!fields.ok) return fields;
 
-  // Assigned onto the fresh object classify() returned: spreading it into a new literal took V8's
-  // slow clone path and was the largest cost of a cached-token decision (bench/PROFILE.md).
+  // Assigned onto the fresh object classify() returned: spreading it into a new literal takes
+  // V8's slow clone path, on every decision.
   const request = fields.value as Mutable<FhirRequest>;
   request.method = upperMethod;
   request.path = `/${relative.join('/')}`;

@@ -40,9 +40,9 @@ export interface BatchedLines {
 
 /**
  * Decision lines written in batches: every LOG_FLUSH_MS, or sooner when LOG_BUFFER_BYTES are
- * waiting. stdout to a file or a pipe is synchronous in Node and costs per write: a write per
- * decision took about a quarter of the host's CPU under load, and a write per event-loop turn
- * still several µs per decision at half of peak, where a turn holds one or two (bench/PROFILE.md).
+ * waiting. stdout to a file or a pipe is synchronous in Node and costs per write, so a write per
+ * decision (or per event-loop turn, which holds one or two decisions at moderate load) costs the
+ * host a large share of its CPU.
  * Each line is encoded into an off-heap buffer at once, so the strings die young: lines held as
  * strings for LOG_FLUSH_MS doubled the host's garbage-collection pauses. Lines still waiting are
  * written on close, on SIGTERM/SIGINT and at exit; a process killed outright (SIGKILL, out of

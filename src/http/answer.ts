@@ -5,8 +5,7 @@
  * what does not change between decisions:
  *  - the members fixed by the reason code (decision, status, reason, message);
  *  - a cached principal's summary, which the Pdp freezes when it memoises a cached token's identity.
- * Both texts are written on every decision; one JSON.stringify of the whole object was the largest
- * part of answering a cached token after the decision itself (bench/PROFILE.md).
+ * Both texts are written on every decision, so what never changes is serialised once.
  * test/unit/decision-json.test.ts compares both with JSON.stringify on random and hostile input.
  */
 import type { Decision, DecisionEvent, PrincipalSummary } from '../decision/types.js';

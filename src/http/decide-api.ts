@@ -48,7 +48,7 @@ export const jsonQuestion = z
     url: z.string().min(1).max(8192).optional(),
     headers: z.record(z.string().max(256), z.union([z.string().max(65536), z.array(z.string().max(65536)).max(8)])).optional(),
     token: z.string().max(65536).optional(),
-    /** A batch/transaction Bundle for `POST /`: each entry is decided (issue #4). */
+    /** A batch/transaction Bundle for `POST /`: each entry is decided. */
     body: z.unknown().optional(),
   })
   .strict()

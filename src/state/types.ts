@@ -1,7 +1,7 @@
 /**
  * The serialisable state the hot path reads: per-issuer metadata and keys, and the expanded group
- * index. A refresh produces a new SnapshotData; stores persist it; src/state/compile.ts turns it into
- * lookup structures (imported keys, Map<group, Set<member>>) once, so a decision only looks up.
+ * index. A refresh produces a new SnapshotData; stores persist it; applying it turns it into
+ * lookup structures once (IssuerRegistry.load imports the keys, GroupIndex maps group -> members), so a decision only looks up.
  */
 import type { GroupRecord, IssuerRecord } from '../core/records.js';
 

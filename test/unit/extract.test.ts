@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { extractBearerToken, type CredentialSources } from '../../src/identity/extract.js';
+import type { Refusal } from '../../src/core/reasons.js';
+import { checkB64Token, locateBearerToken, type CredentialSources } from '../../src/identity/extract.js';
+
+/** The one bearer token of a request, fully checked: as the decision pipeline finds it. */
+function extractBearerToken(sources: CredentialSources): { ok: true; token: string } | Refusal {
+  const located = locateBearerToken(sources);
+  if ('reason' in located) return located;
+  const bad = located.grammarChecked ? undefined : checkB64Token(located.token);
+  return bad ?? { ok: true, token: located.token };
+}
 
 const T = 'eyJhbGciOiJSUzI1NiJ9.eyJhIjoxfQ.c2ln';
 

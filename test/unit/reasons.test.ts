@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { REASONS, REASON_CODES, reasonFor, refuse, type ReasonCode } from '../../src/core/reasons.js';
+import { REASONS, REASON_CODES, refuse, type ReasonCode, type ReasonDefinition } from '../../src/core/reasons.js';
 
 const repo = (p: string) => fileURLToPath(new URL(`../../${p}`, import.meta.url));
 const CONTRACT = [repo('docs/decision-contract.md'), '/work/shared/docs/decision-contract.md'].find((p) => existsSync(p));
@@ -77,7 +77,7 @@ describe('the catalogue is internally consistent', () => {
   });
 
   it.each(REASON_CODES)('%s: status, decision and RFC 6750 error agree', (code: ReasonCode) => {
-    const def = reasonFor(code);
+    const def: ReasonDefinition = REASONS[code];
     const bearerError = 'bearerError' in def ? def.bearerError : undefined;
     switch (def.status) {
       case 401:
