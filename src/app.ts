@@ -7,7 +7,7 @@
 import type { Client } from '@microsoft/microsoft-graph-client';
 import { ConfigError } from './config/load.js';
 import type { PdpConfig } from './config/schema.js';
-import { readSettings } from './config/settings.js';
+import { readSetting, readSettings } from './config/settings.js';
 import type { CircuitBreakerOptions } from './directory/circuit-breaker.js';
 import type { GroupExpander } from './directory/types.js';
 import { Counters } from './core/metrics.js';
@@ -72,6 +72,20 @@ export interface RefreshReport extends RefreshOutcome {
    * no snapshot existed, so nothing was written.
    */
   readonly stored: 'written' | 'adopted' | 'failed' | 'skipped';
+}
+
+/** What a host may set or replace when it builds the app; the rest comes from settings and config. */
+export type AppOverrides = Omit<RuntimeOptions, 'config' | 'env'>;
+
+/**
+ * The one composition root: the service a host runs, from validated app settings, the parsed
+ * configuration and the host's overrides (its decision logger; in tests, a store, a Graph client,
+ * a clock). Used by the Functions adapter (src/http/azure.ts), the standalone host
+ * (src/host/main.ts) and the CLI.
+ */
+export function buildApp(env: Record<string, string | undefined>, config: PdpConfig, overrides: AppOverrides = {}): PdpService {
+  const settings = readSettings(env);
+  return new PdpService({ snapshotPollMs: settings.PDP_SNAPSHOT_POLL_SECONDS * 1000, ...overrides, config, env });
 }
 
 /** Writes tried in one refresh when the stored snapshot keeps changing underneath (If-Match fails). */
@@ -481,7 +495,7 @@ function breakerFromSettings(env: Record<string, string | undefined>, now: () =>
 }
 
 function storeFromSettings(env: Record<string, string | undefined>): { store: SnapshotStore; signing?: Promise<SnapshotSigningSetup> } {
-  if ((env.PDP_SNAPSHOT_STORE ?? 'memory') !== 'blob') {
+  if (readSetting(env, 'PDP_SNAPSHOT_STORE') !== 'blob') {
     assertNoBlobIdentitySettings(env);
     return { store: new MemorySnapshotStore() };
   }

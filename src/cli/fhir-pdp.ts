@@ -144,8 +144,8 @@ async function explainCommand(args: readonly string[], io: CliIo): Promise<numbe
  */
 async function pdpFor(config: PdpConfig, env: CliIo['env']): Promise<{ pdp: Pdp; stop(): void }> {
   if (!config.graph) return { pdp: new Pdp(config), stop: () => undefined };
-  const [{ PdpService }, { MemorySnapshotStore }] = await Promise.all([import('../app.js'), import('../state/memory-store.js')]);
-  const service = new PdpService({ config, env, store: new MemorySnapshotStore() });
+  const [{ buildApp }, { MemorySnapshotStore }] = await Promise.all([import('../app.js'), import('../state/memory-store.js')]);
+  const service = buildApp(env, config, { store: new MemorySnapshotStore() });
   return { pdp: service.pdp, stop: () => service.stop() };
 }
 

@@ -8,7 +8,7 @@ import { keyList, readSettings } from '../config/settings.js';
 import { keyRefusalLogger } from '../http/key-refusals.js';
 import { KeyRing } from '../http/keys.js';
 import { decisionLine } from '../http/answer.js';
-import { PdpService } from '../app.js';
+import { buildApp, type PdpService } from '../app.js';
 import { createPdpServer, drainServer, listen, type DrainResult } from './server.js';
 
 export interface StartedHost {
@@ -105,11 +105,8 @@ export async function startHost(env: Record<string, string | undefined>, log: (l
   if (!keys.hasAnyKey && host !== '127.0.0.1' && host !== '::1' && host !== 'localhost')
     throw new ConfigError([{ path: 'PDP_HOST', message: `binding ${host} needs PDP_API_KEYS or PDP_ADMIN_KEYS` }], 'app settings');
   const decisionLog = settings.PDP_LOG_DECISIONS === 'true' ? batchedLines((chunk) => process.stdout.write(chunk)) : undefined;
-  const service = new PdpService({
-    config,
-    env,
+  const service = buildApp(env, config, {
     ...(decisionLog ? { logger: (event, decision) => decisionLog.log(decisionLine(event, decision.principal)) } : {}),
-    snapshotPollMs: settings.PDP_SNAPSHOT_POLL_SECONDS * 1000,
   });
   // A stored snapshot (Blob) is read before the first request: a warm instance then decides
   // without contacting any authority. Without one, the first refresh runs after listening.
