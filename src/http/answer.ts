@@ -1,5 +1,7 @@
 /**
- * The two JSON texts of a decision: its answer (docs/decision-contract.md, "The answer") and its
+ * A Decision as HTTP, in one place: the gateway modes' status and headers (WWW-Authenticate,
+ * X-Decision-*, X-Auth-*), JSON mode's answer, the invalid-request answer, and the two JSON texts
+ * of a decision: its answer (docs/decision-contract.md, "The answer") and its
  * decision-log line (docs/gateways.md, "The decision log"). Each is exactly JSON.stringify of one
  * object (`decisionBody`, `{ type: 'decision', ...event }`), written without serialising again
  * what does not change between decisions:
@@ -10,6 +12,7 @@
  */
 import type { Decision, DecisionEvent, PrincipalSummary } from '../decision/types.js';
 import { REASONS, type ReasonCode } from '../core/reasons.js';
+import { json, jsonText, type PdpHttpResponse } from './types.js';
 
 /** The JSON answer of the contract. `hint` only for admin callers. */
 export function decisionBody(d: Decision, admin: boolean): Record<string, unknown> {
@@ -118,4 +121,70 @@ export function decisionLine(e: DecisionEvent, principal?: PrincipalSummary): st
   if (e.mode !== undefined) text += `,"mode":${JSON.stringify(e.mode)}`;
   if (identity !== '') text += `,${identity}`;
   return `${text},"method":${JSON.stringify(e.method)},"path":${JSON.stringify(e.path)},"durationMs":${JSON.stringify(e.durationMs)},"cacheHit":${JSON.stringify(e.cacheHit)}}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A decision as HTTP: the only place that knows status, WWW-Authenticate and the answer headers.
+
+const REALM = 'fhir-pdp';
+
+/** How the question arrived over HTTP. */
+export type DecideMode = 'json' | 'forward-auth' | 'envoy';
+
+export interface AnswerOptions {
+  /** The caller holds an admin key: operator hints are included. */
+  readonly admin: boolean;
+}
+
+/** JSON mode's answer: always 200 (the caller reads the decision), the contract's JSON body. */
+export function jsonAnswer(d: Decision, admin: boolean): PdpHttpResponse {
+  return jsonText(200, decisionJson(d, admin), { 'x-decision-id': d.decisionId });
+}
+
+/** A question that cannot be decided as asked: 400 invalid_request, the problem as the (admin) hint. */
+export function invalidRequestAnswer(problem: string, admin: boolean): PdpHttpResponse {
+  const def = REASONS.invalid_request;
+  return json(400, { decision: def.decision, status: 400, reason: 'invalid_request', message: def.message, ...(admin ? { hint: problem } : {}) });
+}
+
+function quoted(v: string): string {
+  return v.replace(/[\\"]/g, '');
+}
+
+/** RFC 6750 §3: the challenge for a denial. No `error` when the request had no token at all (§3.1). */
+export function wwwAuthenticate(d: Decision): string | undefined {
+  if (d.status !== 401 && d.status !== 403) return undefined;
+  const def = REASONS[d.reason];
+  if (d.reason === 'missing_token' || !('bearerError' in def)) return `Bearer realm="${REALM}"`;
+  return `Bearer realm="${REALM}", error="${def.bearerError}", error_description="${quoted(def.message)}"`;
+}
+
+const IDENTITY_HEADERS = ['x-auth-principal', 'x-auth-tenant', 'x-auth-application', 'x-auth-fhir-user', 'x-auth-scopes', 'x-auth-compartment'] as const;
+
+/** A gateway mode's answer: the status, X-Decision-*, X-Auth-* on an allow, WWW-Authenticate on a denial. */
+export function gatewayAnswer(d: Decision, options: AnswerOptions, mode: DecideMode = 'forward-auth'): PdpHttpResponse {
+  const headers: Record<string, string> = { 'x-decision-id': d.decisionId, 'x-decision-reason': d.reason, 'cache-control': 'no-store' };
+  if (d.decision === 'allow') {
+    // Sent unchanged: the Pdp refuses an identity whose values are not printable ASCII (src/decision/pipeline.ts),
+    // because stripping or cutting one could turn it into another (a scope list cut short can lose
+    // a constraint).
+    const p = d.principal;
+    if (p?.objectId) headers['x-auth-principal'] = p.objectId;
+    else if (p?.applicationId) headers['x-auth-principal'] = p.applicationId;
+    if (p?.tenantId) headers['x-auth-tenant'] = p.tenantId;
+    if (p?.applicationId) headers['x-auth-application'] = p.applicationId;
+    if (p?.fhirUser) headers['x-auth-fhir-user'] = p.fhirUser;
+    if (p?.scopes?.length) headers['x-auth-scopes'] = p.scopes.join(' ');
+    if (d.compartment) headers['x-auth-compartment'] = d.compartment;
+    // Envoy's allowed_upstream_headers only overwrites headers fhir-pdp sends; a client's X-Auth-*
+    // that fhir-pdp leaves unset would reach the upstream unless Envoy is told to remove it.
+    if (mode === 'envoy') {
+      const unset = IDENTITY_HEADERS.filter((h) => headers[h] === undefined);
+      if (unset.length) headers['x-envoy-auth-headers-to-remove'] = unset.join(',');
+    }
+  } else {
+    const challenge = wwwAuthenticate(d);
+    if (challenge) headers['www-authenticate'] = challenge;
+  }
+  return jsonText(d.status, decisionJson(d, options.admin), headers);
 }

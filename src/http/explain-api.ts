@@ -9,7 +9,7 @@ import type { PdpHttpRequest, PdpHttpResponse } from './types.js';
 import { json } from './types.js';
 import { parseJsonStrict } from '../identity/strict-json.js';
 import type { Pdp } from '../decision/pipeline.js';
-import { REASONS } from '../core/reasons.js';
+import { invalidRequestAnswer } from './answer.js';
 import { EXPLAIN_PAGE_CSP, EXPLAIN_PAGE_HTML } from '../explain/page.js';
 import { explanationOf, stripBearer, type Explanation } from '../explain/render.js';
 
@@ -37,9 +37,9 @@ export async function explainQuestionWith(pdp: Pdp, q: ExplainQuestion, now: () 
   return explanationOf(decision, { method, path: q.path }, token, now());
 }
 
+/** Only admin callers reach /api/explain, so the problem is always the hint. */
 function invalidRequest(problem: string): PdpHttpResponse {
-  const def = REASONS.invalid_request;
-  return json(400, { decision: def.decision, status: 400, reason: 'invalid_request', message: def.message, hint: problem });
+  return invalidRequestAnswer(problem, true);
 }
 
 export function explainHandler(pdp: Pdp, now: () => number = Date.now): (req: PdpHttpRequest) => Promise<PdpHttpResponse> {
