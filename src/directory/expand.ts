@@ -21,14 +21,13 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Client } from '@microsoft/microsoft-graph-client';
 import type { GroupExpander, GroupExpansion } from './types.js';
-import { describeGraphFailure, isGraphLink, withoutSdkRetries, type GraphFailure } from './graph-client.js';
+import { describeGraphFailure, GRAPH_RETRYABLE_STATUSES, isGraphLink, withoutSdkRetries, type GraphFailure } from './graph-client.js';
 // Directory object ids are GUIDs; anything else never goes into a URL.
 import { isGuid } from '../core/guid.js';
 import { kindOf, type DirectoryObjectKind } from './object-kind.js';
 
 /** Graph: `$top` for directory object collections is at most 999. */
 const PAGE_SIZE = 999;
-const RETRYABLE_STATUSES = new Set([429, 503, 504]);
 
 export interface GroupExpanderOptions {
   readonly client: Client;
@@ -91,7 +90,7 @@ class GraphPager {
         return 'not-found';
       }
       this.#onGraphCall('failed');
-      const retryable = failure.status !== undefined && RETRYABLE_STATUSES.has(failure.status);
+      const retryable = failure.status !== undefined && GRAPH_RETRYABLE_STATUSES.has(failure.status);
       const wait = failure.retryAfterMs ?? this.#defaultRetryMs;
       if (!retryable || retry >= this.#maxRetries || wait > this.#maxRetryAfterMs) {
         throw new ExpansionError(failure.message, failure);

@@ -250,6 +250,12 @@ export interface GraphFailure {
   readonly message: string;
 }
 
+/**
+ * Statuses worth retrying (after Retry-After when Graph sends one): throttling and a gateway or
+ * service that is briefly unavailable. Graph: "Best practices for handling throttling".
+ */
+export const GRAPH_RETRYABLE_STATUSES: ReadonlySet<number> = new Set([429, 503, 504]);
+
 /** Errors of this client's own middleware, which the SDK wraps into a GraphError with statusCode -1. */
 const OWN_ERRORS = new Set(['GraphCircuitOpenError', 'GraphResponseTooLargeError']);
 

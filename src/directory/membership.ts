@@ -20,6 +20,7 @@ import {
 } from './types.js';
 import {
   describeGraphFailure,
+  GRAPH_RETRYABLE_STATUSES,
   retryAfterFromHeaders,
   withoutSdkRetries,
   type GraphFailure,
@@ -34,7 +35,6 @@ const REQUESTS_PER_BATCH = 20;
 const MAX_ATTEMPTS = 4;
 /** Wait before retrying a throttled answer that carried no Retry-After. */
 const DEFAULT_RETRY_MS = 200;
-const RETRYABLE_STATUSES = new Set([429, 503, 504]);
 
 export interface GraphMembershipResolverOptions {
   readonly client: Client;
@@ -368,7 +368,7 @@ function isResourceNotFound(failure: GraphFailure): boolean {
 }
 
 function isRetryable(failure: GraphFailure): boolean {
-  return failure.status !== undefined && RETRYABLE_STATUSES.has(failure.status);
+  return failure.status !== undefined && GRAPH_RETRYABLE_STATUSES.has(failure.status);
 }
 
 function unavailable(failure: GraphFailure): DirectoryUnavailableError {
