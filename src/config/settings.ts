@@ -2,7 +2,7 @@
  * App settings (environment variables): how the service is hosted, as opposed to the policy JSON
  * of schema.ts. Same rule: each setting is described where its default is defined;
  * local.settings.sample.json and docs/configuration.md list exactly these
- * (test/unit/settings.test.ts keeps them in sync).
+ * (test/unit/docs-sync.test.ts keeps them in sync).
  */
 import { z } from 'zod';
 import { ConfigError } from './load.js';

@@ -3,7 +3,7 @@
  *
  * Every decision fhir-pdp makes carries exactly one of these reason codes. The status, the RFC 6750
  * error code and the caller-safe message are fixed here; the operator hint is written by the check
- * that failed, because only it knows the actual and expected values. test/unit/reasons.test.ts keeps
+ * that failed, because only it knows the actual and expected values. test/unit/core/reasons.test.ts keeps
  * this table, the contract document and docs/reason-codes.md in sync.
  */
 

@@ -8,7 +8,7 @@
  *  - the members fixed by the reason code (decision, status, reason, message);
  *  - a cached principal's summary, which the Pdp freezes when it memoises a cached token's identity.
  * Both texts are written on every decision, so what never changes is serialised once.
- * test/unit/decision-json.test.ts compares both with JSON.stringify on random and hostile input.
+ * test/unit/http/answer.test.ts compares both with JSON.stringify on random and hostile input.
  */
 import type { Decision, DecisionEvent, PrincipalSummary } from '../decision/types.js';
 import { REASONS, type ReasonCode } from '../core/reasons.js';

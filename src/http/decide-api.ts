@@ -62,7 +62,7 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v ===
 
 /**
  * The common question checked without zod, which took a tenth of answering a cached token: true
- * only for a question jsonQuestion accepts as it is (test/unit/json-question.test.ts compares the
+ * only for a question jsonQuestion accepts as it is (test/unit/http/decide-api.test.ts compares the
  * two on thousands of questions, at and past every bound). Anything else, including every question
  * zod refuses, goes through zod, which also words the problem.
  */

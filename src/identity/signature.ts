@@ -10,7 +10,7 @@
  * loop more per call than node:crypto's, so node:crypto leaves the event loop the most time for
  * other decisions while verifications are in flight.
  *
- * test/unit/signature.test.ts checks this against jose's compactVerify, token by token, for every
+ * test/unit/identity/signature.test.ts checks this against jose's compactVerify, token by token, for every
  * algorithm fhir-pdp accepts and for tampered, truncated and cross-key signatures.
  */
 import { constants, KeyObject, verify, type VerifyKeyObjectInput } from 'node:crypto';
