@@ -8,6 +8,7 @@ import type { Client } from '@microsoft/microsoft-graph-client';
 import { ConfigError } from './config/load.js';
 import type { PdpConfig } from './config/schema.js';
 import { readSetting, readSettings } from './config/settings.js';
+import { isFresh } from './core/staleness.js';
 import type { CircuitBreakerOptions } from './directory/circuit-breaker.js';
 import type { GroupExpander } from './directory/types.js';
 import { Counters } from './core/metrics.js';
@@ -406,7 +407,7 @@ export class PdpService {
       follower?.lastError !== undefined ||
       this.storeError !== undefined ||
       this.droppedFromSnapshot.length > 0 ||
-      (oldestGroup !== undefined && now - oldestGroup > this.maxStaleMs);
+      (oldestGroup !== undefined && !isFresh(oldestGroup, now, this.maxStaleMs));
     return {
       ready,
       status: ready ? (degraded ? 'degraded' : 'ok') : 'unavailable',
@@ -472,7 +473,7 @@ export class PdpService {
         indexed: this.pdp.groups.size,
         memberships: this.pdp.groups.memberships,
         ...(oldestGroup !== undefined
-          ? { oldestAgeSeconds: Math.round((now - oldestGroup) / 1000), stale: now - oldestGroup > this.maxStaleMs }
+          ? { oldestAgeSeconds: Math.round((now - oldestGroup) / 1000), stale: !isFresh(oldestGroup, now, this.maxStaleMs) }
           : {}),
       },
       counters: this.pdp.counters.snapshot(),

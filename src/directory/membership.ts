@@ -26,6 +26,7 @@ import {
   type GraphFailure,
 } from './graph-client.js';
 import { isGuid } from '../core/guid.js';
+import { isFresh } from '../core/staleness.js';
 
 /** Graph: "You can check up to a maximum of 20 groups per request." (directoryObject: checkMemberGroups) */
 const GROUPS_PER_CHECK = 20;
@@ -122,7 +123,7 @@ export class GraphMembershipResolver implements GroupMembershipResolver {
       return { memberOf: answer.memberOf, source: 'graph', fetchedAt: answer.fetchedAt };
     } catch (error) {
       const stale = this.#cache.get(key);
-      if (stale !== undefined && this.#clock() - stale.fetchedAt < this.#maxStaleMs) {
+      if (stale !== undefined && isFresh(stale.fetchedAt, this.#clock(), this.#maxStaleMs)) {
         return { memberOf: stale.memberOf, source: 'cache', fetchedAt: stale.fetchedAt };
       }
       throw error instanceof DirectoryUnavailableError

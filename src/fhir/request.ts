@@ -15,9 +15,10 @@ export const MAX_QUERY_PARAMS = 200;
 const MAX_TARGET_LENGTH = MAX_PATH_LENGTH + 1 + MAX_QUERY_LENGTH + 2048;
 
 const METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']);
-const RESOURCE_TYPE = /^[A-Z][A-Za-z]{0,63}$/;
-// FHIR R4 id datatype: [A-Za-z0-9\-\.]{1,64}
-const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
+/** A FHIR resource type name as a URL segment or a scope names it. */
+export const RESOURCE_TYPE = /^[A-Z][A-Za-z]{0,63}$/;
+/** FHIR R4 id datatype: [A-Za-z0-9\-\.]{1,64} */
+export const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 const OPERATION_NAME = /^\$[A-Za-z][A-Za-z0-9-]{0,63}$/;
 // A bulk-data output file's name below its job's status URL (`Patient-1.ndjson`).
 const EXPORT_FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;

@@ -27,6 +27,7 @@
  */
 import { ALL_BUT_SMART, type DataAction } from '../core/data-actions.js';
 import { MAX_SCOPES } from '../core/scope-limits.js';
+import { FHIR_ID, RESOURCE_TYPE } from './request.js';
 import type { FhirRequest, Interaction } from './types.js';
 
 export type SmartContextKind = 'patient' | 'user' | 'system';
@@ -71,7 +72,6 @@ export type ScopeVerdict =
 // ---------------------------------------------------------------------------------------------
 // Parsing
 
-const RESOURCE_TYPE = /^[A-Z][A-Za-z]{0,63}$/;
 const V2_LETTERS = 'cruds';
 const V2_MEANING: Readonly<Record<string, SmartInteraction>> = { c: 'create', r: 'readById', u: 'update', d: 'delete', s: 'search' };
 const ALL_INTERACTIONS: readonly SmartInteraction[] = ['create', 'readById', 'update', 'delete', 'search'];
@@ -268,7 +268,6 @@ function show(s: string): string {
 // ---------------------------------------------------------------------------------------------
 // Patient context
 
-const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 const FHIR_USER_PATIENT = /(?:^|\/)Patient\/([A-Za-z0-9\-.]{1,64})$/;
 
 /**
