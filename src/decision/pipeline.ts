@@ -1,12 +1,16 @@
 /**
- * The one object that wires configuration and state and exposes decide(input). Hosts (the
- * standalone server, the Azure Functions adapter, the CLI) build one Pdp and call it; the checks
- * live in src/identity (who), src/fhir (what) and src/policy (whether).
+ * The decision pipeline: one DecisionInput to one Decision, in a fixed order: locate the bearer
+ * token → the verified-token cache, or verify it → the principal → the FHIR request → grants and
+ * access, with group membership only when direct grants fall short. The checks live in
+ * src/identity (who), src/fhir (what) and src/policy (whether); this module orders them, holds the
+ * per-decision budget, turns an exception into an indeterminate decision (errors.ts) and emits the
+ * decision event (event.ts). The composition root (src/app.ts) builds one Pdp.
  */
 import type { PdpConfig } from '../config/schema.js';
 import { newDecisionId } from '../core/decision-id.js';
 import { DirectoryUnavailableError, type GroupMembershipResolver } from '../directory/types.js';
 import { BudgetExceeded, EdgeFailure, indeterminateFor, type WaitedEdge } from './errors.js';
+import { eventFor, pathOnly } from './event.js';
 import { publicDiscovery } from '../fhir/public.js';
 import { readBundle } from '../fhir/bundle.js';
 import { FhirBasePath, parseFhirRequest, ROOT_BASE_PATH } from '../fhir/request.js';
@@ -34,7 +38,7 @@ import {
 import { ALL_BUT_SMART, type ActionRequirement, type DataAction } from '../core/data-actions.js';
 import { REASONS, refuse, type ReasonCode, type Refusal } from '../core/reasons.js';
 import { Trace } from '../core/trace.js';
-import type { Decision, DecideOptions, DecisionEvent, DecisionInput, DecisionLogger, PrincipalSummary } from './types.js';
+import type { Decision, DecideOptions, DecisionInput, DecisionLogger, PrincipalSummary } from './types.js';
 import { GroupIndex } from '../state/group-index.js';
 import type { GroupRecord } from '../state/types.js';
 
@@ -512,46 +516,6 @@ function unseenBundleHint(mode: DecisionInput['mode']): string {
         ? 'enable with_request_body in the Envoy ext_authz filter so the Bundle reaches fhir-pdp'
         : 'nginx and Traefik do not send the request body to fhir-pdp: use a gateway that does (Envoy with with_request_body, API Management with the body in the JSON question)';
   return `a batch or transaction Bundle (POST to the FHIR base) is decided entry by entry, and its entries were not seen: ${how}; or set unseenBundles to "requireEveryAction" to allow it only to principals granted every data action`;
-}
-
-function pathOnly(target: string): string {
-  const q = target.search(/[?#]/);
-  const path = q >= 0 ? target.slice(0, q) : target;
-  return path.length > 512 ? `${path.slice(0, 512)}…` : path;
-}
-
-function eventFor(d: Decision, input: DecisionInput): DecisionEvent {
-  const p = d.principal;
-  // Every member in one literal, absent ones undefined (JSON.stringify leaves them out): one object
-  // shape for every event, in the order docs/gateways.md shows.
-  return {
-    decisionId: d.decisionId,
-    time: isoNow(),
-    decision: d.decision,
-    reason: d.reason,
-    status: d.status,
-    mode: input.mode,
-    issuer: p?.issuer,
-    tenantId: p?.tenantId,
-    objectId: p?.objectId,
-    applicationId: p?.applicationId,
-    method: input.method,
-    path: pathOnly(input.target),
-    durationMs: d.durationMs,
-    cacheHit: d.cacheHit,
-  };
-}
-
-/** new Date().toISOString(), formatted at most once per millisecond (decision logs ask per decision). */
-let lastIsoMs = Number.NaN;
-let lastIso = '';
-function isoNow(): string {
-  const ms = Date.now();
-  if (ms !== lastIsoMs) {
-    lastIsoMs = ms;
-    lastIso = new Date(ms).toISOString();
-  }
-  return lastIso;
 }
 
 /**
