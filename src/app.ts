@@ -102,6 +102,11 @@ export interface HealthReport {
 
 export class PdpService {
   readonly pdp: Pdp;
+  /**
+   * The decision entry point every mode and API plugs into: `decide(input, { trace })`. The Pdp's
+   * own method, bound once, so calling it through the app costs nothing per decision.
+   */
+  readonly decide: Pdp['decide'];
   readonly store: SnapshotStore;
   /** The service's clock (explain renders a token's expiry against it). */
   readonly clock: () => number;
@@ -162,6 +167,7 @@ export class PdpService {
       ...(options.logger ? { logger: options.logger } : {}),
       ...(membership ? { membership } : {}),
     });
+    this.decide = this.pdp.decide.bind(this.pdp);
     if (options.onSnapshotApplied) this.onSnapshotApplied = options.onSnapshotApplied;
     this.warn = options.warn ?? ((line) => console.warn(line));
     if (options.store) this.store = options.store;
