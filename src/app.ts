@@ -8,7 +8,6 @@ import type { Client } from '@microsoft/microsoft-graph-client';
 import { ConfigError } from './config/load.js';
 import type { PdpConfig } from './config/schema.js';
 import { readSetting, readSettings } from './config/settings.js';
-import { isFresh } from './core/staleness.js';
 import type { CircuitBreakerOptions } from './directory/circuit-breaker.js';
 import type { GroupExpander } from './directory/types.js';
 import { Counters } from './core/metrics.js';
@@ -17,6 +16,7 @@ import type { DecisionLogger } from './decision/types.js';
 import { LazyBlobStore, LazyGraphEdges } from './lazy-edges.js';
 import { assertNoBlobIdentitySettings, blobStoreSettingsFrom, missingAccountMessage } from './state/blob-settings.js';
 import { newRevision } from './state/codec.js';
+import { assembleHealth, type HealthReport } from './state/health.js';
 import { MemorySnapshotStore } from './state/memory-store.js';
 import { SnapshotFollower, type SnapshotPollOutcome } from './state/snapshot-follower.js';
 import {
@@ -57,6 +57,8 @@ export interface RuntimeOptions {
   readonly warn?: (line: string) => void;
 }
 
+export type { HealthReport };
+
 export interface SnapshotAppliedEvent {
   readonly revision: string;
   readonly source: 'refresh' | 'store';
@@ -93,12 +95,6 @@ export function buildApp(env: Record<string, string | undefined>, config: PdpCon
 const MAX_WRITE_ATTEMPTS = 3;
 /** Lines of `snapshot.dropped` kept for health; a snapshot can name thousands of keys. */
 const MAX_DROPPED_LINES = 20;
-
-/** What health() reports: `ready` decides the probe's status; the rest is for operators. */
-export interface HealthReport {
-  readonly ready: boolean;
-  readonly [key: string]: unknown;
-}
 
 export class PdpService {
   readonly pdp: Pdp;
@@ -393,106 +389,31 @@ export class PdpService {
   }
 
   health(): HealthReport {
-    const now = this.clock();
-    const snap = this.current?.data;
-    const issuers = this.pdp.issuerHealth();
-    // Ready exactly when a decision can be made now: every authority has usable keys, whether they
-    // came from a snapshot, a refresh or a decision that loaded them on demand (an authority that
-    // was down at start-up and came back). A readiness probe must not keep an instance out of
-    // rotation while its decisions succeed, whatever the store.
-    const ready = this.pdp.registry.ready();
-    const oldestGroup = this.pdp.groups.oldestFetchedAt();
-    const follower = this.follower?.status();
-    const breaker = this.graphEdges?.breakerStatus();
-    const last = this.lastReport;
-    const degraded =
-      (breaker !== undefined && breaker.state !== 'closed') ||
-      issuers.some((i) => i.lastError || i.stale) ||
-      (snap?.lastRefresh !== undefined && snap.lastRefresh.outcome !== 'ok') ||
-      (last !== undefined && last.outcome !== 'ok') ||
-      follower?.lastError !== undefined ||
-      this.storeError !== undefined ||
-      this.droppedFromSnapshot.length > 0 ||
-      (oldestGroup !== undefined && !isFresh(oldestGroup, now, this.maxStaleMs));
-    return {
-      ready,
-      status: ready ? (degraded ? 'degraded' : 'ok') : 'unavailable',
-      issuers,
-      snapshot: snap
-        ? {
-            store: this.store.kind,
-            revision: snap.revision,
-            createdAt: iso(snap.createdAt),
-            ageSeconds: Math.round((now - snap.createdAt) / 1000),
-            ...(snap.lastRefresh
-              ? {
-                  lastRefresh: {
-                    outcome: snap.lastRefresh.outcome,
-                    finishedAt: iso(snap.lastRefresh.finishedAt),
-                    durationMs: snap.lastRefresh.finishedAt - snap.lastRefresh.startedAt,
-                    problems: snap.lastRefresh.problems,
-                  },
-                }
-              : {}),
-            ...(this.droppedFromSnapshot.length > 0 ? { dropped: this.droppedFromSnapshot } : {}),
-            ...(this.signatureStatus ? { signature: this.signatureStatus } : {}),
-          }
-        : { store: this.store.kind, revision: null, ...(this.signatureStatus ? { signature: this.signatureStatus } : {}) },
-      // This instance's own last refresh; with a shared store the snapshot's may be another instance's.
-      ...(last
-        ? {
-            refresh: {
-              outcome: last.outcome,
-              stored: last.stored,
-              finishedAt: iso(last.finishedAt),
-              durationMs: last.durationMs,
-              problems: last.problems,
-            },
-          }
-        : {}),
-      ...(follower
-        ? {
-            follower: {
-              etag: follower.etag ?? null,
-              revision: follower.revision ?? null,
-              ...(follower.lastPollAt !== undefined ? { lastPollAt: iso(follower.lastPollAt) } : {}),
-              ...(follower.lastError ? { lastError: { code: follower.lastError.code, message: follower.lastError.message, at: iso(follower.lastError.at) } } : {}),
-            },
-          }
-        : {}),
-      ...(breaker
-        ? {
-            graph: {
-              breaker: {
-                state: breaker.state,
-                consecutiveFailures: breaker.consecutiveFailures,
-                ...(breaker.openedAt !== undefined ? { openedAt: iso(breaker.openedAt) } : {}),
-                ...(breaker.nextProbeAt !== undefined ? { nextProbeAt: iso(breaker.nextProbeAt) } : {}),
-                opened: breaker.opened,
-                shortCircuited: breaker.shortCircuited,
-              },
-            },
-          }
-        : {}),
-      ...(this.storeError ? { storeError: { code: this.storeError.code, message: this.storeError.message, at: iso(this.storeError.at) } } : {}),
-      groups: {
-        indexed: this.pdp.groups.size,
-        memberships: this.pdp.groups.memberships,
-        ...(oldestGroup !== undefined
-          ? { oldestAgeSeconds: Math.round((now - oldestGroup) / 1000), stale: !isFresh(oldestGroup, now, this.maxStaleMs) }
-          : {}),
-      },
+    return assembleHealth({
+      now: this.clock(),
+      maxStaleMs: this.maxStaleMs,
+      store: this.store.kind,
+      ...(this.current ? { snapshot: this.current.data } : {}),
+      issuers: this.pdp.issuerHealth(),
+      // Ready exactly when a decision can be made now: every authority has usable keys, whether they
+      // came from a snapshot, a refresh or a decision that loaded them on demand (an authority that
+      // was down at start-up and came back). A readiness probe must not keep an instance out of
+      // rotation while its decisions succeed, whatever the store.
+      ready: this.pdp.registry.ready(),
+      groups: { indexed: this.pdp.groups.size, memberships: this.pdp.groups.memberships, oldestFetchedAt: this.pdp.groups.oldestFetchedAt() },
+      ...(this.follower ? { follower: this.follower.status() } : {}),
+      ...(this.graphEdges?.breakerStatus() ? { breaker: this.graphEdges.breakerStatus()! } : {}),
+      ...(this.lastReport ? { lastRefresh: this.lastReport } : {}),
+      ...(this.storeError ? { storeError: this.storeError } : {}),
+      dropped: this.droppedFromSnapshot,
+      ...(this.signatureStatus ? { signature: this.signatureStatus } : {}),
       counters: this.pdp.counters.snapshot(),
-    };
+    });
   }
 
   get lastRefresh(): RefreshReport | undefined {
     return this.lastReport;
   }
-}
-
-function iso(ms: number): string {
-  return new Date(ms).toISOString();
 }
 
 /** The Graph circuit breaker's thresholds (app settings PDP_GRAPH_BREAKER_*), on the service's clock. */

@@ -2,7 +2,7 @@
  * Routing for every host: /api/decide (three modes), /api/health, /api/refresh (admin),
  * /api/explain (admin). Keys are checked here, once, for both the standalone host and Azure.
  */
-import type { HealthReport } from '../app.js';
+import type { HealthReport } from '../state/health.js';
 import type { Pdp } from '../decision/pipeline.js';
 import { DECIDE_PREFIX, handleDecide, modeOf } from './decide-api.js';
 import { explainHandler, explainPageResponse } from './explain-api.js';

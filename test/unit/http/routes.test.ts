@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { KeyRing } from '../../../src/http/keys.js';
-import type { HealthReport } from '../../../src/app.js';
+import type { HealthReport } from '../../../src/state/health.js';
 import { route, type PdpRuntime } from '../../../src/http/routes.js';
 import type { Pdp } from '../../../src/decision/pipeline.js';
 
