@@ -14,7 +14,8 @@ import jwt from 'jsonwebtoken';
 import jwksRsa from 'jwks-rsa';
 import { parseConfig } from '../src/config/load.js';
 import { DEV_OBJECT_ID, DevIdentityProvider } from '../testkit/dev-idp.js';
-import { Pdp, type DecisionInput } from '../src/pdp.js';
+import { Pdp } from '../src/decision/pipeline.js';
+import type { DecisionInput } from '../src/decision/types.js';
 import { figure, measurement, ratiosByRound, throughput, type Measurement, type SuiteResult } from './stats.js';
 
 export const AUDIENCE = 'https://fhir.example.test';

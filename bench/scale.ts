@@ -15,7 +15,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseConfig } from '../src/config/load.js';
 import type { PdpConfigInput } from '../src/config/schema.js';
 import { DEV_OBJECT_ID, DevIdentityProvider } from '../testkit/dev-idp.js';
-import { PdpService } from '../src/runtime.js';
+import { PdpService } from '../src/app.js';
 import { BlobSnapshotStore } from '../src/state/blob-store.js';
 import { decodeSnapshot, encodeSnapshot, newRevision, DEFAULT_SNAPSHOT_MAX_BYTES } from '../src/state/codec.js';
 import { MemorySnapshotStore } from '../src/state/memory-store.js';

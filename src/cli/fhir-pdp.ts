@@ -14,9 +14,9 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfigFile, loadConfigFromEnv } from '../config/load.js';
 import type { PdpConfig } from '../config/schema.js';
-import { explainQuestionWith, MAX_EXPLAIN_TOKEN_CHARS } from '../explain/http.js';
+import { explainQuestionWith, MAX_EXPLAIN_TOKEN_CHARS } from '../http/explain-api.js';
 import { renderExplanation } from '../explain/render.js';
-import { Pdp } from '../pdp.js';
+import { Pdp } from '../decision/pipeline.js';
 
 export const EXIT_ALLOWED = 0;
 export const EXIT_REFUSED = 1;
@@ -144,8 +144,8 @@ async function explainCommand(args: readonly string[], io: CliIo): Promise<numbe
  */
 async function pdpFor(config: PdpConfig, env: CliIo['env']): Promise<{ pdp: Pdp; stop(): void }> {
   if (!config.graph) return { pdp: new Pdp(config), stop: () => undefined };
-  const [{ PdpService }, { MemorySnapshotStore }] = await Promise.all([import('../runtime.js'), import('../state/memory-store.js')]);
-  const service = new PdpService({ config, env, store: new MemorySnapshotStore() });
+  const [{ buildApp }, { MemorySnapshotStore }] = await Promise.all([import('../app.js'), import('../state/memory-store.js')]);
+  const service = buildApp(env, config, { store: new MemorySnapshotStore() });
   return { pdp: service.pdp, stop: () => service.stop() };
 }
 

@@ -4,24 +4,10 @@
  * validation is refused whole with every problem listed by JSON path; nothing is half-applied.
  */
 import { readFileSync } from 'node:fs';
+import { ConfigError, type ConfigProblem } from '../core/config-error.js';
 import { configSchema, type PdpConfig } from './schema.js';
 
-export interface ConfigProblem {
-  /** JSON path of the offending value, e.g. `accessPolicies[2].objectId`; `$` for the whole. */
-  readonly path: string;
-  readonly message: string;
-}
-
-export class ConfigError extends Error {
-  readonly code = 'invalid_config' as const;
-  constructor(
-    readonly problems: readonly ConfigProblem[],
-    readonly source = 'configuration',
-  ) {
-    super(`${source} is invalid:\n${problems.map((p) => `  - ${p.path}: ${p.message}`).join('\n')}`);
-    this.name = 'ConfigError';
-  }
-}
+export { ConfigError, type ConfigProblem };
 
 /** A configuration file or inline value is bounded: it is read whole before validation. */
 const MAX_CONFIG_BYTES = 4 * 1024 * 1024;

@@ -4,19 +4,10 @@
  * local.settings.sample.json are written from the same words.
  */
 import { z } from 'zod';
-import { canonicalDataAction } from '../policy/data-actions.js';
+import { canonicalDataAction } from '../core/data-actions.js';
+import { isGuid } from '../core/guid.js';
+import { isLoopbackHost } from '../core/loopback.js';
 
-const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-export function isGuid(value: string): boolean {
-  return GUID.test(value);
-}
-
-/** 127.0.0.0/8, ::1 and localhost: the only hosts that may be reached over plain http. */
-export function isLoopbackHost(hostname: string): boolean {
-  const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
-  return h === 'localhost' || h === '::1' || /^127(?:\.\d{1,3}){3}$/.test(h);
-}
 
 /**
  * An authority: https, or http on a loopback host (development and tests). No query, fragment or

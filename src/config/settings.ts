@@ -2,7 +2,7 @@
  * App settings (environment variables): how the service is hosted, as opposed to the policy JSON
  * of schema.ts. Same rule: each setting is described where its default is defined;
  * local.settings.sample.json and docs/configuration.md list exactly these
- * (test/unit/settings.test.ts keeps them in sync).
+ * (test/unit/docs-sync.test.ts keeps them in sync).
  */
 import { z } from 'zod';
 import { ConfigError } from './load.js';
@@ -110,4 +110,15 @@ export function readSettings(env: Record<string, string | undefined>): AppSettin
 
 export function keyList(value: string | undefined): string[] {
   return (value ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+/**
+ * One app setting, validated by its own schema (with its default): for code that needs a single
+ * setting before the rest are read, such as a Functions registration file. Throws ConfigError
+ * naming the setting when its value is invalid.
+ */
+export function readSetting<K extends SettingName>(env: Record<string, string | undefined>, name: K): AppSettings[K] {
+  const result = SETTINGS[name].schema.safeParse(env[name] === '' ? undefined : env[name]);
+  if (!result.success) throw new ConfigError(result.error.issues.map((i) => ({ path: name, message: i.message })), 'app settings');
+  return result.data as AppSettings[K];
 }

@@ -1,25 +1,8 @@
 /**
  * Transitive expansion of the allow-listed groups for the snapshot's group index (refresh()).
  *
- * Two ways were built and measured against test/support/fake-graph.ts through the real Graph
- * client (test/integration/graph-expand.test.ts, "measures both expanders"; 2-core machine,
- * loopback, three runs): 50 allow-listed groups, each with 1 800 direct users and one nested
- * group of 200 users (2 001 transitive members each, 100 050 member references in all), then a
- * second refresh after one membership change, then a first refresh of the same allow-list in a
- * tenant that also holds 450 unrelated groups of 200 members.
- *
- *   way                                    first refresh            second refresh (1 change)
- *   transitiveMembers ($select=id,$top=999) 150 requests, 0.8-2.2 s  150 requests, 0.46-0.66 s
- *   groups/delta ($select=members)          201 requests, 0.5-0.9 s    1 request,  12-35 ms
- *   first refresh, larger tenant:
- *   transitiveMembers                       150 requests, 0.6 s
- *   groups/delta                            381 requests, 1.9-2.0 s
- *
- * Loopback times are mostly the fake's own work; against Graph, requests × latency dominates
- * (at ~150 ms a request, four groups at a time, 150 requests take about 6 s).
- *
  * transitiveMembers is the default (createGroupExpander), although delta is far cheaper once it
- * holds state, because:
+ * holds state (bench/PROFILE.md, "Group expansion", has the measurement), because:
  * - Cost follows the allow-list, not the tenant. groups/delta has to track every group of the
  *   tenant (nested groups must be tracked to close over them; `$filter=id eq …` takes at most 50
  *   ids and restarts the round whenever the set changes), so its first round grows with the
@@ -38,12 +21,13 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Client } from '@microsoft/microsoft-graph-client';
 import type { GroupExpander, GroupExpansion } from './types.js';
-import { describeGraphFailure, isGraphLink, isGuid, withoutSdkRetries, type GraphFailure } from './graph-client.js';
+import { describeGraphFailure, GRAPH_RETRYABLE_STATUSES, isGraphLink, withoutSdkRetries, type GraphFailure } from './graph-client.js';
+// Directory object ids are GUIDs; anything else never goes into a URL.
+import { isGuid } from '../core/guid.js';
 import { kindOf, type DirectoryObjectKind } from './object-kind.js';
 
 /** Graph: `$top` for directory object collections is at most 999. */
 const PAGE_SIZE = 999;
-const RETRYABLE_STATUSES = new Set([429, 503, 504]);
 
 export interface GroupExpanderOptions {
   readonly client: Client;
@@ -106,7 +90,7 @@ class GraphPager {
         return 'not-found';
       }
       this.#onGraphCall('failed');
-      const retryable = failure.status !== undefined && RETRYABLE_STATUSES.has(failure.status);
+      const retryable = failure.status !== undefined && GRAPH_RETRYABLE_STATUSES.has(failure.status);
       const wait = failure.retryAfterMs ?? this.#defaultRetryMs;
       if (!retryable || retry >= this.#maxRetries || wait > this.#maxRetryAfterMs) {
         throw new ExpansionError(failure.message, failure);
@@ -372,12 +356,11 @@ export class GraphDeltaGroupExpander implements GroupExpander {
   }
 }
 
-/** The expander refresh() uses (see the measurements above). */
+/** The expander refresh() uses (see above). */
 export function createGroupExpander(options: GroupExpanderOptions): GroupExpander {
   return new GraphGroupExpander(options);
 }
 
-export default createGroupExpander;
 
 function idsOf(value: unknown): string[] {
   if (!Array.isArray(value)) throw new ExpansionError('Graph page has no value array');

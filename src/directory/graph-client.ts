@@ -26,6 +26,7 @@ import {
   DefaultAzureCredential,
   type TokenCredential,
 } from '@azure/identity';
+import { isLoopbackHost } from '../core/loopback.js';
 import { CircuitBreaker, DEFAULT_BREAKER, type CircuitBreakerOptions } from './circuit-breaker.js';
 
 export const PUBLIC_GRAPH_ORIGIN = 'https://graph.microsoft.com';
@@ -151,10 +152,6 @@ function graphOrigin(baseUrl: string): string {
   throw new GraphSettingsError(`graph.baseUrl must be https (http only for loopback hosts): ${baseUrl}`);
 }
 
-function isLoopbackHost(hostname: string): boolean {
-  return hostname === 'localhost' || hostname === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname);
-}
-
 /** Replaces the SDK's HTTPMessageHandler, which has no timeout and always uses global fetch. */
 class FetchHandler implements Middleware {
   constructor(
@@ -241,8 +238,6 @@ export function isGraphLink(link: string): boolean {
   }
 }
 
-/** Directory object ids are GUIDs; anything else never goes into a URL. */
-export { isGuid } from '../config/schema.js';
 
 /** What went wrong with one Graph exchange, as far as callers need to decide what to do next. */
 export interface GraphFailure {
@@ -254,6 +249,12 @@ export interface GraphFailure {
   readonly retryAfterMs?: number;
   readonly message: string;
 }
+
+/**
+ * Statuses worth retrying (after Retry-After when Graph sends one): throttling and a gateway or
+ * service that is briefly unavailable. Graph: "Best practices for handling throttling".
+ */
+export const GRAPH_RETRYABLE_STATUSES: ReadonlySet<number> = new Set([429, 503, 504]);
 
 /** Errors of this client's own middleware, which the SDK wraps into a GraphError with statusCode -1. */
 const OWN_ERRORS = new Set(['GraphCircuitOpenError', 'GraphResponseTooLargeError']);

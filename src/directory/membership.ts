@@ -20,11 +20,13 @@ import {
 } from './types.js';
 import {
   describeGraphFailure,
-  isGuid,
+  GRAPH_RETRYABLE_STATUSES,
   retryAfterFromHeaders,
   withoutSdkRetries,
   type GraphFailure,
 } from './graph-client.js';
+import { isGuid } from '../core/guid.js';
+import { isFresh } from '../core/staleness.js';
 
 /** Graph: "You can check up to a maximum of 20 groups per request." (directoryObject: checkMemberGroups) */
 const GROUPS_PER_CHECK = 20;
@@ -34,7 +36,6 @@ const REQUESTS_PER_BATCH = 20;
 const MAX_ATTEMPTS = 4;
 /** Wait before retrying a throttled answer that carried no Retry-After. */
 const DEFAULT_RETRY_MS = 200;
-const RETRYABLE_STATUSES = new Set([429, 503, 504]);
 
 export interface GraphMembershipResolverOptions {
   readonly client: Client;
@@ -122,7 +123,7 @@ export class GraphMembershipResolver implements GroupMembershipResolver {
       return { memberOf: answer.memberOf, source: 'graph', fetchedAt: answer.fetchedAt };
     } catch (error) {
       const stale = this.#cache.get(key);
-      if (stale !== undefined && this.#clock() - stale.fetchedAt < this.#maxStaleMs) {
+      if (stale !== undefined && isFresh(stale.fetchedAt, this.#clock(), this.#maxStaleMs)) {
         return { memberOf: stale.memberOf, source: 'cache', fetchedAt: stale.fetchedAt };
       }
       throw error instanceof DirectoryUnavailableError
@@ -368,7 +369,7 @@ function isResourceNotFound(failure: GraphFailure): boolean {
 }
 
 function isRetryable(failure: GraphFailure): boolean {
-  return failure.status !== undefined && RETRYABLE_STATUSES.has(failure.status);
+  return failure.status !== undefined && GRAPH_RETRYABLE_STATUSES.has(failure.status);
 }
 
 function unavailable(failure: GraphFailure): DirectoryUnavailableError {

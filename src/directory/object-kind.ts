@@ -5,7 +5,9 @@
  * tokens carry the service principal's `oid`, so such a policy never matches.
  */
 import type { Client } from '@microsoft/microsoft-graph-client';
-import { describeGraphFailure, isGuid, withoutSdkRetries } from './graph-client.js';
+import { describeGraphFailure, withoutSdkRetries } from './graph-client.js';
+// Directory object ids are GUIDs; anything else never goes into a URL.
+import { isGuid } from '../core/guid.js';
 
 export type DirectoryObjectKind = 'user' | 'group' | 'servicePrincipal' | 'application' | 'unknown' | 'not-found';
 

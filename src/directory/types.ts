@@ -4,8 +4,9 @@
  * never sees HTTP, only these answers.
  */
 
-/** How a membership answer was established (reported in hints and the explain trace). */
-export type MembershipSource = 'claim' | 'index' | 'graph' | 'cache';
+import type { MembershipSource } from '../core/principal.js';
+
+export type { MembershipSource };
 
 export interface MembershipAnswer {
   /** The subset of the asked group ids that the object is a transitive member of. */

@@ -8,7 +8,8 @@
  */
 import type { Client } from '@microsoft/microsoft-graph-client';
 import { ConfigError } from '../config/load.js';
-import { isGuid, type PdpConfig } from '../config/schema.js';
+import type { PdpConfig } from '../config/schema.js';
+import { isGuid } from '../core/guid.js';
 import { DirectoryLookupError, getDirectoryObjectKind, type DirectoryObjectKind } from '../directory/object-kind.js';
 import { IssuerRegistry } from '../identity/issuers.js';
 

@@ -4,9 +4,9 @@
  * becomes text lines for the terminal. Nothing here checks anything: every pass, fail, expected,
  * found and fix comes from the trace the decision code wrote. Time is passed in.
  */
-import type { Decision, PrincipalSummary } from '../pdp.js';
-import type { DecisionKind, ReasonCode } from '../policy/reasons.js';
-import type { StepOutcome, TraceStep, TraceStepId } from '../policy/trace.js';
+import type { Decision, PrincipalSummary } from '../decision/types.js';
+import type { DecisionKind, ReasonCode } from '../core/reasons.js';
+import type { StepOutcome, TraceStep, TraceStepId } from '../core/trace.js';
 
 export interface ExplainRequest {
   readonly method: string;

@@ -7,9 +7,9 @@
  * two differ from a plain reading, the stricter one is kept: fail closed.
  *
  * A requirement is a list of groups; every group must be met by one of its actions
- * (src/policy/data-actions.ts). `[]` refuses the request outright.
+ * (src/core/data-actions.ts). `[]` refuses the request outright.
  */
-import type { ActionRequirement, DataAction } from '../policy/data-actions.js';
+import type { ActionRequirement, DataAction } from '../core/data-actions.js';
 import type { FhirRequest, Interaction } from './types.js';
 
 const READ_BY_ID: ActionRequirement = [['read', 'readById']];
@@ -56,7 +56,7 @@ export const INTERACTION_REQUIREMENTS: Readonly<Record<Exclude<Interaction, 'ope
   delete: [['delete']],
   'conditional-delete': [['delete'], ['read', 'search']],
   // A batch/transaction may hold any entry. With its body, each entry is decided as its own request
-  // (src/pdp.ts); unseen, it is refused, or (unseenBundles: requireEveryAction) needs every data
+  // (src/decision/pipeline.ts); unseen, it is refused, or (unseenBundles: requireEveryAction) needs every data
   // action an entry could need: the coarse ones, which cover their granular halves, and every other.
   batch: EVERY_ENTRY_ACTION,
   unknown: REFUSED,

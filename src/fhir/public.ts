@@ -11,7 +11,7 @@
  * Only GET and HEAD, only those exact paths at the configured FHIR base (as parseFhirRequest reads
  * them), nothing below or beside them.
  */
-import { parseFhirRequest } from './request.js';
+import { parseFhirRequest, ROOT_BASE_PATH, type FhirBasePath } from './request.js';
 import type { FhirRequest, Interaction } from './types.js';
 
 const PUBLIC_INTERACTIONS: ReadonlySet<Interaction> = new Set<Interaction>(['capabilities', 'smart-configuration']);
@@ -19,7 +19,7 @@ const PUBLIC_INTERACTIONS: ReadonlySet<Interaction> = new Set<Interaction>(['cap
 const READ_METHOD = /^(?:get|head)$/i;
 
 /** The discovery request `target` is, when it is one; undefined for every other request. */
-export function publicDiscovery(method: string, target: string, basePath = '/'): FhirRequest | undefined {
+export function publicDiscovery(method: string, target: string, basePath: string | FhirBasePath = ROOT_BASE_PATH): FhirRequest | undefined {
   if (typeof method !== 'string' || typeof target !== 'string') return undefined;
   // Every decision passes here: a substring look first, the full parse only for likely candidates.
   if (!target.includes('/metadata') && !target.includes('/.well-known/')) return undefined;

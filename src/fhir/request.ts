@@ -15,9 +15,10 @@ export const MAX_QUERY_PARAMS = 200;
 const MAX_TARGET_LENGTH = MAX_PATH_LENGTH + 1 + MAX_QUERY_LENGTH + 2048;
 
 const METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']);
-const RESOURCE_TYPE = /^[A-Z][A-Za-z]{0,63}$/;
-// FHIR R4 id datatype: [A-Za-z0-9\-\.]{1,64}
-const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
+/** A FHIR resource type name as a URL segment or a scope names it. */
+export const RESOURCE_TYPE = /^[A-Z][A-Za-z]{0,63}$/;
+/** FHIR R4 id datatype: [A-Za-z0-9\-\.]{1,64} */
+export const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 const OPERATION_NAME = /^\$[A-Za-z][A-Za-z0-9-]{0,63}$/;
 // A bulk-data output file's name below its job's status URL (`Patient-1.ndjson`).
 const EXPORT_FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -34,10 +35,11 @@ const fail = (problem: string): { ok: false; problem: string } => ({ ok: false, 
 
 /**
  * Parses `target` (origin-form `/fhir/Patient/1?x=y`, or an absolute http(s) URL of which only
- * path and query are used) relative to `basePath`, the path of the configured FHIR base URL.
+ * path and query are used) relative to `basePath`, the path of the configured FHIR base URL (a
+ * string, or a FhirBasePath parsed once).
  */
-export function parseFhirRequest(method: string, target: string, basePath = '/'): ParsedFhirRequest {
-  if (typeof method !== 'string' || typeof target !== 'string' || typeof basePath !== 'string') {
+export function parseFhirRequest(method: string, target: string, basePath: string | FhirBasePath = ROOT_BASE_PATH): ParsedFhirRequest {
+  if (typeof method !== 'string' || typeof target !== 'string' || (typeof basePath !== 'string' && !(basePath instanceof FhirBasePath))) {
     return fail('method, target and base path must be strings');
   }
   // ASCII only: toUpperCase would turn `poſt` into `POST`.
@@ -81,8 +83,8 @@ export function parseFhirRequest(method: string, target: string, basePath = '/')
   const fields = classify(upperMethod === 'HEAD' ? 'GET' : upperMethod, relative, query.value.length > 0);
   if (!fields.ok) return fields;
 
-  // Assigned onto the fresh object classify() returned: spreading it into a new literal took V8's
-  // slow clone path and was the largest cost of a cached-token decision (bench/PROFILE.md).
+  // Assigned onto the fresh object classify() returned: spreading it into a new literal takes
+  // V8's slow clone path, on every decision.
   const request = fields.value as Mutable<FhirRequest>;
   request.method = upperMethod;
   request.path = `/${relative.join('/')}`;
@@ -102,11 +104,22 @@ function isHardDeleteFlag(key: string, value: string): boolean {
   return (name === '_harddelete' || name === '_purgehistory') && value.trim().toLowerCase() !== 'false';
 }
 
-/** The base path's segments: the base is configuration, the same on every call, so parsed once. */
-let lastBase: { path: string; segments: Result<string[]> } | undefined;
-function baseSegments(basePath: string): Result<string[]> {
-  if (lastBase?.path !== basePath) lastBase = { path: basePath, segments: pathSegments(basePath.startsWith('/') ? basePath : `/${basePath}`) };
-  return lastBase.segments;
+/**
+ * The configured FHIR base path, parsed once: it is configuration, the same for every request, so
+ * a caller that decides many requests builds one and passes it instead of the path string.
+ */
+export class FhirBasePath {
+  readonly segments: Result<string[]>;
+  constructor(readonly path: string) {
+    this.segments = pathSegments(path.startsWith('/') ? path : `/${path}`);
+  }
+}
+
+/** The server root (`/`): bundle entries' URLs are relative to it. */
+export const ROOT_BASE_PATH = new FhirBasePath('/');
+
+function baseSegments(basePath: string | FhirBasePath): Result<string[]> {
+  return (typeof basePath === 'string' ? new FhirBasePath(basePath) : basePath).segments;
 }
 
 /** Decoded segments of an absolute path; one trailing slash is tolerated, as FHIR servers route it. */

@@ -1,4 +1,4 @@
-import type { ActionRequirement } from '../policy/data-actions.js';
+import type { ActionRequirement } from '../core/data-actions.js';
 
 /** FHIR RESTful interactions (https://hl7.org/fhir/R4/http.html), plus operations and bundles. */
 export type Interaction =

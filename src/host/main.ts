@@ -7,8 +7,8 @@ import { ConfigError, loadConfigFromEnv } from '../config/load.js';
 import { keyList, readSettings } from '../config/settings.js';
 import { keyRefusalLogger } from '../http/key-refusals.js';
 import { KeyRing } from '../http/keys.js';
-import { decisionLine } from '../decision-json.js';
-import { PdpService } from '../runtime.js';
+import { decisionLine } from '../http/answer.js';
+import { buildApp, type PdpService } from '../app.js';
 import { createPdpServer, drainServer, listen, type DrainResult } from './server.js';
 
 export interface StartedHost {
@@ -40,9 +40,9 @@ export interface BatchedLines {
 
 /**
  * Decision lines written in batches: every LOG_FLUSH_MS, or sooner when LOG_BUFFER_BYTES are
- * waiting. stdout to a file or a pipe is synchronous in Node and costs per write: a write per
- * decision took about a quarter of the host's CPU under load, and a write per event-loop turn
- * still several µs per decision at half of peak, where a turn holds one or two (bench/PROFILE.md).
+ * waiting. stdout to a file or a pipe is synchronous in Node and costs per write, so a write per
+ * decision (or per event-loop turn, which holds one or two decisions at moderate load) costs the
+ * host a large share of its CPU.
  * Each line is encoded into an off-heap buffer at once, so the strings die young: lines held as
  * strings for LOG_FLUSH_MS doubled the host's garbage-collection pauses. Lines still waiting are
  * written on close, on SIGTERM/SIGINT and at exit; a process killed outright (SIGKILL, out of
@@ -105,11 +105,8 @@ export async function startHost(env: Record<string, string | undefined>, log: (l
   if (!keys.hasAnyKey && host !== '127.0.0.1' && host !== '::1' && host !== 'localhost')
     throw new ConfigError([{ path: 'PDP_HOST', message: `binding ${host} needs PDP_API_KEYS or PDP_ADMIN_KEYS` }], 'app settings');
   const decisionLog = settings.PDP_LOG_DECISIONS === 'true' ? batchedLines((chunk) => process.stdout.write(chunk)) : undefined;
-  const service = new PdpService({
-    config,
-    env,
+  const service = buildApp(env, config, {
     ...(decisionLog ? { logger: (event, decision) => decisionLog.log(decisionLine(event, decision.principal)) } : {}),
-    snapshotPollMs: settings.PDP_SNAPSHOT_POLL_SECONDS * 1000,
   });
   // A stored snapshot (Blob) is read before the first request: a warm instance then decides
   // without contacting any authority. Without one, the first refresh runs after listening.

@@ -8,9 +8,9 @@ import { existsSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfigFromEnv } from '../config/load.js';
-import { keyList, readSettings } from '../config/settings.js';
-import { decisionLine } from '../decision-json.js';
-import { PdpService } from '../runtime.js';
+import { keyList, readSetting, readSettings } from '../config/settings.js';
+import { decisionLine } from './answer.js';
+import { buildApp, type PdpService } from '../app.js';
 import { KeyRing } from './keys.js';
 import { route } from './routes.js';
 import type { PdpHttpRequest, PdpHttpResponse } from './types.js';
@@ -37,9 +37,14 @@ function functionAppRoot(from: string = dirname(fileURLToPath(import.meta.url)))
   }
 }
 
+/** The refresh timer's NCRONTAB schedule (app setting PDP_REFRESH_SCHEDULE). */
+export function refreshSchedule(env: Record<string, string | undefined> = process.env): string {
+  return readSetting(env, 'PDP_REFRESH_SCHEDULE');
+}
+
 /** App settings with a relative PDP_CONFIG_FILE made absolute against the function app's root. */
 function withConfigFileResolved(env: Record<string, string | undefined>): Record<string, string | undefined> {
-  const file = env.PDP_CONFIG_FILE?.trim();
+  const file = readSetting(env, 'PDP_CONFIG_FILE');
   if (!file || isAbsolute(file)) return env;
   const root = functionAppRoot();
   if (!root)
@@ -54,12 +59,9 @@ function withConfigFileResolved(env: Record<string, string | undefined>): Record
 export function workerService(env: Record<string, string | undefined> = process.env): Worker {
   if (!worker) {
     const settings = readSettings(env);
-    const service = new PdpService({
-      config: loadConfigFromEnv(withConfigFileResolved(env)),
-      env,
+    const service = buildApp(env, loadConfigFromEnv(withConfigFileResolved(env)), {
       // Function output goes to the host's logs and Application Insights; one JSON line per decision.
       ...(settings.PDP_LOG_DECISIONS === 'true' ? { logger: (event, decision) => console.log(decisionLine(event, decision.principal)) } : {}),
-      snapshotPollMs: settings.PDP_SNAPSHOT_POLL_SECONDS * 1000,
     });
     const started = service.start(settings.PDP_SNAPSHOT_STORE === 'memory' ? { refreshIntervalMs: settings.PDP_REFRESH_INTERVAL_SECONDS * 1000 } : {});
     started.catch(() => undefined);

@@ -8,16 +8,15 @@
  *  3. Envoy ext_authz HTTP service: /api/decide/<original path>; the HTTP status is the decision's.
  */
 import { z } from 'zod';
-import { decisionJson } from '../decision-json.js';
-import type { Decision, DecisionInput, Pdp } from '../pdp.js';
+import { gatewayAnswer, invalidRequestAnswer, jsonAnswer, type AnswerOptions, type DecideMode } from './answer.js';
+import type { Pdp } from '../decision/pipeline.js';
+import type { DecisionInput } from '../decision/types.js';
 import { parseJsonStrict } from '../identity/strict-json.js';
-import { REASONS } from '../policy/reasons.js';
-import { firstHeader, json, jsonText, type PdpHttpRequest, type PdpHttpResponse } from './types.js';
+import { firstHeader, type PdpHttpRequest, type PdpHttpResponse } from './types.js';
+
+export type { DecideMode };
 
 export const DECIDE_PREFIX = '/api/decide';
-const REALM = 'fhir-pdp';
-
-export type DecideMode = 'json' | 'forward-auth' | 'envoy';
 
 const ORIGINAL = ['x-original-method', 'x-original-uri'] as const;
 const FORWARDED = ['x-forwarded-method', 'x-forwarded-uri'] as const;
@@ -47,7 +46,7 @@ export const jsonQuestion = z
     url: z.string().min(1).max(8192).optional(),
     headers: z.record(z.string().max(256), z.union([z.string().max(65536), z.array(z.string().max(65536)).max(8)])).optional(),
     token: z.string().max(65536).optional(),
-    /** A batch/transaction Bundle for `POST /`: each entry is decided (issue #4). */
+    /** A batch/transaction Bundle for `POST /`: each entry is decided. */
     body: z.unknown().optional(),
   })
   .strict()
@@ -63,7 +62,7 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v ===
 
 /**
  * The common question checked without zod, which took a tenth of answering a cached token: true
- * only for a question jsonQuestion accepts as it is (test/unit/json-question.test.ts compares the
+ * only for a question jsonQuestion accepts as it is (test/unit/http/decide-api.test.ts compares the
  * two on thousands of questions, at and past every bound). Anything else, including every question
  * zod refuses, goes through zod, which also words the problem.
  */
@@ -88,14 +87,9 @@ export function isPlainQuestion(raw: unknown): raw is JsonQuestion {
   return true;
 }
 
-export interface DecideCallOptions {
-  /** The caller holds an admin key: operator hints are included. */
-  readonly admin: boolean;
-}
-
 // `return await` where an async function hands on another's promise: a bare `return` of a promise
 // costs two more microtask turns per request than awaiting it.
-export async function handleDecide(pdp: Pdp, req: PdpHttpRequest, path: string, query: string, options: DecideCallOptions): Promise<PdpHttpResponse> {
+export async function handleDecide(pdp: Pdp, req: PdpHttpRequest, path: string, query: string, options: AnswerOptions): Promise<PdpHttpResponse> {
   const mode = modeOf(req, path);
   if (mode === 'json') return await handleJson(pdp, req, options);
   const input = mode === 'envoy' ? envoyInput(req, path, query) : forwardAuthInput(req);
@@ -103,26 +97,21 @@ export async function handleDecide(pdp: Pdp, req: PdpHttpRequest, path: string, 
   return gatewayAnswer(decision, options, mode);
 }
 
-function invalidRequest(problem: string, admin: boolean): PdpHttpResponse {
-  const def = REASONS.invalid_request;
-  return json(400, { decision: def.decision, status: 400, reason: 'invalid_request', message: def.message, ...(admin ? { hint: problem } : {}) });
-}
-
-async function handleJson(pdp: Pdp, req: PdpHttpRequest, options: DecideCallOptions): Promise<PdpHttpResponse> {
-  if (req.method !== 'POST') return invalidRequest('JSON mode takes POST with a JSON body; gateways use the forward-auth headers or /api/decide/<path>', options.admin);
-  if (req.bodyTooLarge) return invalidRequest('the request body exceeds the size limit', options.admin);
-  if (!req.body || req.body.length === 0) return invalidRequest('the body is empty; send {"method","path","headers":{"authorization"}}', options.admin);
+async function handleJson(pdp: Pdp, req: PdpHttpRequest, options: AnswerOptions): Promise<PdpHttpResponse> {
+  if (req.method !== 'POST') return invalidRequestAnswer('JSON mode takes POST with a JSON body; gateways use the forward-auth headers or /api/decide/<path>', options.admin);
+  if (req.bodyTooLarge) return invalidRequestAnswer('the request body exceeds the size limit', options.admin);
+  if (!req.body || req.body.length === 0) return invalidRequestAnswer('the body is empty; send {"method","path","headers":{"authorization"}}', options.admin);
   // Duplicate member names are refused as in tokens (RFC 8259 §4: names SHOULD be unique; JSON.parse
   // keeps the last): a question read one way here and another way by whoever built it is not decided.
   const parsedBody = parseJsonStrict(req.body.toString('utf8'));
-  if (!parsedBody.ok) return invalidRequest(parsedBody.problem === 'duplicate member names' ? 'the body repeats a member name (in the question, its headers or its body); send each member once' : 'the body is not JSON', options.admin);
+  if (!parsedBody.ok) return invalidRequestAnswer(parsedBody.problem === 'duplicate member names' ? 'the body repeats a member name (in the question, its headers or its body); send each member once' : 'the body is not JSON', options.admin);
   const raw = parsedBody.value;
   let q: JsonQuestion;
   if (isPlainQuestion(raw)) q = raw;
   else {
     const parsed = jsonQuestion.safeParse(raw);
     if (!parsed.success)
-      return invalidRequest(parsed.error.issues.map((i) => `${i.path.join('.') || '$'}: ${i.message}`).join('; '), options.admin);
+      return invalidRequestAnswer(parsed.error.issues.map((i) => `${i.path.join('.') || '$'}: ${i.message}`).join('; '), options.admin);
     q = parsed.data;
   }
   const authorization: string[] = [];
@@ -144,7 +133,7 @@ async function handleJson(pdp: Pdp, req: PdpHttpRequest, options: DecideCallOpti
     body: q.body,
     ...(override ? { ambiguity: override } : {}),
   });
-  return jsonText(200, decisionJson(decision, options.admin), { 'x-decision-id': decision.decisionId });
+  return jsonAnswer(decision, options.admin);
 }
 
 function forwardAuthInput(req: PdpHttpRequest): DecisionInput {
@@ -235,45 +224,4 @@ function hasAccessTokenParam(target: string): boolean {
   const q = target.indexOf('?');
   if (q < 0) return false;
   return new URLSearchParams(target.slice(q + 1)).has('access_token');
-}
-
-function quoted(v: string): string {
-  return v.replace(/[\\"]/g, '');
-}
-
-/** RFC 6750 §3: the challenge for a denial. No `error` when the request had no token at all (§3.1). */
-export function wwwAuthenticate(d: Decision): string | undefined {
-  if (d.status !== 401 && d.status !== 403) return undefined;
-  const def = REASONS[d.reason];
-  if (d.reason === 'missing_token' || !('bearerError' in def)) return `Bearer realm="${REALM}"`;
-  return `Bearer realm="${REALM}", error="${def.bearerError}", error_description="${quoted(def.message)}"`;
-}
-
-const IDENTITY_HEADERS = ['x-auth-principal', 'x-auth-tenant', 'x-auth-application', 'x-auth-fhir-user', 'x-auth-scopes', 'x-auth-compartment'] as const;
-
-export function gatewayAnswer(d: Decision, options: DecideCallOptions, mode: DecideMode = 'forward-auth'): PdpHttpResponse {
-  const headers: Record<string, string> = { 'x-decision-id': d.decisionId, 'x-decision-reason': d.reason, 'cache-control': 'no-store' };
-  if (d.decision === 'allow') {
-    // Sent unchanged: the Pdp refuses an identity whose values are not printable ASCII (src/pdp.ts),
-    // because stripping or cutting one could turn it into another (a scope list cut short can lose
-    // a constraint).
-    const p = d.principal;
-    if (p?.objectId) headers['x-auth-principal'] = p.objectId;
-    else if (p?.applicationId) headers['x-auth-principal'] = p.applicationId;
-    if (p?.tenantId) headers['x-auth-tenant'] = p.tenantId;
-    if (p?.applicationId) headers['x-auth-application'] = p.applicationId;
-    if (p?.fhirUser) headers['x-auth-fhir-user'] = p.fhirUser;
-    if (p?.scopes?.length) headers['x-auth-scopes'] = p.scopes.join(' ');
-    if (d.compartment) headers['x-auth-compartment'] = d.compartment;
-    // Envoy's allowed_upstream_headers only overwrites headers fhir-pdp sends; a client's X-Auth-*
-    // that fhir-pdp leaves unset would reach the upstream unless Envoy is told to remove it.
-    if (mode === 'envoy') {
-      const unset = IDENTITY_HEADERS.filter((h) => headers[h] === undefined);
-      if (unset.length) headers['x-envoy-auth-headers-to-remove'] = unset.join(',');
-    }
-  } else {
-    const challenge = wwwAuthenticate(d);
-    if (challenge) headers['www-authenticate'] = challenge;
-  }
-  return jsonText(d.status, decisionJson(d, options.admin), headers);
 }

@@ -2,24 +2,23 @@
  * Routing for every host: /api/decide (three modes), /api/health, /api/refresh (admin),
  * /api/explain (admin). Keys are checked here, once, for both the standalone host and Azure.
  */
-import type { Pdp } from '../pdp.js';
+import type { HealthReport } from '../state/health.js';
+import type { Pdp } from '../decision/pipeline.js';
 import { DECIDE_PREFIX, handleDecide, modeOf } from './decide-api.js';
+import { explainHandler, explainPageResponse } from './explain-api.js';
 import type { KeyRefusal } from './key-refusals.js';
 import { describePresentedKey, type KeyRing } from './keys.js';
 import { json, type PdpHttpRequest, type PdpHttpResponse } from './types.js';
 
-export interface HealthReport {
-  readonly ready: boolean;
-  readonly [key: string]: unknown;
-}
-
-/** What the HTTP layer needs from the running service (src/runtime.ts). */
+/** What the HTTP layer needs from the running service (src/app.ts's PdpService). */
 export interface PdpRuntime {
   readonly pdp: Pdp;
   health(): HealthReport;
   refresh(): Promise<unknown>;
+  /** The clock explain renders a token's expiry against (default Date.now). */
+  readonly clock?: () => number;
+  /** Replaces POST /api/explain's answer (host tests); default: the explain API over `pdp`. */
   explain?(req: PdpHttpRequest): Promise<PdpHttpResponse>;
-  explainPage?(): PdpHttpResponse;
 }
 
 export interface RouteOptions {
@@ -104,8 +103,8 @@ export async function route(runtime: PdpRuntime, req: PdpHttpRequest, options: R
       if (req.method !== 'POST') return json(405, { error: 'method_not_allowed' }, { allow: 'POST' });
       return json(200, await runtime.refresh());
     }
-    if (req.method === 'GET' && runtime.explainPage) return runtime.explainPage();
-    if (req.method === 'POST' && runtime.explain) return runtime.explain(req);
+    if (req.method === 'GET') return explainPageResponse();
+    if (req.method === 'POST') return runtime.explain ? runtime.explain(req) : explainHandler(runtime.pdp, runtime.clock)(req);
     return json(405, { error: 'method_not_allowed' }, { allow: 'GET, POST' });
   }
   return NOT_FOUND;

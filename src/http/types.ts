@@ -31,7 +31,7 @@ export function json(status: number, value: unknown, headers: Record<string, str
   return jsonText(status, JSON.stringify(value), headers);
 }
 
-/** An answer whose JSON text is already made (src/decision-json.ts). */
+/** An answer whose JSON text is already made (src/http/answer.ts). */
 export function jsonText(status: number, body: string, headers: Record<string, string> = {}): PdpHttpResponse {
   const all: Record<string, string> = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' };
   for (const name in headers) all[name] = headers[name]!;

@@ -5,10 +5,10 @@
  * (learn.microsoft.com/entra/identity-platform/access-token-claims-reference) give each claim one
  * type. A token that breaks that was not made by the issuer the service trusts, or was made by a
  * misconfigured one; either way it is refused, never half-read: a claim of the wrong type is never
- * treated as absent. docs/security.md carries this table and test/unit/claim-types.test.ts keeps
+ * treated as absent. docs/security.md carries this table and test/unit/identity/claim-types.test.ts keeps
  * the two in sync.
  */
-import { refuse, type Refusal } from '../policy/reasons.js';
+import { refuse, type Refusal } from '../core/reasons.js';
 
 export type AuthorityKind = 'entra' | 'smart';
 

@@ -5,7 +5,7 @@
  * last one wins), so they are closed here. RFC 8725 §3.1 and §3.2 (algorithm verification, use
  * appropriate algorithms), RFC 7515 §5.2 (validation steps), RFC 9068 §4.
  */
-import { refuse, type Refusal } from '../policy/reasons.js';
+import { refuse, type Refusal } from '../core/reasons.js';
 import { parseJsonObjectStrict } from './strict-json.js';
 
 export interface CompactJws {

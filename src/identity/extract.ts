@@ -5,7 +5,7 @@
  * Node's http module keeps only the first of two `Authorization` headers, so hosts pass every value
  * they received (rawHeaders / headersDistinct) in `authorization`.
  */
-import { refuse, type Refusal } from '../policy/reasons.js';
+import { refuse, type Refusal } from '../core/reasons.js';
 
 export interface CredentialSources {
   /** Every `Authorization` header value of the request, in order. */
@@ -24,10 +24,9 @@ export type LocatedToken = { ok: true; token: string; grammarChecked: boolean };
 
 /**
  * Finds the one credential of a request and splits `Bearer <token>`, without scanning the token
- * against RFC 6750's b64token grammar: that scan of the whole token was a fifth of a cached decision,
- * and a token found in the verified-token cache is byte-identical to one that passed the stricter
- * compact-JWS parse (base64url and dots only). Callers that verify call checkB64Token first
- * (extractBearerToken does both).
+ * against RFC 6750's b64token grammar: that scan of the whole token is the costliest part of a cached
+ * decision, and a token found in the verified-token cache is byte-identical to one that passed the stricter
+ * compact-JWS parse (base64url and dots only). Callers that verify call checkB64Token first.
  */
 export function locateBearerToken(sources: CredentialSources): LocatedToken | Refusal {
   const count = sources.authorization.length + (sources.token !== undefined ? 1 : 0) + (sources.queryToken ? 1 : 0);
@@ -76,12 +75,4 @@ export function checkB64Token(token: string): Refusal | undefined {
 
 function notBearerSyntax(): Refusal {
   return refuse('malformed_token', 'the Authorization header is not "Bearer <token>" (RFC 6750 §2.1)');
-}
-
-/** The one bearer token of a request, fully checked. */
-export function extractBearerToken(sources: CredentialSources): { ok: true; token: string } | Refusal {
-  const located = locateBearerToken(sources);
-  if ('reason' in located) return located;
-  const bad = located.grammarChecked ? undefined : checkB64Token(located.token);
-  return bad ?? { ok: true, token: located.token };
 }

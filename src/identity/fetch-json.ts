@@ -1,9 +1,9 @@
 /**
  * Bounded JSON fetch for discovery documents and JWKS: a timeout, a size limit enforced while
  * reading (a lying or absent Content-Length cannot make us buffer more), no redirects to other
- * schemes, and errors as values with a stable code.
+ * schemes, and every failure thrown as a FetchJsonError with a stable code.
  */
-import { isLoopbackHost } from '../config/schema.js';
+import { isLoopbackHost } from '../core/loopback.js';
 
 export class FetchJsonError extends Error {
   constructor(

@@ -3,15 +3,13 @@
  * pasting a token into jwt.ms and comparing it with portal settings. Each names the value found
  * and the value expected, and says what to change.
  */
-
-const GUID_IN = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/i;
-const GUID_ONLY = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+import { GUID_IN_TEXT, isGuid } from '../core/guid.js';
 
 /** Microsoft Graph's application id and resource URL. */
 const GRAPH_AUDIENCES = new Set(['00000003-0000-0000-c000-000000000000', 'https://graph.microsoft.com', 'https://graph.microsoft.com/']);
 
 export function tenantOf(issuerOrAuthority: string): string | undefined {
-  return GUID_IN.exec(issuerOrAuthority)?.[0]?.toLowerCase();
+  return GUID_IN_TEXT.exec(issuerOrAuthority)?.[0]?.toLowerCase();
 }
 
 function isV2Issuer(iss: string): boolean {
@@ -44,12 +42,12 @@ export function audienceHint(aud: readonly string[], accepted: readonly string[]
     const near = accepted.find((x) => x !== a && x.replace(/\/+$/, '') === trimmed);
     if (near) return `aud ${a} differs from the accepted audience ${near} only by a trailing slash; ${acceptedList}; add "${a}" to \`audiences\` or request the token for exactly ${near}`;
   }
-  const guid = aud.find((a) => GUID_ONLY.test(a));
+  const guid = aud.find((a) => isGuid(a));
   if (guid) {
     const appIdUri = accepted.find((x) => x.toLowerCase() === `api://${guid.toLowerCase()}`);
     return `aud is the client id ${guid}${appIdUri ? ` whose App ID URI ${appIdUri} is configured` : ''}; ${acceptedList}; add "${guid}" to \`audiences\`, or request a token for the resource URL (scope "${accepted[0] ?? '<audience>'}/.default")`;
   }
-  const clientIdAccepted = accepted.find((x) => GUID_ONLY.test(x));
+  const clientIdAccepted = accepted.find((x) => isGuid(x));
   if (clientIdAccepted && aud.some((a) => /^(api:\/\/|https?:\/\/)/i.test(a)))
     return `aud ${found} is a URL while the client id ${clientIdAccepted} is configured; ${acceptedList}; add "${aud[0]}" to \`audiences\``;
   return `aud ${found} is not an accepted audience; ${acceptedList}; add it to \`audiences\` or request a token for one of them`;

@@ -9,9 +9,10 @@
  * a key removed by the issuer stops verifying then) or until they are older than maxStale.
  */
 import { importJWK, type JWK } from 'jose';
-import type { IssuerRecord } from '../state/types.js';
+import type { IssuerRecord } from '../core/records.js';
+import { isFresh } from '../core/staleness.js';
 import { FetchJsonError, fetchJson, isAllowedFetchUrl } from './fetch-json.js';
-import { algorithmsForKey, filterVerificationKeys, isAsymmetricAlgorithm } from './keys.js';
+import { algorithmsForKey, filterVerificationKeys, isAsymmetricAlgorithm } from '../core/verification-keys.js';
 
 export interface IssuerRegistryOptions {
   /** Configured authorities (normalised, no trailing slash). */
@@ -337,10 +338,10 @@ export class IssuerRegistry {
         hint: `alg ${alg} is not allowed for issuer ${issuer}; it advertises [${s.record.algorithms.join(', ')}] (HMAC and none are never allowed)`,
       };
     const now = this.options.clock();
-    if (now - s.record.fetchedAt > this.options.maxStaleMs) {
+    if (!isFresh(s.record.fetchedAt, now, this.options.maxStaleMs)) {
       await this.refreshStale(s);
       s = this.issuers.get(issuer)!;
-      if (now - s.record.fetchedAt > this.options.maxStaleMs)
+      if (!isFresh(s.record.fetchedAt, now, this.options.maxStaleMs))
         return {
           ok: false,
           reason: 'issuer_unavailable',
@@ -452,7 +453,7 @@ export class IssuerRegistry {
    */
   keysFresh(issuer: string, now: number): boolean {
     const s = this.issuers.get(issuer);
-    return s !== undefined && now - s.record.fetchedAt <= this.options.maxStaleMs;
+    return s !== undefined && isFresh(s.record.fetchedAt, now, this.options.maxStaleMs);
   }
 
   health(): IssuerHealth[] {
@@ -479,7 +480,7 @@ export class IssuerRegistry {
           keys: s.record.keys.length,
           keysFetchedAt: new Date(s.record.fetchedAt).toISOString(),
           ageSeconds: Math.round((now - s.record.fetchedAt) / 1000),
-          stale: now - s.record.fetchedAt > this.options.maxStaleMs,
+          stale: !isFresh(s.record.fetchedAt, now, this.options.maxStaleMs),
           ...(err && err.at >= s.record.fetchedAt ? { lastError: { at: new Date(err.at).toISOString(), message: err.message } } : {}),
         });
       }
@@ -493,7 +494,7 @@ export class IssuerRegistry {
     return [...this.authorities.values()].every(
       (a) => a.issuers.length > 0 && a.issuers.some((i) => {
         const s = this.issuers.get(i);
-        return s !== undefined && now - s.record.fetchedAt <= this.options.maxStaleMs;
+        return s !== undefined && isFresh(s.record.fetchedAt, now, this.options.maxStaleMs);
       }),
     );
   }

@@ -3,45 +3,13 @@
  * differently (`appid` vs `azp`, `ver`), SMART providers differently again (`client_id` per
  * RFC 9068, Okta's `cid`, `scope` vs `scp`); Principal is the one normalised shape policy sees.
  */
-import { readScopeClaims } from '../fhir/scopes.js';
-import { refuse, type Refusal } from '../policy/reasons.js';
-import type { Trace } from '../policy/trace.js';
+import type { Principal, SmartApplication } from '../core/principal.js';
+import { refuse, type Refusal } from '../core/reasons.js';
+import type { Trace } from '../core/trace.js';
 import { checkClaimTypes } from './claim-types.js';
+import { readScopeClaims } from './scope-claims.js';
 import { appOnlyEvidence, tenantOfIssuer } from './entra-token.js';
 import type { VerifiedToken } from './verify.js';
-
-export interface SmartApplication {
-  readonly clientId: string;
-  readonly audience: string;
-  readonly allowedDataActions: readonly string[];
-}
-
-export interface Principal {
-  /** `entra`: the primary authority (access policies, roles, groups); `smart`: a SMART identity provider's application. */
-  readonly kind: 'entra' | 'smart';
-  readonly issuer: string;
-  readonly authority: string;
-  readonly subject?: string;
-  readonly objectId?: string;
-  readonly tenantId?: string;
-  /** Client id of the calling application (appid / azp / client_id / cid). */
-  readonly applicationId?: string;
-  /** True for app-only tokens (client credentials): Entra's `idtyp: app`, or no scope claim (see appOnlyEvidence). */
-  readonly isAppToken: boolean;
-  readonly roles: readonly string[];
-  /** Scope strings as the token carries them (raw_scope, scp or scope). */
-  readonly scopes: readonly string[];
-  /** The `groups` claim when present (Entra: transitive security groups). */
-  readonly groups?: readonly string[];
-  /** The token says its groups did not fit (`_claim_names.groups`, `hasgroups`). */
-  readonly groupsOverage: boolean;
-  readonly fhirUser?: string;
-  /** SMART launch context `patient` claim. */
-  readonly patient?: string;
-  readonly version?: string;
-  readonly expiresAt: number;
-  readonly application?: SmartApplication;
-}
 
 function str(v: unknown): string | undefined {
   return typeof v === 'string' && v !== '' ? v : undefined;

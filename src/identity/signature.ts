@@ -2,16 +2,15 @@
  * The signature check of a compact JWS that parseCompactJws has already taken apart and validated
  * (canonical base64url, strict JSON, `alg` allowed for this issuer and for this key).
  *
- * jose fetches, filters and imports the keys (`importJWK`, once per algorithm and kid, in
- * issuers.ts); the check itself is OpenSSL's verify on libuv's thread pool through node:crypto, with
+ * fhir-pdp fetches and filters the keys itself (issuers.ts, core/verification-keys.ts) and jose
+ * imports them (`importJWK`, once per algorithm and kid, in issuers.ts); the check itself is OpenSSL's verify on libuv's thread pool through node:crypto, with
  * the parameters jose uses for each algorithm (jose 6 `lib/jws_algorithms.js`). Not called is
  * jose's `compactVerify`: it parses the token a second time, its base64url decoding on Node 20 is
  * `atob` and a character loop, and it then calls WebCrypto, whose argument handling costs the event
- * loop more per call than node:crypto's. Measured with 64 RS256 verifications in flight on 2 cores
- * (bench/PROFILE.md): `compactVerify` keeps the event loop 95-99% busy at about 57 µs of CPU per
- * token; WebCrypto's verify on the same bytes 60-74% at about 30-36 µs; node:crypto's 53%.
+ * loop more per call than node:crypto's, so node:crypto leaves the event loop the most time for
+ * other decisions while verifications are in flight.
  *
- * test/unit/signature.test.ts checks this against jose's compactVerify, token by token, for every
+ * test/unit/identity/signature.test.ts checks this against jose's compactVerify, token by token, for every
  * algorithm fhir-pdp accepts and for tampered, truncated and cross-key signatures.
  */
 import { constants, KeyObject, verify, type VerifyKeyObjectInput } from 'node:crypto';

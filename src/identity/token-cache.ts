@@ -77,7 +77,7 @@ export class VerifiedTokenCache {
   constructor(private readonly options: TokenCacheOptions) {}
 
   keyOf(token: string): string {
-    // One-shot hash: no Hash object per decision (bench/PROFILE.md).
+    // One-shot hash: no Hash object per decision.
     return hash('sha256', token, 'base64url');
   }
 

@@ -1,12 +1,12 @@
 /**
  * verifyAccessToken: a bearer token in, a verified token (or a refusal) out. The order follows the
- * troubleshooting tree: shape → issuer → key → signature → lifetime → audience. jose fetches,
- * filters and imports the keys; the signature is WebCrypto's verify on the parts parsed once, with
- * jose's parameters (signature.ts says why). Everything jose is lenient about is closed before or
+ * troubleshooting tree: shape → issuer → key → signature → lifetime → audience. The issuer
+ * registry fetches and filters the keys and jose imports them; the signature is node:crypto's verify
+ * on the parts parsed once, with jose's parameters (signature.ts says why). Everything jose is lenient about is closed before or
  * after it (see compact-jws.ts and the lifetime checks below).
  */
-import { refuse, type Refusal } from '../policy/reasons.js';
-import type { Trace } from '../policy/trace.js';
+import { refuse, type Refusal } from '../core/reasons.js';
+import type { Trace } from '../core/trace.js';
 import { parseCompactJws, type CompactJws } from './compact-jws.js';
 import { CLAIMS, claimTypeProblem, hasClaimType, wrongTypeReason } from './claim-types.js';
 import { audienceHint, untrustedIssuerHint } from './hints.js';

@@ -6,11 +6,10 @@
 import type { PdpConfig } from '../config/schema.js';
 import { evaluateScopes, intersectScopeActions, parseSmartScopes, patientContextFrom } from '../fhir/scopes.js';
 import type { FhirRequest } from '../fhir/types.js';
-import type { MembershipSource } from '../directory/types.js';
-import type { Principal } from '../identity/principal.js';
-import { expandDataActions, satisfies, type ActionRequirement, type DataAction } from './data-actions.js';
-import { refuse, type Refusal } from './reasons.js';
-import type { Trace } from './trace.js';
+import type { MembershipSource, Principal, SmartApplication } from '../core/principal.js';
+import { expandDataActions, satisfies, type ActionRequirement, type DataAction } from '../core/data-actions.js';
+import { refuse, type Refusal } from '../core/reasons.js';
+import type { Trace } from '../core/trace.js';
 
 export interface CompiledPolicy {
   /** objectId (user, group or service principal) -> granted actions. */
@@ -23,6 +22,10 @@ export interface CompiledPolicy {
   readonly smartByObject: boolean;
   /** SMART application (per authority, by client id) -> allowedDataActions. */
   readonly smartApplications: ReadonlyMap<string, ReadonlyMap<string, ReadonlySet<DataAction>>>;
+  /** SMART applications as configured (per authority, by client id), for matching a token to its application. */
+  readonly applicationsByAuthority: ReadonlyMap<string, ReadonlyMap<string, SmartApplication>>;
+  /** Audiences a token of each authority may carry: the primary's, and each SMART provider's applications'. */
+  readonly audiencesByAuthority: ReadonlyMap<string, readonly string[]>;
   readonly compartmentMode: 'refuse' | 'delegate';
   /** Audiences, for SMART scopes written with an `{aud}/` prefix (Entra). */
   readonly audiences: readonly string[];
@@ -40,11 +43,16 @@ export function compilePolicy(config: PdpConfig): CompiledPolicy {
     if (r.notDataActions.includes('smart')) granted.delete('smart');
     byRole.set(r.name, granted);
   }
+  const audiences = acceptedAudiences(config);
   const smartApplications = new Map<string, Map<string, ReadonlySet<DataAction>>>();
+  const applicationsByAuthority = new Map<string, ReadonlyMap<string, SmartApplication>>();
+  const audiencesByAuthority = new Map<string, readonly string[]>([[config.authority, audiences]]);
   for (const idp of config.smartIdentityProviders) {
     const apps = new Map<string, ReadonlySet<DataAction>>();
     for (const a of idp.applications) apps.set(a.clientId, expandDataActions(a.allowedDataActions));
     smartApplications.set(idp.authority, apps);
+    applicationsByAuthority.set(idp.authority, new Map(idp.applications.map((a) => [a.clientId, a])));
+    audiencesByAuthority.set(idp.authority, [...new Set(idp.applications.map((a) => a.audience))]);
   }
   return {
     byObject,
@@ -52,8 +60,10 @@ export function compilePolicy(config: PdpConfig): CompiledPolicy {
     objectIds: [...byObject.keys()],
     smartByObject: [...byObject.values()].some((actions) => actions.has('smart')),
     smartApplications,
+    applicationsByAuthority,
+    audiencesByAuthority,
     compartmentMode: config.compartmentMode,
-    audiences: acceptedAudiences(config),
+    audiences,
   };
 }
 

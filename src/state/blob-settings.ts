@@ -3,8 +3,8 @@
  * can tell whether a Blob store is configured without loading @azure/storage-blob.
  */
 import type { TokenCredential } from '@azure/identity';
-import { ConfigError, type ConfigProblem } from '../config/load.js';
-import { isGuid } from '../config/schema.js';
+import { ConfigError, type ConfigProblem } from '../core/config-error.js';
+import { isGuid } from '../core/guid.js';
 import type { SnapshotSignature } from './snapshot-signature.js';
 
 interface BlobSnapshotStoreCommonOptions {

@@ -7,6 +7,7 @@
  * member-first map answers with one lookup plus the principal's own few groups.
  */
 import type { GroupRecord } from './types.js';
+import { isFresh } from '../core/staleness.js';
 
 export class GroupIndex {
   /** group id -> when its expansion was fetched. */
@@ -58,7 +59,7 @@ export class GroupIndex {
 
   private fresh(groupId: string, now: number, maxStaleMs: number): boolean {
     const at = this.groups.get(groupId);
-    return at !== undefined && now - at <= maxStaleMs;
+    return at !== undefined && isFresh(at, now, maxStaleMs);
   }
 
   /**

@@ -11,7 +11,7 @@
  */
 import { createPrivateKey, createPublicKey, createSecretKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { calculateJwkThumbprint, CompactSign, compactVerify, type JWK } from 'jose';
-import { algorithmsForKey, filterVerificationKeys, MIN_RSA_BITS } from '../identity/keys.js';
+import { algorithmsForKey, filterVerificationKeys, MIN_RSA_BITS } from '../core/verification-keys.js';
 
 /**
  * RFC 7515 section 4.1.9: `typ` declares "the media type of this complete JWS"; a distinct value

@@ -1,34 +1,13 @@
 /**
  * The serialisable state the hot path reads: per-issuer metadata and keys, and the expanded group
- * index. A refresh produces a new SnapshotData; stores persist it; src/state/compile.ts turns it into
- * lookup structures (imported keys, Map<group, Set<member>>) once, so a decision only looks up.
+ * index. A refresh produces a new SnapshotData; stores persist it; applying it turns it into
+ * lookup structures once (IssuerRegistry.load imports the keys, GroupIndex maps group -> members), so a decision only looks up.
  */
-import type { JWK } from 'jose';
+import type { GroupRecord, IssuerRecord } from '../core/records.js';
+
+export type { GroupRecord, IssuerRecord };
 
 export const SNAPSHOT_SCHEMA_VERSION = 1;
-
-/** One issuer as published by one discovery document of a configured authority. */
-export interface IssuerRecord {
-  /** The configured authority this issuer belongs to (normalised, no trailing slash). */
-  readonly authority: string;
-  /** Which discovery document produced it: the authority's own or its `/v2.0` one. */
-  readonly discoveryUrl: string;
-  /** The `issuer` of the discovery document; a token's `iss` must equal it exactly. */
-  readonly issuer: string;
-  readonly jwksUri: string;
-  /** Asymmetric algorithms from `id_token_signing_alg_values_supported` (never `none`, never HS*). */
-  readonly algorithms: readonly string[];
-  /** Usable verification keys only (oct, use=enc and RSA < 2048 bits already dropped). */
-  readonly keys: readonly JWK[];
-  /** When these keys were fetched (ms since epoch). Keys older than maxStale are not used. */
-  readonly fetchedAt: number;
-}
-
-export interface GroupRecord {
-  /** Transitive member object ids (users, service principals, nested groups). */
-  readonly members: readonly string[];
-  readonly fetchedAt: number;
-}
 
 export interface RefreshOutcome {
   readonly startedAt: number;

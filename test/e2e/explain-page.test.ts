@@ -9,14 +9,11 @@ import { join, resolve } from 'node:path';
 import { chromium, type Browser, type ConsoleMessage, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
-import { explainHandler, explainPageResponse } from '../../src/explain/http.js';
 import type { Explanation } from '../../src/explain/render.js';
 import { DEV_APP_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
 import { createPdpServer, listen } from '../../src/host/server.js';
 import { KeyRing } from '../../src/http/keys.js';
-import type { PdpRuntime } from '../../src/http/routes.js';
-import type { PdpHttpRequest } from '../../src/http/types.js';
-import { PdpService } from '../../src/runtime.js';
+import { PdpService } from '../../src/app.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const OUTPUT_DIR = resolve('test-output');
@@ -27,17 +24,6 @@ const API_KEY = 'api-key-for-the-explain-page-test';
 
 // Skipped only on a developer machine without Chromium; under CI a missing browser is a failure.
 const runnable = existsSync(CHROMIUM) || process.env.CI !== undefined;
-
-/** The runtime as src/runtime.ts will expose it once explain/explainPage are added there. */
-function withExplain(service: PdpService): PdpRuntime {
-  return {
-    pdp: service.pdp,
-    health: () => service.health(),
-    refresh: () => service.refresh(),
-    explain: (req: PdpHttpRequest) => explainHandler(service.pdp)(req),
-    explainPage: () => explainPageResponse(),
-  };
-}
 
 describe.skipIf(!runnable)('explain page (headless Chromium)', () => {
   let idp: DevIdentityProvider;
@@ -52,7 +38,7 @@ describe.skipIf(!runnable)('explain page (headless Chromium)', () => {
       config: parseConfig({ authority: idp.authority, audience: FHIR, audiences: [`api://${DEV_APP_ID}`], accessPolicies: [{ objectId: ALICE, dataActions: ['read'] }] }),
     });
     await service.refresh();
-    server = createPdpServer(withExplain(service), { keys: new KeyRing([API_KEY], [ADMIN_KEY]) });
+    server = createPdpServer(service, { keys: new KeyRing([API_KEY], [ADMIN_KEY]) });
     const address = await listen(server, 0, '127.0.0.1');
     origin = `http://127.0.0.1:${address.port}`;
     browser = await chromium.launch({

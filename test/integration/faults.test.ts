@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DevIdentityProvider, type OutageMode } from '../../testkit/dev-idp.js';
-import { REASONS, type ReasonCode } from '../../src/policy/reasons.js';
+import { REASONS, type ReasonCode } from '../../src/core/reasons.js';
 import { askForwardAuth, readAnswer, startPdpWithDevIdp, type RunningPdp, type StartPdpOptions } from '../../testkit/service.js';
 
 // One IdP for the file (RSA key generation is the slow part); each test gets a new service and

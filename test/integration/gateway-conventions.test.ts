@@ -15,9 +15,9 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StartedHost } from '../../src/host/main.js';
 import { DEV_APP_ID, DEV_OBJECT_ID, DEV_TENANT_ID, DevIdentityProvider, type MintOptions } from '../../testkit/dev-idp.js';
-import { decisionBody } from '../../src/decision-json.js';
-import { gatewayAnswer } from '../../src/http/decide-api.js';
-import type { Decision } from '../../src/pdp.js';
+import { decisionBody } from '../../src/http/answer.js';
+import { gatewayAnswer } from '../../src/http/answer.js';
+import type { Decision } from '../../src/decision/types.js';
 import {
   IDENTITY_HEADERS,
   docSnippet,

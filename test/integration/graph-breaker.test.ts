@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { createGraphClient } from '../../src/directory/graph-client.js';
 import { DevIdentityProvider } from '../../testkit/dev-idp.js';
-import { PdpService } from '../../src/runtime.js';
+import { PdpService } from '../../src/app.js';
 import { graphCredential, startFakeGraph, type FakeGraph } from '../../testkit/fake-graph.js';
 
 const AUDIENCE = 'https://fhir.example.test';

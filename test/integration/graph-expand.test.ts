@@ -2,7 +2,8 @@ import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@microsoft/microsoft-graph-client';
 import { createGraphClient } from '../../src/directory/graph-client.js';
-import createDefaultExpander, {
+import {
+  createGroupExpander as createDefaultExpander,
   GraphDeltaGroupExpander,
   GraphGroupExpander,
   type GroupExpanderOptions,

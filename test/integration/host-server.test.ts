@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPdpServer, headerList, listen } from '../../src/host/server.js';
 import { KeyRing } from '../../src/http/keys.js';
 import type { PdpRuntime } from '../../src/http/routes.js';
-import type { Pdp } from '../../src/pdp.js';
+import type { Pdp } from '../../src/decision/pipeline.js';
 
 const ADMIN = 'admin-key-for-the-host-server-test';
 

@@ -13,7 +13,7 @@ import { DEV_OBJECT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
 import { createPdpServer, listen } from '../../src/host/server.js';
 import { KeyRing } from '../../src/http/keys.js';
 import { route } from '../../src/http/routes.js';
-import { PdpService } from '../../src/runtime.js';
+import { PdpService } from '../../src/app.js';
 import { graphCredential, startFakeGraph, type FakeGraph } from '../../testkit/fake-graph.js';
 
 const AUDIENCE = 'https://fhir.example.test';

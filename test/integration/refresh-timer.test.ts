@@ -7,7 +7,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { InvocationContext, type Timer, type TimerFunctionOptions } from '@azure/functions';
 import { DEV_OBJECT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
-import { PdpService } from '../../src/runtime.js';
+import { PdpService } from '../../src/app.js';
 import { parseConfig } from '../../src/config/load.js';
 import { startAzurite, type RunningAzurite } from '../../testkit/azurite.js';
 

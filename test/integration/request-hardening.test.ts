@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEV_OBJECT_ID } from '../../testkit/dev-idp.js';
-import { REASONS, type ReasonCode } from '../../src/policy/reasons.js';
+import { REASONS, type ReasonCode } from '../../src/core/reasons.js';
 import {
   ADMIN_KEY,
   askForwardAuth,

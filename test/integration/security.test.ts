@@ -11,8 +11,9 @@ import { compactVerify, importJWK, jwtVerify, type JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEV_APP_ID, DevIdentityProvider, signJwt } from '../../testkit/dev-idp.js';
 import { DirectoryUnavailableError, type GroupMembershipResolver } from '../../src/directory/types.js';
-import { Pdp, type Decision } from '../../src/pdp.js';
-import { REASONS, type ReasonCode } from '../../src/policy/reasons.js';
+import { Pdp } from '../../src/decision/pipeline.js';
+import type { Decision } from '../../src/decision/types.js';
+import { REASONS, type ReasonCode } from '../../src/core/reasons.js';
 import {
   ADMIN_KEY,
   API_KEY,

@@ -9,7 +9,7 @@ import { BlobServiceClient } from '@azure/storage-blob';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { DEV_OBJECT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
-import { PdpService, type RuntimeOptions, type SnapshotAppliedEvent } from '../../src/runtime.js';
+import { PdpService, type RuntimeOptions, type SnapshotAppliedEvent } from '../../src/app.js';
 import { DEFAULT_SNAPSHOT_BLOB } from '../../src/state/blob-store.js';
 import { startAzurite, type RunningAzurite } from '../../testkit/azurite.js';
 

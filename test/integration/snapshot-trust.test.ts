@@ -10,7 +10,7 @@ import { decodeProtectedHeader } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, parseConfig } from '../../src/config/load.js';
 import { DEV_OBJECT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
-import { PdpService, type RuntimeOptions } from '../../src/runtime.js';
+import { PdpService, type RuntimeOptions } from '../../src/app.js';
 import { DEFAULT_SNAPSHOT_BLOB } from '../../src/state/blob-store.js';
 import { encodeSignedSnapshot, encodeSnapshot, newRevision } from '../../src/state/codec.js';
 import { SnapshotSignature } from '../../src/state/snapshot-signature.js';

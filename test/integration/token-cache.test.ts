@@ -10,8 +10,8 @@ import { parseConfig } from '../../src/config/load.js';
 import { DEV_OBJECT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
 import { VerifiedTokenCache, type TokenCacheOptions } from '../../src/identity/token-cache.js';
 import type { VerifiedToken } from '../../src/identity/verify.js';
-import type { DecisionInput } from '../../src/pdp.js';
-import { PdpService } from '../../src/runtime.js';
+import type { DecisionInput } from '../../src/decision/types.js';
+import { PdpService } from '../../src/app.js';
 
 const ISSUER = 'https://login.example.test/tenant/v2.0';
 const AUDIENCE = 'https://fhir.example.test';

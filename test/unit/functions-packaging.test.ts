@@ -28,7 +28,7 @@ describe('.funcignore', () => {
     .map((l) => l.trim())
     .filter((l) => l && !l.startsWith('#'));
 
-  it.each(['test/integration/functions-host.test.ts', 'bench/run.ts', 'dist/bench/run.js', 'testkit/dev-idp.ts', 'dist/testkit/dev-idp.js', 'dist/testkit/dev.js', 'tsconfig.dev.json', 'src/pdp.ts', 'functions/decide.ts', 'local.settings.json', 'scripts/bundle.mjs', 'docs/state.md'])(
+  it.each(['test/integration/functions-host.test.ts', 'bench/run.ts', 'dist/bench/run.js', 'testkit/dev-idp.ts', 'dist/testkit/dev-idp.js', 'dist/testkit/dev.js', 'tsconfig.dev.json', 'src/decision/pipeline.ts', 'functions/decide.ts', 'local.settings.json', 'scripts/bundle.mjs', 'docs/state.md'])(
     'leaves out %s',
     (path) => expect(ignored(patterns, path)).toBe(true),
   );

@@ -1,0 +1,80 @@
+/**
+ * The decision entry point's vocabulary: what is asked (DecisionInput) and what is answered
+ * (Decision), plus the decision log event. Every host, mode and API (JSON, forward-auth, Envoy,
+ * explain, AuthZEN) speaks these; src/http/answer.ts turns a Decision into HTTP.
+ */
+import type { DataAction } from '../core/data-actions.js';
+import type { DecisionKind, ReasonCode } from '../core/reasons.js';
+import type { TraceStep } from '../core/trace.js';
+import type { CredentialSources } from '../identity/extract.js';
+
+export interface DecisionInput {
+  readonly method: string;
+  /** The original request target: path and query (or an absolute URL). */
+  readonly target: string;
+  readonly credentials: CredentialSources;
+  /** How the question arrived, for the decision log. */
+  readonly mode?: 'json' | 'forward-auth' | 'envoy' | 'explain';
+  /** The request body, for batch/transaction Bundles (`POST /`): JSON mode's `body`, or the client's body Envoy sent. */
+  readonly body?: unknown;
+  /** Set instead of `body` when the body was sent but cannot be read (not JSON, repeated members). */
+  readonly bodyProblem?: string;
+  /** Set by a gateway mode when the original request cannot be determined unambiguously. */
+  readonly ambiguity?: string;
+  /** Set by a gateway mode when the question lacks part of the original request (its method or URI header). */
+  readonly incomplete?: string;
+}
+
+export interface PrincipalSummary {
+  readonly issuer: string;
+  readonly objectId?: string;
+  readonly tenantId?: string;
+  readonly applicationId?: string;
+  readonly fhirUser?: string;
+  readonly scopes?: readonly string[];
+}
+
+export interface Decision {
+  readonly decisionId: string;
+  readonly decision: DecisionKind;
+  readonly status: number;
+  readonly reason: ReasonCode;
+  readonly message: string;
+  /** Operator hint; hosts return it only to admin callers. */
+  readonly hint?: string;
+  readonly principal?: PrincipalSummary;
+  readonly dataActions?: readonly DataAction[];
+  /** `Patient/{id}` to enforce upstream (compartmentMode delegate). */
+  readonly compartment?: string;
+  readonly durationMs: number;
+  readonly cacheHit: boolean;
+  readonly trace?: readonly TraceStep[];
+  /** The verified token's decoded header and claims, for explain only. */
+  readonly token?: { readonly header: Readonly<Record<string, unknown>>; readonly claims: Readonly<Record<string, unknown>> };
+}
+
+/** One decision log event (OPA's EventV1 in spirit). Never the token. */
+export interface DecisionEvent {
+  readonly decisionId: string;
+  readonly time: string;
+  readonly decision: DecisionKind;
+  readonly reason: ReasonCode;
+  readonly status: number;
+  readonly mode?: string;
+  readonly issuer?: string;
+  readonly tenantId?: string;
+  readonly objectId?: string;
+  readonly applicationId?: string;
+  readonly method: string;
+  /** Path without the query string (queries can carry identifiers). */
+  readonly path: string;
+  readonly durationMs: number;
+  readonly cacheHit: boolean;
+}
+
+/** Called once per decision with its log event and the decision it describes. */
+export type DecisionLogger = (event: DecisionEvent, decision: Decision) => void;
+
+export interface DecideOptions {
+  readonly trace?: boolean;
+}

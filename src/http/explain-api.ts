@@ -1,0 +1,76 @@
+/**
+ * /api/explain for admin callers (src/http/routes.ts checks the admin key before calling these):
+ * GET serves the self-contained page, POST {token, method, path} answers the Explanation of the
+ * decision /api/decide would make, walked by the same code (Pdp.decide with a trace). The token is
+ * used for that one decision and then dropped: never logged, never stored, never echoed back.
+ */
+import { z } from 'zod';
+import type { PdpHttpRequest, PdpHttpResponse } from './types.js';
+import { json } from './types.js';
+import { parseJsonStrict } from '../identity/strict-json.js';
+import type { Pdp } from '../decision/pipeline.js';
+import { invalidRequestAnswer } from './answer.js';
+import { EXPLAIN_PAGE_CSP, EXPLAIN_PAGE_HTML } from '../explain/page.js';
+import { explanationOf, stripBearer, type Explanation } from '../explain/render.js';
+
+/** Larger than any maxTokenBytes the schema allows, so an oversized token still gets its reason. */
+export const MAX_EXPLAIN_TOKEN_CHARS = 65_536 + 16;
+
+const explainQuestion = z
+  .object({
+    token: z.string().max(MAX_EXPLAIN_TOKEN_CHARS),
+    method: z.string().min(1).max(16).regex(/^[A-Za-z]+$/, 'an HTTP method name'),
+    path: z.string().min(1).max(8192),
+  })
+  .strict();
+
+export type ExplainQuestion = z.output<typeof explainQuestion>;
+
+/** One traced decision, explained. Shared by the CLI and POST /api/explain. */
+export async function explainQuestionWith(pdp: Pdp, q: ExplainQuestion, now: () => number = Date.now): Promise<Explanation> {
+  const token = stripBearer(q.token);
+  const method = q.method.toUpperCase();
+  const decision = await pdp.decide(
+    { method, target: q.path, credentials: { authorization: [], token }, mode: 'explain' },
+    { trace: true },
+  );
+  return explanationOf(decision, { method, path: q.path }, token, now());
+}
+
+/** Only admin callers reach /api/explain, so the problem is always the hint. */
+function invalidRequest(problem: string): PdpHttpResponse {
+  return invalidRequestAnswer(problem, true);
+}
+
+export function explainHandler(pdp: Pdp, now: () => number = Date.now): (req: PdpHttpRequest) => Promise<PdpHttpResponse> {
+  return async (req) => {
+    if (req.method !== 'POST') return json(405, { error: 'method_not_allowed' }, { allow: 'GET, POST' });
+    if (req.bodyTooLarge) return invalidRequest('the request body exceeds the size limit');
+    if (!req.body || req.body.length === 0) return invalidRequest('the body is empty; send {"token","method","path"}');
+    // As strict as /api/decide's JSON mode: a repeated member is refused, not read as its last value.
+    const raw = parseJsonStrict(req.body.toString('utf8'));
+    if (!raw.ok) return invalidRequest(raw.problem === 'duplicate member names' ? 'the body repeats a member name; send each member once' : 'the body is not JSON');
+    const parsed = explainQuestion.safeParse(raw.value);
+    if (!parsed.success) return invalidRequest(parsed.error.issues.map((i) => `${i.path.join('.') || '$'}: ${i.message}`).join('; '));
+    const explanation = await explainQuestionWith(pdp, parsed.data, now);
+    return json(200, explanation, { 'x-decision-id': explanation.decision.decisionId });
+  };
+}
+
+/** The page, with headers that keep it self-contained: its CSP allows only its own inline code and same-origin fetch. */
+export function explainPageResponse(): PdpHttpResponse {
+  return {
+    status: 200,
+    headers: {
+      'content-type': 'text/html; charset=utf-8',
+      'content-security-policy': EXPLAIN_PAGE_CSP,
+      'cache-control': 'no-store',
+      'referrer-policy': 'no-referrer',
+      'x-content-type-options': 'nosniff',
+      'x-frame-options': 'DENY',
+      'cross-origin-opener-policy': 'same-origin',
+      'cross-origin-resource-policy': 'same-origin',
+    },
+    body: EXPLAIN_PAGE_HTML,
+  };
+}
