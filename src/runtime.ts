@@ -11,6 +11,7 @@ import { readSettings } from './config/settings.js';
 import type { CircuitBreakerOptions } from './directory/circuit-breaker.js';
 import type { GroupExpander } from './directory/types.js';
 import { explainHandler, explainPageResponse } from './explain/http.js';
+import { buildSmartConfiguration, type SmartConfigurationResult } from './fhir/smart-configuration.js';
 import type { HealthReport, PdpRuntime } from './http/routes.js';
 import type { PdpHttpRequest, PdpHttpResponse } from './http/types.js';
 import { Counters } from './metrics.js';
@@ -369,6 +370,18 @@ export class PdpService implements PdpRuntime {
   /** POST /api/explain: the decision's trace as JSON (admin key checked by the router). */
   explain(req: PdpHttpRequest): Promise<PdpHttpResponse> {
     return explainHandler(this.pdp, this.clock)(req);
+  }
+
+  /**
+   * GET /api/smart-configuration: the SMART discovery document, when `smartConfiguration` is set;
+   * undefined otherwise. An authority not loaded yet is loaded (at most once per metadataRetry).
+   */
+  async smartConfiguration(): Promise<SmartConfigurationResult | undefined> {
+    const settings = this.pdp.config.smartConfiguration;
+    if (!settings) return undefined;
+    const authority = settings.authority ?? this.pdp.config.authority;
+    if (this.pdp.registry.discoveryOf(authority) === undefined) await this.pdp.registry.ensureLoaded();
+    return buildSmartConfiguration(settings, authority, this.pdp.registry.discoveryOf(authority));
   }
 
   /** GET /api/explain: the self-contained page that draws the trace. */
