@@ -7,7 +7,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { parseSmartScopes, type SmartInteraction } from '../../src/fhir/scopes.js';
+import { parseFhirRequest } from '../../src/fhir/request.js';
+import { evaluateScopes, parseSmartScopes, readScopeClaims, type SmartInteraction } from '../../src/fhir/scopes.js';
 
 const AUDIENCE = 'https://fhir.example';
 const READ: SmartInteraction[] = ['readById', 'search'];
@@ -135,5 +136,45 @@ describe('scope spellings, against microsoft/fhir-server', () => {
   it('mixing contexts is refused, where fhir-server reads each scope on its own', () => {
     // fhir-server accepts "patient.Patient.read user.Observation.write"; docs/security.md says why not.
     expect(parseSmartScopes(['patient.Patient.read', 'user.Observation.write'], { audiences: [] }).ok).toBe(false);
+  });
+});
+
+describe('decisions under the Microsoft spellings', () => {
+  function verdict(scopes: string, method: string, target: string, patient = 'p1') {
+    const parsed = parseSmartScopes(scopes.split(' '), { audiences: [AUDIENCE] });
+    if (!parsed.ok) throw new Error(parsed.problem);
+    const request = parseFhirRequest(method, target);
+    if (!request.ok) throw new Error(request.problem);
+    return evaluateScopes({ grants: parsed.grants, request: request.request, patientContext: patient, isAppToken: false, compartmentMode: 'refuse' });
+  }
+
+  it.each<[string, string, string, boolean]>([
+    // fhir-server: ScopeRestriction(All, Read|Search, patient): reads and searches of every type in the compartment.
+    ['patient.all.read', 'GET', '/Observation?patient=p1', true],
+    ['patient.all.read', 'GET', '/Patient/p1', true],
+    ['patient.all.read', 'POST', '/Observation', false],
+    ['patient.all.read', 'GET', '/Observation?patient=p2', false],
+    // ScopeRestriction(All, Write|Create|Update|Delete, user): writes, no reads.
+    ['user.all.write', 'PUT', '/Observation/o1', true],
+    ['user.all.write', 'GET', '/Observation/o1', false],
+    ['user%2FPatient.all', 'DELETE', '/Patient/p9', true],
+    [`${AUDIENCE}/patient.Observation.read`, 'GET', '/Observation?patient=p1', true],
+    [`${AUDIENCE}/patient.Observation.read`, 'GET', '/Condition?patient=p1', false],
+  ])('%s: %s %s allowed=%s', (scopes, method, target, allowed) => {
+    expect(verdict(scopes, method, target).ok).toBe(allowed);
+  });
+});
+
+describe('raw_scope precedence', () => {
+  it('raw_scope wins over scp, as in fhir-server ("If the raw_Scope is non empty then use that")', () => {
+    expect(readScopeClaims({ raw_scope: 'patient/Observation.rs?category=laboratory', scp: 'patient.Observation.rs' })).toEqual({
+      ok: true,
+      scopes: ['patient/Observation.rs?category=laboratory'],
+      source: 'raw_scope',
+    });
+  });
+
+  it('an empty raw_scope is refused, where fhir-server falls back to scp', () => {
+    expect(readScopeClaims({ raw_scope: '', scp: 'patient.Observation.rs' })).toMatchObject({ ok: false });
   });
 });
