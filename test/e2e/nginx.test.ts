@@ -453,24 +453,14 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
   });
 
   describe('anonymous SMART discovery with fhirclient (SMART on FHIR JavaScript client)', () => {
-    it('reads the CapabilityStatement at /metadata without a token', async () => {
-      fhir.clearRequests();
-      const client = new FhirClient(origin);
-      expect(await client.getFhirVersion()).toBe('4.0.1');
-      const seen = fhir.requests.filter((r) => r.url.startsWith('/metadata'));
-      expect(seen.length).toBeGreaterThan(0);
-      expect(seen.every((r) => r.headers.authorization === undefined && r.headers['x-auth-principal'] === undefined)).toBe(true);
-    });
-
-    it('launches: authorize() discovers the endpoints at /.well-known/smart-configuration and redirects there', async () => {
-      fhir.clearRequests();
+    /** A SMART app (a node:http launch endpoint, as fhirclient's Node adapter expects) launched with `iss`. */
+    async function launchThrough(iss: string): Promise<RawResponse> {
       const storage = new Map<string, unknown>();
       const sessionStorage = {
         get: async (key: string) => storage.get(key),
         set: async (key: string, value: unknown) => (storage.set(key, value), value),
         unset: async (key: string) => storage.delete(key),
       };
-      // The SMART app: a node:http launch endpoint, as fhirclient's Node adapter expects.
       const app = createHttpServer((req, res) => {
         smart(req, res, sessionStorage)
           .authorize({ clientId: 'fhir-pdp-e2e', scope: 'launch/patient openid fhirUser patient/*.rs', redirectUri: '/callback' })
@@ -482,16 +472,30 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
       await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
       try {
         const { port } = app.address() as AddressInfo;
-        const launch = await rawRequest(`http://127.0.0.1:${port}`, { path: `/launch?iss=${encodeURIComponent(origin)}&launch=xyz` });
-        expect(launch.body).toBe('');
-        expect(launch.status).toBe(302);
-        const location = new URL(String(launch.headers.location));
-        expect(`${location.origin}${location.pathname}`).toBe(SMART_AUTHORIZE);
-        expect(location.searchParams.get('aud')).toBe(origin);
-        expect(location.searchParams.get('client_id')).toBe('fhir-pdp-e2e');
+        return await rawRequest(`http://127.0.0.1:${port}`, { path: `/launch?iss=${encodeURIComponent(iss)}&launch=xyz` });
       } finally {
         await new Promise<void>((resolve) => app.close(() => resolve()));
       }
+    }
+
+    it('reads the CapabilityStatement at /metadata without a token', async () => {
+      fhir.clearRequests();
+      const client = new FhirClient(origin);
+      expect(await client.getFhirVersion()).toBe('4.0.1');
+      const seen = fhir.requests.filter((r) => r.url.startsWith('/metadata'));
+      expect(seen.length).toBeGreaterThan(0);
+      expect(seen.every((r) => r.headers.authorization === undefined && r.headers['x-auth-principal'] === undefined)).toBe(true);
+    });
+
+    it('launches: authorize() discovers the endpoints at /.well-known/smart-configuration and redirects there', async () => {
+      fhir.clearRequests();
+      const launch = await launchThrough(origin);
+      expect(launch.body).toBe('');
+      expect(launch.status).toBe(302);
+      const location = new URL(String(launch.headers.location));
+      expect(`${location.origin}${location.pathname}`).toBe(SMART_AUTHORIZE);
+      expect(location.searchParams.get('aud')).toBe(origin);
+      expect(location.searchParams.get('client_id')).toBe('fhir-pdp-e2e');
       const seen = fhir.requests.filter((r) => r.url === '/.well-known/smart-configuration');
       expect(seen).toHaveLength(1);
       expect(seen[0]!.headers.authorization).toBeUndefined();
@@ -515,31 +519,11 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
       });
       expect(body.code_challenge_methods_supported).not.toContain('plain');
 
-      const storage = new Map<string, unknown>();
-      const sessionStorage = {
-        get: async (key: string) => storage.get(key),
-        set: async (key: string, value: unknown) => (storage.set(key, value), value),
-        unset: async (key: string) => storage.delete(key),
-      };
-      const app = createHttpServer((req, res) => {
-        smart(req, res, sessionStorage)
-          .authorize({ clientId: 'fhir-pdp-e2e', scope: 'launch/patient openid fhirUser patient/*.rs', redirectUri: '/callback' })
-          .catch((err: unknown) => {
-            res.writeHead(500, { 'content-type': 'text/plain' });
-            res.end(String(err));
-          });
-      });
-      await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
-      try {
-        const { port } = app.address() as AddressInfo;
-        const launch = await rawRequest(`http://127.0.0.1:${port}`, { path: `/launch?iss=${encodeURIComponent(smartOrigin)}&launch=xyz` });
-        expect(launch.status).toBe(302);
-        const location = new URL(String(launch.headers.location));
-        expect(`${location.origin}${location.pathname}`).toBe(v2.authorization_endpoint);
-        expect(location.searchParams.get('aud')).toBe(smartOrigin);
-      } finally {
-        await new Promise<void>((resolve) => app.close(() => resolve()));
-      }
+      const launch = await launchThrough(smartOrigin);
+      expect(launch.status).toBe(302);
+      const location = new URL(String(launch.headers.location));
+      expect(`${location.origin}${location.pathname}`).toBe(v2.authorization_endpoint);
+      expect(location.searchParams.get('aud')).toBe(smartOrigin);
       // fhir-pdp answered; the FHIR server was not asked for discovery.
       expect(fhir.requests.filter((r) => r.url.startsWith('/.well-known/'))).toEqual([]);
       const post = await rawRequest(smartOrigin, { path: '/.well-known/smart-configuration', method: 'POST', body: '{}' });
