@@ -379,7 +379,11 @@ export class PdpService implements PdpRuntime {
   async smartConfiguration(): Promise<SmartConfigurationResult | undefined> {
     const settings = this.pdp.config.smartConfiguration;
     if (!settings) return undefined;
-    const authority = settings.authority ?? this.pdp.config.authority;
+    // The schema accepts the authority in any case (as it compares authorities); the registry
+    // knows it as configured.
+    const wanted = (settings.authority ?? this.pdp.config.authority).toLowerCase();
+    const configured = [this.pdp.config.authority, ...this.pdp.config.smartIdentityProviders.map((p) => p.authority)];
+    const authority = configured.find((a) => a.toLowerCase() === wanted) ?? wanted;
     if (this.pdp.registry.discoveryOf(authority) === undefined) await this.pdp.registry.ensureLoaded();
     return buildSmartConfiguration(settings, authority, this.pdp.registry.discoveryOf(authority));
   }

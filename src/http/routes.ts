@@ -1,6 +1,7 @@
 /**
  * Routing for every host: /api/decide (three modes), /api/health, /api/smart-configuration
- * (public), /api/refresh (admin), /api/explain (admin). Keys are checked here, once, for both the standalone host and Azure.
+ * (public), /api/refresh (admin), /api/explain (admin). Keys are checked here, once, for both the
+ * standalone host and Azure.
  */
 import type { SmartConfigurationResult } from '../fhir/smart-configuration.js';
 import type { Pdp } from '../pdp.js';
