@@ -10,6 +10,16 @@ const rows = Object.entries(json.properties ?? {}).map(([name, p]) => {
   const def = p.default !== undefined ? `\`${JSON.stringify(p.default)}\`` : (json.required ?? []).includes(name) ? 'required' : '';
   return `| \`${name}\` | ${def} | ${(p.description ?? '').replace(/\|/g, '\\|')} |`;
 });
+// Nested objects whose keys are worth a table of their own.
+const nested = (key) => {
+  const p = json.properties?.[key];
+  const inner = p?.properties ?? p?.anyOf?.find((a) => a.properties)?.properties ?? {};
+  return Object.entries(inner).map(([name, q]) => {
+    const def = q.default !== undefined ? `\`${JSON.stringify(q.default)}\`` : '';
+    return `| \`${key}.${name}\` | ${def} | ${(q.description ?? '').replace(/\|/g, '\\|')} |`;
+  });
+};
+const smartConfiguration = nested('smartConfiguration');
 const settings = Object.entries(SETTINGS).map(([k, v]) => `| \`${k}\` | ${v.description.replace(/\|/g, '\\|')} |`);
 const text = `# Configuration
 
@@ -30,6 +40,13 @@ Entries of \`accessPolicies\`: \`objectId\` (a GUID: a user, security group or s
 application id), \`dataActions\` (omitted: all). Entries of \`roles\`: \`name\` (a value of the \`roles\` claim),
 \`dataActions\`, \`notDataActions\` (subtracted inside this role only). Entries of
 \`smartIdentityProviders\`: \`authority\`, \`applications\` (\`clientId\`, \`audience\`, \`allowedDataActions\`).
+
+\`smartConfiguration\` (SMART App Launch 2.x discovery, served at \`/api/smart-configuration\`; see
+[gateways.md](gateways.md#smart-discovery)):
+
+| key | default | description |
+|---|---|---|
+${smartConfiguration.join('\n')}
 
 ## App settings (environment)
 

@@ -13,6 +13,7 @@ import type { GroupExpander } from './directory/types.js';
 import { Counters } from './core/metrics.js';
 import { Pdp } from './decision/pipeline.js';
 import type { DecisionLogger } from './decision/types.js';
+import { buildSmartConfiguration, type SmartConfigurationResult } from './fhir/smart-configuration.js';
 import { LazyBlobStore, LazyGraphEdges } from './lazy-edges.js';
 import { assertNoBlobIdentitySettings, blobStoreSettingsFrom, missingAccountMessage } from './state/blob-settings.js';
 import { newRevision } from './state/codec.js';
@@ -386,6 +387,22 @@ export class PdpService {
     const code = typeof (err as { code?: unknown })?.code === 'string' ? (err as { code: string }).code : 'snapshot_store_error';
     const message = err instanceof Error ? err.message : String(err);
     this.storeError = { at: this.clock(), code, message: message.slice(0, 300) };
+  }
+
+  /**
+   * GET /api/smart-configuration: the SMART discovery document, when `smartConfiguration` is set;
+   * undefined otherwise. An authority not loaded yet is loaded (at most once per metadataRetry).
+   */
+  async smartConfiguration(): Promise<SmartConfigurationResult | undefined> {
+    const settings = this.pdp.config.smartConfiguration;
+    if (!settings) return undefined;
+    // The schema accepts the authority in any case (as it compares authorities); the registry
+    // knows it as configured.
+    const wanted = (settings.authority ?? this.pdp.config.authority).toLowerCase();
+    const configured = [this.pdp.config.authority, ...this.pdp.config.smartIdentityProviders.map((p) => p.authority)];
+    const authority = configured.find((a) => a.toLowerCase() === wanted) ?? wanted;
+    if (this.pdp.registry.discoveryOf(authority) === undefined) await this.pdp.registry.ensureLoaded();
+    return buildSmartConfiguration(settings, authority, this.pdp.registry.discoveryOf(authority));
   }
 
   health(): HealthReport {

@@ -21,7 +21,7 @@ export const IDENTITY_HEADERS = [
   'x-auth-compartment',
 ] as const;
 
-export type SnippetName = 'nginx' | 'traefik-static' | 'traefik-dynamic' | 'envoy' | 'apim';
+export type SnippetName = 'nginx' | 'nginx-smart-configuration' | 'traefik-static' | 'traefik-dynamic' | 'envoy' | 'apim';
 
 /**
  * The fenced code block that follows `<!-- snippet: NAME -->` in docs/gateways.md. Throws when the

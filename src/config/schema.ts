@@ -82,6 +82,57 @@ const smartIdentityProvider = z
   })
   .strict();
 
+/** SMART App Launch 2.x, "Capability Sets": every capability the spec defines. */
+export const SMART_CAPABILITIES = [
+  'launch-ehr',
+  'launch-standalone',
+  'authorize-post',
+  'client-public',
+  'client-confidential-symmetric',
+  'client-confidential-asymmetric',
+  'sso-openid-connect',
+  'context-passthrough-banner',
+  'context-passthrough-style',
+  'context-ehr-patient',
+  'context-ehr-encounter',
+  'context-standalone-patient',
+  'context-standalone-encounter',
+  'permission-offline',
+  'permission-online',
+  'permission-patient',
+  'permission-user',
+  'permission-v1',
+  'permission-v2',
+] as const;
+
+const oauthName = z.string().regex(/^[\x21-\x7e]{1,200}$/, 'must be printable ASCII without spaces');
+
+const smartConfiguration = z
+  .object({
+    authority: authorityUrl
+      .optional()
+      .describe('The configured authority (`authority` or a `smartIdentityProviders[].authority`) whose discovery document supplies issuer, jwks_uri, authorization_endpoint and token_endpoint (its `/v2.0` document where it has one, as Entra does); omitted means `authority`.'),
+    capabilities: z
+      .array(z.enum(SMART_CAPABILITIES))
+      .min(1)
+      .default(['launch-standalone', 'client-public', 'client-confidential-symmetric', 'permission-patient', 'permission-user', 'permission-v1', 'permission-v2'])
+      .describe('SMART capabilities advertised. The default names what fhir-pdp enforces; add what your authority supports (launch-ehr, sso-openid-connect, ...). With sso-openid-connect the document also carries issuer and jwks_uri.'),
+    grantTypesSupported: z
+      .array(oauthName)
+      .default(['authorization_code'])
+      .refine((v) => v.includes('authorization_code'), { message: 'must include authorization_code (SMART App Launch 2.x)' })
+      .describe('grant_types_supported; must include authorization_code.'),
+    codeChallengeMethodsSupported: z
+      .array(oauthName)
+      .default(['S256'])
+      .refine((v) => v.includes('S256') && !v.includes('plain'), { message: 'must include S256 and must not include plain (SMART App Launch 2.x)' })
+      .describe('code_challenge_methods_supported; must include S256 and never plain.'),
+    scopesSupported: z.array(oauthName).optional().describe('scopes_supported, when set.'),
+    responseTypesSupported: z.array(oauthName).optional().describe('response_types_supported, when set.'),
+    tokenEndpointAuthMethodsSupported: z.array(oauthName).optional().describe('token_endpoint_auth_methods_supported, when set.'),
+  })
+  .strict();
+
 const seconds = (def: number, max: number) => z.number().int().min(0).max(max).default(def);
 
 export const configSchema = z
@@ -96,6 +147,9 @@ export const configSchema = z
     accessPolicies: z.array(accessPolicy).default([]),
     roles: z.array(role).default([]),
     smartIdentityProviders: z.array(smartIdentityProvider).default([]),
+    smartConfiguration: smartConfiguration
+      .optional()
+      .describe('Serve [base]/.well-known/smart-configuration (at /api/smart-configuration) from this and the authority\'s discovery document; omitted means fhir-pdp does not serve it (the FHIR server does, and fhir-pdp only decides the path public).'),
     graph: z
       .object({
         baseUrl: z.url({ protocol: /^https?$/ }).default('https://graph.microsoft.com'),
@@ -161,6 +215,13 @@ export const configSchema = z
         else clientIds.set(a.clientId, where);
       });
     });
+    const smartAuthority = cfg.smartConfiguration?.authority;
+    if (smartAuthority !== undefined && !authorities.has(smartAuthority.toLowerCase()))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['smartConfiguration', 'authority'],
+        message: 'must be `authority` or one of `smartIdentityProviders[].authority`: only configured authorities are fetched',
+      });
   });
 
 export type PdpConfig = z.output<typeof configSchema>;

@@ -13,6 +13,9 @@ export interface IssuerRecord {
   /** The `issuer` of the discovery document; a token's `iss` must equal it exactly. */
   readonly issuer: string;
   readonly jwksUri: string;
+  /** The document's `authorization_endpoint` and `token_endpoint`, for SMART discovery; absent when not https. */
+  readonly authorizationEndpoint?: string;
+  readonly tokenEndpoint?: string;
   /** Asymmetric algorithms from `id_token_signing_alg_values_supported` (never `none`, never HS*). */
   readonly algorithms: readonly string[];
   /** Usable verification keys only (oct, use=enc and RSA < 2048 bits already dropped). */

@@ -28,6 +28,7 @@
 import { ALL_BUT_SMART, type DataAction } from '../core/data-actions.js';
 import { MAX_SCOPES } from '../core/scope-limits.js';
 import { FHIR_ID, RESOURCE_TYPE } from './request.js';
+import { readScopeSpelling } from './scope-spellings.js';
 import type { FhirRequest, Interaction } from './types.js';
 
 export type SmartContextKind = 'patient' | 'user' | 'system';
@@ -144,28 +145,15 @@ export function parseSmartScopes(
 
 function parseOne(raw: string, audiencePrefixes: readonly string[]): ParsedOne {
   const q = raw.indexOf('?');
-  let head = q === -1 ? raw : raw.slice(0, q);
+  const head = q === -1 ? raw : raw.slice(0, q);
   const query = q === -1 ? undefined : raw.slice(q + 1);
 
-  // Entra ID scope names cannot hold '/', so SMART scopes reach tokens percent-encoded or with '.'
-  // or '$' in its place, and may carry the resource (audience) as a prefix.
-  head = head.replace(/%2f/gi, '/');
-  const prefix = audiencePrefixes.find((p) => head.startsWith(p));
-  if (prefix !== undefined) head = head.slice(prefix.length);
-
-  const m = /^(patient|user|system)([/.$])(.*)$/.exec(head);
-  if (!m) return { kind: 'ignored' };
-  const context = m[1] as SmartContextKind;
-  const separator = m[2]!;
-  const body = m[3]!;
-  // With '.', only `ctx.Type.perm` is a SMART scope: `user.read` or `user.profile` are somebody
-  // else's scope names and are ignored like any other unknown scope.
-  if (separator === '.' && !/^(\*|[A-Z])[^.]*\./.test(body)) return { kind: 'ignored' };
-
-  const dot = body.indexOf('.');
-  if (dot === -1) return err(raw, 'has no permission: expected Type.read, Type.write, Type.* or Type.cruds');
-  const resourceType = body.slice(0, dot);
-  const permission = body.slice(dot + 1);
+  // Entra's spellings (`patient.Observation.read`, `patient%2FObservation.read`, `patient.all.read`,
+  // `{audience}/patient$Observation.all` ...) are read into the SMART grammar (scope-spellings.ts).
+  const spelling = readScopeSpelling(head, audiencePrefixes);
+  if (spelling.kind === 'ignored') return spelling;
+  if (spelling.kind === 'error') return err(raw, spelling.problem);
+  const { context, resourceType, permission } = spelling;
   if (resourceType !== '*' && !RESOURCE_TYPE.test(resourceType)) {
     return err(raw, `names '${show(resourceType)}', which is not a FHIR resource type or *`);
   }
@@ -220,6 +208,8 @@ function parseConstraints(
     if (name.includes('.')) return { ok: false, problem: `constrains by the chained parameter '${show(name)}', which cannot be checked` };
     if (name.includes(':')) return { ok: false, problem: `constrains by '${show(name)}', which uses a search modifier` };
     if (name === '_include' || name === '_revinclude') return { ok: false, problem: `constrains by ${name}, which reaches other resources` };
+    // fhir-server: "anything with a missing '=' or an extra '=' ... is malformed and must be rejected".
+    if (rawValue.includes('=')) return { ok: false, problem: `has a second = in the constraint '${show(pair)}'` };
     if (!PARAM_NAME.test(name)) return { ok: false, problem: `has the constraint parameter '${show(name)}', which is not a search parameter name` };
     if (name.startsWith('_') && !FILTERING_UNDERSCORE_PARAMS.has(name)) {
       return { ok: false, problem: `constrains by ${name}, which does not filter resources` };

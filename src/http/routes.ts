@@ -1,7 +1,10 @@
 /**
- * Routing for every host: /api/decide (three modes), /api/health, /api/refresh (admin),
- * /api/explain (admin). Keys are checked here, once, for both the standalone host and Azure.
+ * Routing for every host: /api/decide (three modes), /api/health, /api/smart-configuration
+ * (public), /api/refresh (admin), /api/explain (admin). Keys are checked here, once, for both the
+ * standalone host and Azure.
  */
+import { REASONS } from '../core/reasons.js';
+import type { SmartConfigurationResult } from '../fhir/smart-configuration.js';
 import type { HealthReport } from '../state/health.js';
 import type { Pdp } from '../decision/pipeline.js';
 import { DECIDE_PREFIX, handleDecide, modeOf } from './decide-api.js';
@@ -19,6 +22,8 @@ export interface PdpRuntime {
   readonly clock?: () => number;
   /** Replaces POST /api/explain's answer (host tests); default: the explain API over `pdp`. */
   explain?(req: PdpHttpRequest): Promise<PdpHttpResponse>;
+  /** SMART discovery for the FHIR base; undefined when not configured. */
+  smartConfiguration?(): Promise<SmartConfigurationResult | undefined>;
 }
 
 export interface RouteOptions {
@@ -50,6 +55,8 @@ const GATEWAY_KEY_REFUSED = json(503, {
   message: "The gateway's key for fhir-pdp is missing or not recognised; no decision was made.",
 });
 const NOT_FOUND = json(404, { error: 'not_found' });
+/** Where the standalone host and Functions serve `[base]/.well-known/smart-configuration`; gateways route the client's path here. */
+export const SMART_CONFIGURATION_PATH = '/api/smart-configuration';
 
 /** What /api/health tells a caller without the admin key. */
 export interface PublicHealth {
@@ -96,6 +103,18 @@ export async function route(runtime: PdpRuntime, req: PdpHttpRequest, options: R
     }
     // Awaited, not returned: returning another async function's promise costs two more microtask turns.
     return await handleDecide(runtime.pdp, req, path, query, { admin: access === 'admin' });
+  }
+  if (path === SMART_CONFIGURATION_PATH) {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method_not_allowed' }, { allow: 'GET, HEAD' });
+    const built = runtime.smartConfiguration ? await runtime.smartConfiguration() : undefined;
+    if (built === undefined) return NOT_FOUND;
+    // SMART App Launch: the document is public ("FHIR endpoints requiring authorization SHALL serve
+    // a JSON document"), so no key is asked for; it may be cached briefly by clients and gateways.
+    if (built.ok) return json(200, built.document, { 'cache-control': 'public, max-age=300' });
+    // Never a document without a required field. The hint names the authority, which only an
+    // admin (or a loopback-only host's caller) is shown, as for /api/health.
+    const admin = options.loopbackOnly || options.keys.accessOf(req) === 'admin';
+    return json(503, { error: built.reason, message: REASONS[built.reason].message, ...(admin ? { hint: built.hint } : {}) }, { 'retry-after': '10' });
   }
   if (path === '/api/refresh' || path === '/api/explain') {
     if (options.keys.accessOf(req) !== 'admin') return UNAUTHORIZED;

@@ -83,6 +83,8 @@ interface Discovered {
   discoveryUrl: string;
   issuer: string;
   jwksUri: string;
+  authorizationEndpoint?: string;
+  tokenEndpoint?: string;
   algorithms: string[];
 }
 
@@ -238,7 +240,17 @@ export class IssuerRegistry {
         if (!(err instanceof FetchJsonError && err.code === 'http_status' && (err.status === 404 || err.status === 400))) {
           problems.push(`${v2Url}: ${(err as Error).message}`);
           const kept = state.issuers.map((i) => this.issuers.get(i)?.record).find((r) => r?.discoveryUrl === v2Url);
-          if (kept) docs.push({ discoveryUrl: v2Url, issuer: kept.issuer, jwksUri: kept.jwksUri, algorithms: [...kept.algorithms] });
+          if (kept) {
+            const { authorizationEndpoint, tokenEndpoint } = kept;
+            docs.push({
+              discoveryUrl: v2Url,
+              issuer: kept.issuer,
+              jwksUri: kept.jwksUri,
+              ...(authorizationEndpoint ? { authorizationEndpoint } : {}),
+              ...(tokenEndpoint ? { tokenEndpoint } : {}),
+              algorithms: [...kept.algorithms],
+            });
+          }
           else uncovered.problems.push(`${v2Url}: ${(err as Error).message}`);
         }
       }
@@ -300,7 +312,16 @@ export class IssuerRegistry {
     const advertised = Array.isArray(d.id_token_signing_alg_values_supported)
       ? d.id_token_signing_alg_values_supported.filter((a): a is string => typeof a === 'string')
       : ['RS256'];
-    return { discoveryUrl: url, issuer: d.issuer, jwksUri: d.jwks_uri, algorithms: advertised.filter(isAsymmetricAlgorithm) };
+    return {
+      discoveryUrl: url,
+      issuer: d.issuer,
+      jwksUri: d.jwks_uri,
+      // Kept only to be published in SMART discovery; an endpoint that is not https is left out, so
+      // that discovery refuses to publish rather than send a client's code over plain http.
+      ...(typeof d.authorization_endpoint === 'string' && isAllowedFetchUrl(d.authorization_endpoint) ? { authorizationEndpoint: d.authorization_endpoint } : {}),
+      ...(typeof d.token_endpoint === 'string' && isAllowedFetchUrl(d.token_endpoint) ? { tokenEndpoint: d.token_endpoint } : {}),
+      algorithms: advertised.filter(isAsymmetricAlgorithm),
+    };
   }
 
   private async fetchKeys(jwksUri: string): Promise<JWK[]> {
@@ -488,6 +509,18 @@ export class IssuerRegistry {
     return out;
   }
 
+  /**
+   * The discovery record an authority's SMART discovery is built from: its `/v2.0` document where it
+   * has one (Entra's v2 endpoints are the ones SMART clients use), else its own. Undefined while the
+   * authority has not been loaded.
+   */
+  discoveryOf(authority: string): IssuerRecord | undefined {
+    const state = this.authorities.get(authority);
+    if (!state) return undefined;
+    const records = state.issuers.map((i) => this.issuers.get(i)?.record).filter((r): r is IssuerRecord => r !== undefined);
+    return records.find((r) => /\/v2\.0\/\.well-known\/openid-configuration$/i.test(r.discoveryUrl)) ?? records[0];
+  }
+
   /** True when every authority has usable (non-stale) keys. */
   ready(): boolean {
     const now = this.options.clock();
@@ -524,5 +557,12 @@ function usableSnapshotRecord(record: IssuerRecord, dropped: string[]): IssuerRe
   }
   const { usable, dropped: droppedKeys } = filterVerificationKeys(record.keys);
   for (const why of droppedKeys) dropped.push(`${where}: ${why}`);
-  return { ...record, algorithms, keys: usable };
+  const { authorizationEndpoint, tokenEndpoint, ...rest } = record;
+  return {
+    ...rest,
+    ...(authorizationEndpoint !== undefined && isAllowedFetchUrl(authorizationEndpoint) ? { authorizationEndpoint } : {}),
+    ...(tokenEndpoint !== undefined && isAllowedFetchUrl(tokenEndpoint) ? { tokenEndpoint } : {}),
+    algorithms,
+    keys: usable,
+  };
 }

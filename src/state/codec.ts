@@ -54,6 +54,8 @@ const issuerRecordSchema = z.object({
   discoveryUrl: z.string(),
   issuer: z.string(),
   jwksUri: z.string(),
+  authorizationEndpoint: z.string().optional(),
+  tokenEndpoint: z.string().optional(),
   algorithms: z.array(z.string()),
   // RFC 7517 section 4.1: "The "kty" (key type) parameter ... MUST be present in a JWK."
   keys: z.array(z.looseObject({ kty: z.string() })),

@@ -100,10 +100,13 @@ interface NginxOptions {
    * X-Original-Method.
    */
   readonly uriOnly?: boolean;
+  /** With the `nginx-smart-configuration` location: fhir-pdp serves SMART discovery. */
+  readonly smartConfiguration?: boolean;
 }
 
-function nginxConfig(dir: string, listenPort: number, pdpAddress: string, fhirAddress: string, { apiKey = API_KEY, uriOnly = false }: NginxOptions = {}): string {
+function nginxConfig(dir: string, listenPort: number, pdpAddress: string, fhirAddress: string, { apiKey = API_KEY, uriOnly = false, smartConfiguration = false }: NginxOptions = {}): string {
   let server = docSnippet('nginx');
+  if (smartConfiguration) server = substitute(server, '    location / {\n', `${docSnippet('nginx-smart-configuration')}\n    location / {\n`);
   if (uriOnly) server = substitute(server, '        proxy_set_header X-Original-Method  $request_method;\n', '');
   server = substitute(server, 'listen 8000;', `listen 127.0.0.1:${listenPort};`);
   server = substitute(server, 'server 127.0.0.1:7071;', `server ${pdpAddress};`);
@@ -174,6 +177,8 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
   let nginx: RunningNginx | undefined;
   /** The server without X-Original-Method. */
   let uriOnly: RunningNginx | undefined;
+  /** The server with the location that routes SMART discovery to fhir-pdp. */
+  let smartNginx: RunningNginx | undefined;
   let origin: string;
   /** What the fhir-pdp host wrote to its operational log (not the decision log). */
   const pdpLog: string[] = [];
@@ -209,6 +214,8 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
         ],
         decisionBudgetMs: 750,
         fetchTimeoutMs: 5000,
+        // Served only through smartNginx; the main snippet leaves discovery to the FHIR server.
+        smartConfiguration: { capabilities: ['launch-ehr', 'launch-standalone', 'client-public', 'sso-openid-connect', 'permission-v2'] },
       },
       settings: { PDP_API_KEYS: API_KEY },
       log: (line) => pdpLog.push(line),
@@ -218,6 +225,7 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
     nginx = await startNginx(new URL(pdp.url).host, fhir.address);
     origin = nginx.origin;
     uriOnly = await startNginx(new URL(pdp.url).host, fhir.address, { uriOnly: true });
+    smartNginx = await startNginx(new URL(pdp.url).host, fhir.address, { smartConfiguration: true });
     // The FHIR server hands out URLs (Content-Location, export files) at the gateway's address.
     fhir.setBaseUrl(origin);
   });
@@ -225,6 +233,7 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
   afterAll(async () => {
     await nginx?.stop();
     await uriOnly?.stop();
+    await smartNginx?.stop();
     if (pdp && !pdpClosed) await pdp.close();
     await fhir?.close();
     await idp?.close();
@@ -444,24 +453,14 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
   });
 
   describe('anonymous SMART discovery with fhirclient (SMART on FHIR JavaScript client)', () => {
-    it('reads the CapabilityStatement at /metadata without a token', async () => {
-      fhir.clearRequests();
-      const client = new FhirClient(origin);
-      expect(await client.getFhirVersion()).toBe('4.0.1');
-      const seen = fhir.requests.filter((r) => r.url.startsWith('/metadata'));
-      expect(seen.length).toBeGreaterThan(0);
-      expect(seen.every((r) => r.headers.authorization === undefined && r.headers['x-auth-principal'] === undefined)).toBe(true);
-    });
-
-    it('launches: authorize() discovers the endpoints at /.well-known/smart-configuration and redirects there', async () => {
-      fhir.clearRequests();
+    /** A SMART app (a node:http launch endpoint, as fhirclient's Node adapter expects) launched with `iss`. */
+    async function launchThrough(iss: string): Promise<RawResponse> {
       const storage = new Map<string, unknown>();
       const sessionStorage = {
         get: async (key: string) => storage.get(key),
         set: async (key: string, value: unknown) => (storage.set(key, value), value),
         unset: async (key: string) => storage.delete(key),
       };
-      // The SMART app: a node:http launch endpoint, as fhirclient's Node adapter expects.
       const app = createHttpServer((req, res) => {
         smart(req, res, sessionStorage)
           .authorize({ clientId: 'fhir-pdp-e2e', scope: 'launch/patient openid fhirUser patient/*.rs', redirectUri: '/callback' })
@@ -473,19 +472,62 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
       await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
       try {
         const { port } = app.address() as AddressInfo;
-        const launch = await rawRequest(`http://127.0.0.1:${port}`, { path: `/launch?iss=${encodeURIComponent(origin)}&launch=xyz` });
-        expect(launch.body).toBe('');
-        expect(launch.status).toBe(302);
-        const location = new URL(String(launch.headers.location));
-        expect(`${location.origin}${location.pathname}`).toBe(SMART_AUTHORIZE);
-        expect(location.searchParams.get('aud')).toBe(origin);
-        expect(location.searchParams.get('client_id')).toBe('fhir-pdp-e2e');
+        return await rawRequest(`http://127.0.0.1:${port}`, { path: `/launch?iss=${encodeURIComponent(iss)}&launch=xyz` });
       } finally {
         await new Promise<void>((resolve) => app.close(() => resolve()));
       }
+    }
+
+    it('reads the CapabilityStatement at /metadata without a token', async () => {
+      fhir.clearRequests();
+      const client = new FhirClient(origin);
+      expect(await client.getFhirVersion()).toBe('4.0.1');
+      const seen = fhir.requests.filter((r) => r.url.startsWith('/metadata'));
+      expect(seen.length).toBeGreaterThan(0);
+      expect(seen.every((r) => r.headers.authorization === undefined && r.headers['x-auth-principal'] === undefined)).toBe(true);
+    });
+
+    it('launches: authorize() discovers the endpoints at /.well-known/smart-configuration and redirects there', async () => {
+      fhir.clearRequests();
+      const launch = await launchThrough(origin);
+      expect(launch.body).toBe('');
+      expect(launch.status).toBe(302);
+      const location = new URL(String(launch.headers.location));
+      expect(`${location.origin}${location.pathname}`).toBe(SMART_AUTHORIZE);
+      expect(location.searchParams.get('aud')).toBe(origin);
+      expect(location.searchParams.get('client_id')).toBe('fhir-pdp-e2e');
       const seen = fhir.requests.filter((r) => r.url === '/.well-known/smart-configuration');
       expect(seen).toHaveLength(1);
       expect(seen[0]!.headers.authorization).toBeUndefined();
+    });
+
+    it('with the smart-configuration location, fhir-pdp serves the document and fhirclient launches from it', async () => {
+      const smartOrigin = smartNginx!.origin;
+      const v2 = (await (await fetch(idp.v2DiscoveryUrl)).json()) as Record<string, string>;
+      fhir.clearRequests();
+      const doc = await rawRequest(smartOrigin, { path: '/.well-known/smart-configuration', headers: { authorization: 'Bearer not-passed-on' } });
+      expect(doc.status).toBe(200);
+      const body = JSON.parse(doc.body) as Record<string, unknown>;
+      expect(body).toMatchObject({
+        authorization_endpoint: v2.authorization_endpoint,
+        token_endpoint: v2.token_endpoint,
+        issuer: v2.issuer,
+        jwks_uri: v2.jwks_uri,
+        grant_types_supported: expect.arrayContaining(['authorization_code']),
+        code_challenge_methods_supported: expect.arrayContaining(['S256']),
+        capabilities: expect.arrayContaining(['launch-standalone', 'sso-openid-connect']),
+      });
+      expect(body.code_challenge_methods_supported).not.toContain('plain');
+
+      const launch = await launchThrough(smartOrigin);
+      expect(launch.status).toBe(302);
+      const location = new URL(String(launch.headers.location));
+      expect(`${location.origin}${location.pathname}`).toBe(v2.authorization_endpoint);
+      expect(location.searchParams.get('aud')).toBe(smartOrigin);
+      // fhir-pdp answered; the FHIR server was not asked for discovery.
+      expect(fhir.requests.filter((r) => r.url.startsWith('/.well-known/'))).toEqual([]);
+      const post = await rawRequest(smartOrigin, { path: '/.well-known/smart-configuration', method: 'POST', body: '{}' });
+      expect(post.status).toBe(403);
     });
 
     it('keeps everything else behind a token', async () => {

@@ -13,6 +13,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } 
 import { decide } from '../../functions/decide.js';
 import { health } from '../../functions/health.js';
 import { refreshNow } from '../../functions/refresh.js';
+import { smartConfiguration } from '../../functions/smart-configuration.js';
 import { ConfigError } from '../../src/config/load.js';
 import { DEV_APP_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
 import { handleRefreshTimer, resetWorker, startWorker, workerService } from '../../src/http/azure.js';
@@ -259,6 +260,19 @@ describe('health (functions/health.ts)', () => {
     } finally {
       idp.up();
     }
+  });
+});
+
+describe('smart-configuration (functions/smart-configuration.ts)', () => {
+  it('serves SMART discovery anonymously when smartConfiguration is set, and 404 otherwise', async () => {
+    const ask = () => smartConfiguration(new HttpRequest({ method: 'GET', url: `${BASE}/api/smart-configuration` }), context());
+    expect((await ask()).status).toBe(404);
+    resetWorker();
+    configure({ smartConfiguration: {} });
+    const res = await ask();
+    expect(res.status).toBe(200);
+    const v2 = (await (await fetch(idp.v2DiscoveryUrl)).json()) as Record<string, string>;
+    expect(bodyOf(res)).toMatchObject({ token_endpoint: v2.token_endpoint, authorization_endpoint: v2.authorization_endpoint, code_challenge_methods_supported: ['S256'] });
   });
 });
 

@@ -85,10 +85,11 @@ describe('start-up (app.hook.appStart)', () => {
         { name: 'explain', trigger: 'httpTrigger', route: 'explain', methods: ['GET', 'POST'], authLevel: 'anonymous' },
         { name: 'health', trigger: 'httpTrigger', route: 'health', methods: ['GET', 'HEAD'], authLevel: 'anonymous' },
         { name: 'refresh', trigger: 'httpTrigger', route: 'refresh', methods: ['POST'], authLevel: 'anonymous' },
+        { name: 'smart-configuration', trigger: 'httpTrigger', route: 'smart-configuration', methods: ['GET', 'HEAD'], authLevel: 'anonymous' },
         { name: 'refreshTimer', trigger: 'timerTrigger', schedule: '0 */5 * * * *', runOnStartup: false },
       ]),
     );
-    expect(host.registrations).toHaveLength(6);
+    expect(host.registrations).toHaveLength(7);
     expect(host.routePrefix).toBe('api');
     expect(host.hookCounts()).toEqual({ appStart: 1, appTerminate: 1 });
   });
