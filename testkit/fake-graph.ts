@@ -7,9 +7,6 @@
  * - POST {…}/{id}/getMemberObjects                                               {securityEnabledOnly}
  * - GET  groups/{id}/transitiveMembers and groups/{id}/members, `$select`, `$top` (≤ 999, default
  *        100), `@odata.nextLink` with `$skiptoken`
- * - GET  groups/delta (`$select=members`): `members@delta` (removed members carry `@removed`),
- *        pages by `$skiptoken`, a final `@odata.deltaLink` with `$deltatoken`; a large group is split
- *        over several pages and appears once per page, as Graph does
  * - POST $batch (≤ 20 requests, responses in a different order than asked)
  * - GET  directoryObjects/{id} with `@odata.type`
  * Links name https://graph.microsoft.com, as Graph's do; errors use Graph's error body.
@@ -63,10 +60,6 @@ export interface LoggedRequest {
 export interface FakeGraphOptions {
   /** The bearer the fake accepts. Default 'fake-graph-token'. */
   readonly token?: string;
-  /** Member references per delta page (Graph splits a 9,993-member group over 20 pages). Default 500. */
-  readonly deltaPageMembers?: number;
-  /** Group objects per delta page. Default 100. */
-  readonly deltaPageGroups?: number;
 }
 
 export interface NewObject {
@@ -124,29 +117,12 @@ interface Reply {
   readonly body?: unknown;
 }
 
-interface DeltaEntry {
-  readonly groupId: string;
-  readonly refs: readonly Record<string, unknown>[];
-}
-
-interface DeltaRound {
-  readonly pages: readonly Record<string, unknown>[][];
-  readonly version: number;
-  /** Whether the round's `$select` asked for members; Graph carries it in the tokens. */
-  readonly withMembers: boolean;
-}
-
 export async function startFakeGraph(options: FakeGraphOptions = {}): Promise<FakeGraph> {
   const token = options.token ?? 'fake-graph-token';
-  const deltaPageMembers = options.deltaPageMembers ?? 500;
-  const deltaPageGroups = options.deltaPageGroups ?? 100;
 
   const objects = new Map<string, DirectoryObject>();
   const members = new Map<string, Set<string>>(); // group -> direct members
   const parents = new Map<string, Set<string>>(); // object -> groups it is a direct member of
-  const changes: { version: number; groupId: string; memberId?: string }[] = [];
-  let version = 0;
-  const rounds = new Map<string, DeltaRound>();
   const faults: FaultRule[] = [];
   const tampers: { remaining: number; readonly tamper: Tamper; readonly match: RequestMatch | undefined }[] = [];
   const log: LoggedRequest[] = [];
@@ -161,10 +137,7 @@ export async function startFakeGraph(options: FakeGraphOptions = {}): Promise<Fa
       displayName: object.displayName ?? `${type} ${id.slice(0, 8)}`,
       ...(type === 'servicePrincipal' || type === 'application' ? { appId: object.appId ?? randomUUID() } : {}),
     });
-    if (type === 'group') {
-      members.set(id, new Set());
-      changes.push({ version: ++version, groupId: id });
-    }
+    if (type === 'group') members.set(id, new Set());
     return id;
   };
 
@@ -271,106 +244,6 @@ export async function startFakeGraph(options: FakeGraphOptions = {}): Promise<Fa
     };
   };
 
-  const deltaEntries = (since: number | undefined): DeltaEntry[] => {
-    if (since === undefined) {
-      return [...members.keys()].map((groupId) => ({
-        groupId,
-        refs: [...(members.get(groupId) ?? [])].map((id) => ref(id, false)),
-      }));
-    }
-    const touched = new Map<string, Set<string>>();
-    const created = new Set<string>();
-    for (const change of changes) {
-      if (change.version <= since) continue;
-      if (change.memberId === undefined) created.add(change.groupId);
-      else {
-        const set = touched.get(change.groupId) ?? new Set<string>();
-        set.add(change.memberId);
-        touched.set(change.groupId, set);
-      }
-    }
-    const entries: DeltaEntry[] = [];
-    for (const groupId of created) {
-      entries.push({ groupId, refs: [...(members.get(groupId) ?? [])].map((id) => ref(id, false)) });
-    }
-    for (const [groupId, memberIds] of touched) {
-      if (created.has(groupId)) continue;
-      const current = members.get(groupId) ?? new Set<string>();
-      entries.push({
-        groupId,
-        refs: [...memberIds].map((id) =>
-          current.has(id) ? ref(id, false) : { ...ref(id, false), '@removed': { reason: 'deleted' } },
-        ),
-      });
-    }
-    return entries;
-  };
-
-  const deltaPages = (entries: readonly DeltaEntry[], withMembers: boolean): Record<string, unknown>[][] => {
-    const pages: Record<string, unknown>[][] = [];
-    let current: Record<string, unknown>[] = [];
-    let refsInPage = 0;
-    const flush = (): void => {
-      pages.push(current);
-      current = [];
-      refsInPage = 0;
-    };
-    for (const entry of entries) {
-      let rest = withMembers ? entry.refs : [];
-      do {
-        if (current.length >= deltaPageGroups || (refsInPage >= deltaPageMembers && rest.length > 0)) flush();
-        const room = deltaPageMembers - refsInPage;
-        const part = rest.slice(0, room);
-        rest = rest.slice(room);
-        current.push({ id: entry.groupId, ...(part.length > 0 ? { 'members@delta': part } : {}) });
-        refsInPage += part.length;
-      } while (rest.length > 0);
-    }
-    if (current.length > 0 || pages.length === 0) flush();
-    return pages;
-  };
-
-  const delta = (url: URL): Reply => {
-    const skipToken = url.searchParams.get('$skiptoken');
-    const deltaToken = url.searchParams.get('$deltatoken');
-    let roundId: string;
-    let pageIndex: number;
-    if (skipToken !== null) {
-      const decoded = decodeToken(skipToken);
-      if (typeof decoded?.round !== 'string' || typeof decoded.page !== 'number' || !rounds.has(decoded.round)) {
-        return badRequest('Invalid skip token.');
-      }
-      roundId = decoded.round;
-      pageIndex = decoded.page;
-    } else {
-      let since: number | undefined;
-      let withMembers = (url.searchParams.get('$select') ?? '').split(',').includes('members');
-      if (deltaToken !== null) {
-        const decoded = decodeToken(deltaToken);
-        if (typeof decoded?.version !== 'number') {
-          return graphError(410, 'SyncStateNotFound', 'The delta token is not valid; restart the synchronisation.');
-        }
-        since = decoded.version;
-        withMembers = decoded.members === true;
-      }
-      roundId = randomUUID();
-      pageIndex = 0;
-      rounds.set(roundId, { pages: deltaPages(deltaEntries(since), withMembers), version, withMembers });
-      if (rounds.size > 100) rounds.delete(rounds.keys().next().value as string);
-    }
-    const round = rounds.get(roundId) as DeltaRound;
-    const last = pageIndex >= round.pages.length - 1;
-    const link = last
-      ? {
-          '@odata.deltaLink': `${GRAPH}/groups/delta?$deltatoken=${encodeToken({ version: round.version, members: round.withMembers })}`,
-        }
-      : { '@odata.nextLink': `${GRAPH}/groups/delta?$skiptoken=${encodeToken({ round: roundId, page: pageIndex + 1 })}` };
-    if (last) rounds.delete(roundId);
-    return {
-      status: 200,
-      body: { '@odata.context': `${GRAPH}/$metadata#groups(members)`, ...link, value: round.pages[pageIndex] ?? [] },
-    };
-  };
   const route = (method: string, url: URL, body: unknown): Reply => {
     const path = url.pathname;
     if (!path.startsWith('/v1.0/')) return graphError(400, 'BadRequest', 'Invalid version.');
@@ -399,8 +272,6 @@ export async function startFakeGraph(options: FakeGraphOptions = {}): Promise<Fa
         },
       };
     }
-
-    if (method === 'GET' && collection === 'groups' && segments.length === 2 && id === 'delta') return delta(url);
 
     if (method === 'GET' && collection === 'groups' && segments.length === 3 &&
         (action === 'transitiveMembers' || action === 'members')) {
@@ -544,13 +415,11 @@ export async function startFakeGraph(options: FakeGraphOptions = {}): Promise<Fa
       const set = parents.get(member) ?? new Set<string>();
       set.add(groupId.toLowerCase());
       parents.set(member, set);
-      changes.push({ version: ++version, groupId: groupId.toLowerCase(), memberId: member });
     },
     removeMember(groupId, memberId) {
       const member = memberId.toLowerCase();
       members.get(groupId.toLowerCase())?.delete(member);
       parents.get(member)?.delete(groupId.toLowerCase());
-      changes.push({ version: ++version, groupId: groupId.toLowerCase(), memberId: member });
     },
     failNext(count, fault, match) {
       faults.push({ remaining: count, fault, match });

@@ -1,12 +1,13 @@
 /**
  * Transitive expansion of the allow-listed groups for the snapshot's group index (refresh()).
  *
- * transitiveMembers is the default (createGroupExpander), although delta is far cheaper once it
- * holds state (bench/PROFILE.md, "Group expansion", has the measurement), because:
+ * Each group is read from GET /groups/{id}/transitiveMembers, not from groups/delta, although
+ * delta is far cheaper once it holds state (bench/PROFILE.md, "Group expansion", has the
+ * measurement), because:
  * - Cost follows the allow-list, not the tenant. groups/delta has to track every group of the
  *   tenant (nested groups must be tracked to close over them; `$filter=id eq …` takes at most 50
  *   ids and restarts the round whenever the set changes), so its first round grows with the
- *   tenant (381 requests above for the same answer), where transitiveMembers stays at 150.
+ *   tenant, where transitiveMembers reads only the allow-listed groups.
  * - It is stateless. Delta needs its deltaLink and the direct-member graph of every group kept
  *   between refreshes; the timer runs on whichever Functions instance Azure picks, and a cold
  *   instance (or a deltaLink past Graph's expiry, HTTP 410) pays the full first round again.
@@ -14,9 +15,8 @@
  * - Every refresh is a complete, authoritative answer per group, so one failed group keeps its
  *   previous value and the others move on; a delta round that fails leaves every group stale, and
  *   a change applied wrongly (a removal missed) would keep granting access until a full resync.
- * At a refresh interval of minutes, 150 small GETs per refresh are far inside Graph's limits.
- * GraphDeltaGroupExpander stays here (with exportState/initialState) for a deployment that
- * persists its state and has few groups.
+ * At a refresh interval of minutes, one small GET per 999 members of each group is far inside
+ * Graph's limits.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Client } from '@microsoft/microsoft-graph-client';
@@ -45,10 +45,7 @@ export interface GroupExpanderOptions {
 }
 
 class ExpansionError extends Error {
-  constructor(
-    message: string,
-    readonly failure?: GraphFailure,
-  ) {
+  constructor(message: string) {
     super(message);
     this.name = 'ExpansionError';
   }
@@ -93,7 +90,7 @@ class GraphPager {
       const retryable = failure.status !== undefined && GRAPH_RETRYABLE_STATUSES.has(failure.status);
       const wait = failure.retryAfterMs ?? this.#defaultRetryMs;
       if (!retryable || retry >= this.#maxRetries || wait > this.#maxRetryAfterMs) {
-        throw new ExpansionError(failure.message, failure);
+        throw new ExpansionError(failure.message);
       }
       await sleep(wait);
     }
@@ -189,178 +186,10 @@ function pageKey(link: string): string {
   return `${url.pathname.toLowerCase()}?${params.join('&')}`;
 }
 
-/** The state a delta expander needs to continue where it stopped; JSON-serialisable. */
-export interface DeltaState {
-  readonly deltaLink: string;
-  /** group id -> direct member ids (users, service principals, groups), for every group seen. */
-  readonly groups: Readonly<Record<string, readonly string[]>>;
-}
-
-export interface DeltaGroupExpanderOptions extends GroupExpanderOptions {
-  readonly initialState?: DeltaState;
-  /** Bound on direct member references held for the whole tenant. Default 5 000 000. */
-  readonly maxTotalMembers?: number;
-}
-
-interface DeltaChange {
-  readonly groupId: string;
-  readonly removed: boolean;
-  readonly added: readonly string[];
-  readonly dropped: readonly string[];
-}
-
-/**
- * GET /groups/delta?$select=members, then the persisted @odata.deltaLink on later refreshes.
- * Delta reports direct members only (`members@delta`, removals marked `@removed`), so nested
- * closure is computed here. A round's changes are applied only once its deltaLink arrives, so a
- * failed round leaves the previous state whole.
- */
-export class GraphDeltaGroupExpander implements GroupExpander {
-  readonly #pager: GraphPager;
-  readonly #maxMembers: number;
-  readonly #maxTotalMembers: number;
-  #deltaLink: string | undefined;
-  #direct = new Map<string, Set<string>>();
-  #total = 0;
-
-  constructor(options: DeltaGroupExpanderOptions) {
-    this.#pager = new GraphPager(options);
-    this.#maxMembers = options.maxMembersPerGroup ?? 1_000_000;
-    this.#maxTotalMembers = options.maxTotalMembers ?? 5_000_000;
-    if (options.initialState !== undefined) {
-      this.#deltaLink = options.initialState.deltaLink;
-      for (const [groupId, memberIds] of Object.entries(options.initialState.groups)) {
-        this.#direct.set(groupId, new Set(memberIds));
-        this.#total += memberIds.length;
-      }
-    }
-  }
-
-  exportState(): DeltaState | undefined {
-    if (this.#deltaLink === undefined) return undefined;
-    const groups: Record<string, readonly string[]> = {};
-    for (const [groupId, memberIds] of this.#direct) groups[groupId] = [...memberIds];
-    return { deltaLink: this.#deltaLink, groups };
-  }
-
-  async expandGroups(groupIds: readonly string[]): Promise<GroupExpansion> {
-    const wanted = [...new Set(groupIds.map((id) => id.toLowerCase()))];
-    const members = new Map<string, readonly string[]>();
-    const failed = new Map<string, string>();
-    try {
-      await this.#sync();
-    } catch (error) {
-      const reason = `groups delta failed: ${error instanceof Error ? error.message : 'unknown error'}`;
-      for (const groupId of wanted) failed.set(groupId, reason);
-      return { members, failed };
-    }
-    for (const groupId of wanted) {
-      if (!isGuid(groupId)) {
-        failed.set(groupId, 'group id is not a GUID');
-        continue;
-      }
-      const closure = this.#closure(groupId);
-      if (closure === undefined) failed.set(groupId, `more than ${this.#maxMembers} transitive members`);
-      else members.set(groupId, closure);
-    }
-    return { members, failed };
-  }
-
-  async #sync(): Promise<void> {
-    const resuming = this.#deltaLink !== undefined;
-    let changes: DeltaChange[];
-    let deltaLink: string;
-    try {
-      ({ changes, deltaLink } = await this.#round(this.#deltaLink ?? '/groups/delta?$select=members'));
-    } catch (error) {
-      // 410 Gone: the delta token expired or the sync state was reset; start a full round.
-      if (!resuming || !(error instanceof ExpansionError) || error.failure?.status !== 410) throw error;
-      this.#deltaLink = undefined;
-      ({ changes, deltaLink } = await this.#round('/groups/delta?$select=members'));
-    }
-    // Touched groups are copied, changed and checked against the bound before anything is kept.
-    const base = this.#deltaLink === undefined ? new Map<string, Set<string>>() : this.#direct;
-    let total = this.#deltaLink === undefined ? 0 : this.#total;
-    const touched = new Map<string, Set<string> | null>();
-    for (const change of changes) {
-      if (!touched.has(change.groupId)) {
-        const before = base.get(change.groupId);
-        total -= before?.size ?? 0;
-        touched.set(change.groupId, before === undefined ? new Set() : new Set(before));
-      }
-      if (change.removed) {
-        touched.set(change.groupId, null);
-        continue;
-      }
-      const set = touched.get(change.groupId) ?? new Set<string>();
-      for (const id of change.added) set.add(id);
-      for (const id of change.dropped) set.delete(id);
-      touched.set(change.groupId, set);
-    }
-    for (const set of touched.values()) total += set?.size ?? 0;
-    if (total > this.#maxTotalMembers) {
-      throw new ExpansionError(`more than ${this.#maxTotalMembers} member references in the tenant`);
-    }
-    for (const [groupId, set] of touched) {
-      if (set === null) base.delete(groupId);
-      else base.set(groupId, set);
-    }
-    this.#direct = base;
-    this.#total = total;
-    this.#deltaLink = deltaLink;
-  }
-
-  async #round(start: string): Promise<{ changes: DeltaChange[]; deltaLink: string }> {
-    const changes: DeltaChange[] = [];
-    let references = 0;
-    let link = start;
-    const seen = new Set<string>();
-    for (;;) {
-      const key = pageKey(link);
-      if (seen.has(key)) throw new ExpansionError('@odata.nextLink repeats a delta page already read (a paging loop); round stopped');
-      seen.add(key);
-      const body = await this.#pager.get(link);
-      if (body === 'not-found') throw new ExpansionError('groups delta answered 404');
-      for (const item of Array.isArray(body.value) ? body.value : []) {
-        const change = deltaChangeOf(item);
-        if (change === undefined) continue;
-        references += change.added.length + change.dropped.length;
-        if (references > this.#maxTotalMembers) {
-          throw new ExpansionError(`more than ${this.#maxTotalMembers} member references in one delta round`);
-        }
-        changes.push(change);
-      }
-      const deltaLink = body['@odata.deltaLink'];
-      if (typeof deltaLink === 'string') {
-        if (!isGraphLink(deltaLink)) throw new ExpansionError('deltaLink is not a Graph https link');
-        return { changes, deltaLink };
-      }
-      const next = nextLinkOf(body);
-      if (next === undefined) throw new ExpansionError('delta page has neither nextLink nor deltaLink');
-      link = next;
-    }
-  }
-
-  #closure(groupId: string): string[] | undefined {
-    const found = new Set<string>();
-    const stack = [groupId];
-    while (stack.length > 0) {
-      for (const member of this.#direct.get(stack.pop() as string) ?? []) {
-        if (member === groupId || found.has(member)) continue;
-        found.add(member);
-        if (found.size > this.#maxMembers) return undefined;
-        if (this.#direct.has(member)) stack.push(member);
-      }
-    }
-    return [...found];
-  }
-}
-
 /** The expander refresh() uses (see above). */
 export function createGroupExpander(options: GroupExpanderOptions): GroupExpander {
   return new GraphGroupExpander(options);
 }
-
 
 function idsOf(value: unknown): string[] {
   if (!Array.isArray(value)) throw new ExpansionError('Graph page has no value array');
@@ -378,21 +207,4 @@ function nextLinkOf(body: Record<string, unknown>): string | undefined {
   if (next === undefined) return undefined;
   if (typeof next !== 'string' || !isGraphLink(next)) throw new ExpansionError('nextLink is not a Graph https link');
   return next;
-}
-
-function deltaChangeOf(item: unknown): DeltaChange | undefined {
-  if (item === null || typeof item !== 'object') return undefined;
-  const record = item as Record<string, unknown>;
-  if (typeof record.id !== 'string' || !isGuid(record.id)) return undefined;
-  const groupId = record.id.toLowerCase();
-  if (record['@removed'] !== undefined) return { groupId, removed: true, added: [], dropped: [] };
-  const added: string[] = [];
-  const dropped: string[] = [];
-  const refs = record['members@delta'];
-  for (const ref of Array.isArray(refs) ? refs : []) {
-    const { id, '@removed': removed } = (ref ?? {}) as { id?: unknown; '@removed'?: unknown };
-    if (typeof id !== 'string' || !isGuid(id)) continue;
-    (removed === undefined ? added : dropped).push(id.toLowerCase());
-  }
-  return { groupId, removed: false, added, dropped };
 }

@@ -226,8 +226,7 @@ export function withoutSdkRetries(): MiddlewareOptions[] {
 }
 
 /**
- * Whether a link Graph handed back (`@odata.nextLink`, `@odata.deltaLink`) may be followed: https
- * on a Graph host, the only links the SDK authenticates and the only ones the fake rewrites.
+ * Whether a link Graph handed back (`@odata.nextLink`) may be followed: https on a Graph host, the only links the SDK authenticates and the only ones the fake rewrites.
  */
 export function isGraphLink(link: string): boolean {
   try {
