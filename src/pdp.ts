@@ -112,6 +112,12 @@ export interface PdpDependencies {
 
 export interface DecideOptions {
   readonly trace?: boolean;
+  /**
+   * Set by a caller that also names the subject (AuthZEN's subject.id): told the verified
+   * principal, it returns a hint when that is not the subject named, and the decision is then
+   * `principal_not_allowed`, logged and counted as such.
+   */
+  readonly subjectMismatch?: (principal: PrincipalSummary) => string | undefined;
 }
 
 export class Pdp {
@@ -195,6 +201,12 @@ export class Pdp {
         identity: budget.identity,
         cacheHit: budget.cacheHit,
       };
+    }
+    const mismatch = outcome.identity && options.subjectMismatch?.(outcome.identity.summary);
+    if (mismatch) {
+      const r = refuse('principal_not_allowed', mismatch);
+      trace?.fail('principal', r);
+      outcome = { refusal: r, identity: outcome.identity, ...(outcome.token ? { token: outcome.token } : {}), cacheHit: outcome.cacheHit ?? false };
     }
     const reason: ReasonCode = 'refusal' in outcome ? outcome.refusal.reason : 'allowed';
     const def = REASONS[reason];

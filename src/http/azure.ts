@@ -21,6 +21,7 @@ interface Worker {
   readonly service: PdpService;
   readonly keys: KeyRing;
   readonly started: Promise<void>;
+  readonly authzenPdpUrl?: string;
 }
 
 let worker: Worker | undefined;
@@ -63,7 +64,12 @@ export function workerService(env: Record<string, string | undefined> = process.
     });
     const started = service.start(settings.PDP_SNAPSHOT_STORE === 'memory' ? { refreshIntervalMs: settings.PDP_REFRESH_INTERVAL_SECONDS * 1000 } : {});
     started.catch(() => undefined);
-    worker = { service, keys: new KeyRing(keyList(settings.PDP_API_KEYS), keyList(settings.PDP_ADMIN_KEYS)), started };
+    worker = {
+      service,
+      keys: new KeyRing(keyList(settings.PDP_API_KEYS), keyList(settings.PDP_ADMIN_KEYS)),
+      started,
+      ...(settings.PDP_AUTHZEN_PDP_URL ? { authzenPdpUrl: settings.PDP_AUTHZEN_PDP_URL } : {}),
+    };
   }
   return worker;
 }
@@ -130,7 +136,7 @@ function toResponse(answer: PdpHttpResponse): HttpResponseInit {
 export async function handleHttp(request: HttpRequest, _context: InvocationContext, hostCheckedKey: boolean): Promise<HttpResponseInit> {
   const w = workerService();
   const req = await toPdpRequest(request);
-  return toResponse(await route(w.service, req, { keys: w.keys, hostCheckedKey }));
+  return toResponse(await route(w.service, req, { keys: w.keys, hostCheckedKey, ...(w.authzenPdpUrl ? { authzenPdpUrl: w.authzenPdpUrl } : {}) }));
 }
 
 export async function handleRefreshTimer(_timer: Timer, context: InvocationContext): Promise<void> {

@@ -3,6 +3,7 @@
  * /api/explain (admin). Keys are checked here, once, for both the standalone host and Azure.
  */
 import type { Pdp } from '../pdp.js';
+import { handleAuthzen, isAuthzenPath } from './authzen.js';
 import { DECIDE_PREFIX, handleDecide, modeOf } from './decide-api.js';
 import type { KeyRefusal } from './key-refusals.js';
 import { describePresentedKey, type KeyRing } from './keys.js';
@@ -36,6 +37,8 @@ export interface RouteOptions {
   readonly loopbackOnly?: boolean;
   /** Told of every /api/decide request refused for its key (src/http/key-refusals.ts logs it). */
   readonly onKeyRefused?: (refusal: KeyRefusal) => void;
+  /** PDP_AUTHZEN_PDP_URL: the AuthZEN policy decision point identifier (src/http/authzen.ts). */
+  readonly authzenPdpUrl?: string;
 }
 
 const UNAUTHORIZED = json(401, { error: 'unauthorized', message: 'A valid key is required (x-functions-key header or code parameter).' });
@@ -107,6 +110,16 @@ export async function route(runtime: PdpRuntime, req: PdpHttpRequest, options: R
     if (req.method === 'GET' && runtime.explainPage) return runtime.explainPage();
     if (req.method === 'POST' && runtime.explain) return runtime.explain(req);
     return json(405, { error: 'method_not_allowed' }, { allow: 'GET, POST' });
+  }
+  if (isAuthzenPath(path)) {
+    // Guarded as /api/decide is; the metadata document is public (src/http/authzen.ts).
+    const access = options.keys.accessOf(req);
+    return await handleAuthzen(runtime.pdp, req, path, {
+      authenticated: options.keys.decideIsOpen || access !== 'none' || options.hostCheckedKey === true,
+      admin: access === 'admin',
+      ...(options.authzenPdpUrl ? { pdpUrl: options.authzenPdpUrl } : {}),
+      ...(runtime.pdp.config.fhirBaseUrl ? { fhirBaseUrl: runtime.pdp.config.fhirBaseUrl } : {}),
+    });
   }
   return NOT_FOUND;
 }

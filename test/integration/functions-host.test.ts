@@ -86,9 +86,12 @@ describe('start-up (app.hook.appStart)', () => {
         { name: 'health', trigger: 'httpTrigger', route: 'health', methods: ['GET', 'HEAD'], authLevel: 'anonymous' },
         { name: 'refresh', trigger: 'httpTrigger', route: 'refresh', methods: ['POST'], authLevel: 'anonymous' },
         { name: 'refreshTimer', trigger: 'timerTrigger', schedule: '0 */5 * * * *', runOnStartup: false },
+        { name: 'authzen-evaluation', trigger: 'httpTrigger', route: 'access/v1/evaluation', methods: ['POST'], authLevel: 'function' },
+        { name: 'authzen-evaluations', trigger: 'httpTrigger', route: 'access/v1/evaluations', methods: ['POST'], authLevel: 'function' },
+        { name: 'authzen-configuration', trigger: 'httpTrigger', route: '.well-known/authzen-configuration', methods: ['GET'], authLevel: 'anonymous' },
       ]),
     );
-    expect(host.registrations).toHaveLength(6);
+    expect(host.registrations).toHaveLength(9);
     expect(host.routePrefix).toBe('api');
     expect(host.hookCounts()).toEqual({ appStart: 1, appTerminate: 1 });
   });
