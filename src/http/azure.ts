@@ -119,7 +119,8 @@ async function toPdpRequest(request: HttpRequest): Promise<PdpHttpRequest> {
     url: `${url.pathname}${url.search}`,
     header: (name) => {
       const v = request.headers.get(name);
-      if (v === null) return [];
+      // The .NET host builds the URL from the Host header; a worker request without one still has it there.
+      if (v === null) return name.toLowerCase() === 'host' ? [url.host] : [];
       // Fetch Headers join repeated values with ", ". A bearer token cannot contain a comma
       // (RFC 6750 b64token), so a comma in Authorization means more than one credential.
       return name.toLowerCase() === 'authorization' ? v.split(/,\s*/) : [v];
