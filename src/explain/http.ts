@@ -10,6 +10,7 @@ import { json } from '../http/types.js';
 import { parseJsonStrict } from '../identity/strict-json.js';
 import type { Pdp } from '../pdp.js';
 import { REASONS } from '../policy/reasons.js';
+import { explainEvaluationWith, isAuthzenQuestion } from './authzen.js';
 import { EXPLAIN_PAGE_CSP, EXPLAIN_PAGE_HTML } from './page.js';
 import { explanationOf, stripBearer, type Explanation } from './render.js';
 
@@ -50,6 +51,12 @@ export function explainHandler(pdp: Pdp, now: () => number = Date.now): (req: Pd
     // As strict as /api/decide's JSON mode: a repeated member is refused, not read as its last value.
     const raw = parseJsonStrict(req.body.toString('utf8'));
     if (!raw.ok) return invalidRequest(raw.problem === 'duplicate member names' ? 'the body repeats a member name; send each member once' : 'the body is not JSON');
+    // An AuthZEN evaluation request (docs/authzen.md) is explained through the same mapping as /api/access/v1/evaluation.
+    if (isAuthzenQuestion(raw.value)) {
+      const answer = await explainEvaluationWith(pdp, raw.value, now);
+      if ('problem' in answer) return invalidRequest(`the AuthZEN evaluation request is malformed: ${answer.problem}`);
+      return json(200, answer.explanation, { 'x-decision-id': answer.explanation.decision.decisionId });
+    }
     const parsed = explainQuestion.safeParse(raw.value);
     if (!parsed.success) return invalidRequest(parsed.error.issues.map((i) => `${i.path.join('.') || '$'}: ${i.message}`).join('; '));
     const explanation = await explainQuestionWith(pdp, parsed.data, now);

@@ -341,3 +341,18 @@ describe('the AuthZEN interop payload checks, on FHIR vectors', () => {
     expect(results).toEqual(results.map(() => 'PASS'));
   });
 });
+
+describe('POST /api/explain with an AuthZEN evaluation request', () => {
+  it('explains it through the same mapping, with the trace; a malformed one is 400', async () => {
+    const q = { subject: { type: 'user', id: READER_OID, properties: { token: await mint() } }, action: { name: 'update' }, resource: { type: 'Patient', id: '9' } };
+    const res = await call('/api/explain', q, { 'x-functions-key': ADMIN_KEY });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ request: { method: 'PUT', path: '/Patient/9' }, decision: { reason: 'action_not_permitted' }, failedStep: 'dataAction' });
+    const bad = await call('/api/explain', { subject: { type: 'user', id: 'a' }, action: { name: 'read' } }, { 'x-functions-key': ADMIN_KEY });
+    expect(bad.status).toBe(400);
+    expect(bad.body).toMatchObject({ reason: 'invalid_request' });
+    expect(bad.body.hint).toMatch(/AuthZEN/);
+    // Only for admin callers, as every explain.
+    expect((await call('/api/explain', q, { 'x-functions-key': API_KEY })).status).toBe(401);
+  });
+});
