@@ -2,8 +2,8 @@
  * The OpenID AuthZEN Authorization API 1.0 request, read and spelled as a FHIR question
  * (docs/authzen.md). Pure: no I/O, no clock. It imports only types from the decision entry point.
  *
- * AuthZEN 1.0 §6.1: an evaluation is the 4-tuple subject, action, resource (REQUIRED) and context
- * (OPTIONAL). §7.1: an evaluations request MAY carry an `evaluations` array; top-level members are
+ * AuthZEN 1.0 "Access Evaluation API Request": an evaluation is the 4-tuple subject, action, resource (REQUIRED) and context
+ * (OPTIONAL). "Access Evaluations API Request": an evaluations request MAY carry an `evaluations` array; top-level members are
  * defaults, and "If a top-level key is specified in the 4-tuples present in the evaluations array
  * then the value of that will take precedence over these default values" (a whole-member
  * replacement, not a deep merge).
@@ -23,7 +23,7 @@ const MAX_TOKEN_CHARS = 65_536 + 16;
 
 const properties = z.record(z.string().max(256), z.unknown());
 
-/** AuthZEN 1.0 §5.1: `type` and `id` REQUIRED strings, `properties` an OPTIONAL object. */
+/** AuthZEN 1.0 "Subject": `type` and `id` REQUIRED strings, `properties` an OPTIONAL object. */
 const subject = z
   .object({
     type: z.string().min(1).max(256),
@@ -31,7 +31,7 @@ const subject = z
     properties: properties.optional(),
   })
   .strict();
-/** §5.2: the same members as a Subject. */
+/** "Resource": the same members as a Subject. */
 const resource = z
   .object({
     type: z.string().min(1).max(256),
@@ -39,14 +39,14 @@ const resource = z
     properties: properties.optional(),
   })
   .strict();
-/** §5.3: `name` REQUIRED, `properties` OPTIONAL. */
+/** "Action": `name` REQUIRED, `properties` OPTIONAL. */
 const action = z
   .object({
     name: z.string().min(1).max(64),
     properties: properties.optional(),
   })
   .strict();
-/** §5.4: any JSON object. */
+/** "Context": any JSON object. */
 const context = properties;
 
 export const evaluationRequest = z.object({ subject, action, resource, context: context.optional() }).strict();
@@ -65,7 +65,7 @@ export const evaluationsRequest = z
     resource: resource.optional(),
     context: context.optional(),
     evaluations: z.array(partialEvaluation).max(MAX_EVALUATIONS, `at most ${MAX_EVALUATIONS} evaluations per request`).optional(),
-    // §7.1.2: "a set of key-value pairs"; an option this PDP does not know changes nothing.
+    // "Evaluations options": "a set of key-value pairs"; an option this PDP does not know changes nothing.
     options: z.object({ evaluations_semantic: z.enum(EVALUATIONS_SEMANTICS).optional() }).passthrough().optional(),
   })
   .strict();
@@ -96,7 +96,7 @@ export type ReadBatch =
 
 /**
  * POST /access/v1/evaluations's body: each evaluation with the defaults applied. Without an
- * `evaluations` array it is a single evaluation (§7.1: "behaves in a backwards-compatible manner").
+ * `evaluations` array it is a single evaluation ("Access Evaluations API Request": "behaves in a backwards-compatible manner").
  * An evaluation that still lacks subject, action or resource makes the whole request malformed.
  */
 export function readEvaluations(raw: unknown): ReadBatch {
@@ -205,7 +205,7 @@ export function fhirQuestionOf(e: Evaluation, options: MapOptions = {}): Mapped 
         method: target.method,
         target: target.target,
         // The token as the JSON question's `token` member: no Authorization header of the AuthZEN
-        // request is read (that header authenticates the PEP to the PDP, AuthZEN 1.0 §2).
+        // request is read (that header authenticates the PEP to the PDP, AuthZEN 1.0 "Model").
         credentials: { authorization: [], ...(token !== undefined ? { token: stripBearer(token) } : {}), queryToken: hasAccessTokenParam(target.target) },
         mode: 'json',
         ...(body !== undefined ? { body } : {}),

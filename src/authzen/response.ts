@@ -6,8 +6,8 @@ import type { Decision, PrincipalSummary } from '../pdp.js';
 import { REASONS } from '../policy/reasons.js';
 
 /**
- * AuthZEN 1.0 §6.2: `decision` REQUIRED boolean; `context` OPTIONAL, "any JSON object". Its members
- * here follow §6.2's Reason Object (`id`, `reason_user`, `reason_admin`) and §7.2.1's per-evaluation
+ * AuthZEN 1.0 "Access Evaluation API Response": `decision` REQUIRED boolean; `context` OPTIONAL, "any JSON object". Its members
+ * here follow "Access Evaluation API Response"'s Reason Object (`id`, `reason_user`, `reason_admin`) and "Errors" of the Access Evaluations API's per-evaluation
  * `error`, plus what /api/decide answers (decision id, status, principal, compartment).
  */
 export interface EvaluationResponse {
@@ -21,11 +21,11 @@ export interface EvaluationContext {
   readonly decision_id?: string;
   /** The status /api/decide would answer (200, 401, 403, 503, 400). */
   readonly status: number;
-  /** §6.2.2: "MAY be shared with the user". The caller-safe message. */
+  /** "Reason Object": "MAY be shared with the user". The caller-safe message. */
   readonly reason_user: { readonly en: string };
-  /** §6.2.2: "MUST NOT be shared with the user". The operator hint, for admin callers only. */
+  /** "Reason Object": "MUST NOT be shared with the user". The operator hint, for admin callers only. */
   readonly reason_admin?: { readonly en: string };
-  /** §7.2.1: a failed evaluation (indeterminate, or a malformed one inside a batch). */
+  /** "Errors" of the Access Evaluations API: a failed evaluation (indeterminate, or a malformed one inside a batch). */
   readonly error?: { readonly status: number; readonly message: string };
   readonly principal?: PrincipalSummary;
   /** An allow that the FHIR server must narrow to this patient compartment (compartmentMode delegate). */
@@ -33,9 +33,9 @@ export interface EvaluationContext {
 }
 
 /**
- * §6.2: "true: The access request is permitted to go forward. false: ... MUST NOT be permitted".
+ * "Access Evaluation API Response": "true: The access request is permitted to go forward. false: ... MUST NOT be permitted".
  * Only an allow is true. Indeterminate (a dependency down) is false with an `error` naming 503:
- * §7.2.1 "Decisions default to closed (i.e. false), but the context field can include errors",
+ * "Errors" of the Access Evaluations API "Decisions default to closed (i.e. false), but the context field can include errors",
  * and the Transport section keeps HTTP errors for the request itself, "unrelated to the outcome of
  * an authorization decision, which is always returned with a 200 status code".
  */
@@ -77,7 +77,7 @@ export function subjectMismatch(subjectId: string, p: PrincipalSummary): string 
   return `subject.id ${JSON.stringify(subjectId.slice(0, 128))} is not the principal the token in subject.properties.token proves (${names || 'it carries no oid or fhirUser'}); the token decides whom a decision is about: send its oid or fhirUser as subject.id`;
 }
 
-/** AuthZEN 1.0 §9.1: the PDP metadata. Endpoints absent here are not offered (the search APIs). */
+/** AuthZEN 1.0 "Policy Decision Point Metadata": the PDP metadata. Endpoints absent here are not offered (the search APIs). */
 export interface PdpMetadata {
   readonly policy_decision_point: string;
   readonly access_evaluation_endpoint: string;
@@ -86,7 +86,7 @@ export interface PdpMetadata {
 
 /**
  * The metadata of the PDP whose identifier is `pdp` (an https URL without query or fragment,
- * §9.1.1): its endpoints are the spec's paths below it.
+ * "Endpoint Parameters"): its endpoints are the spec's paths below it.
  */
 export function pdpMetadata(pdp: string): PdpMetadata {
   const base = pdp.replace(/\/+$/, '');

@@ -97,7 +97,7 @@ export const SETTINGS = {
   PDP_GRAPH_MANAGED_IDENTITY_CLIENT_ID: { schema: optionalString, description: 'Graph credential: client id of a user-assigned managed identity (DefaultAzureCredential).' },
 } as const;
 
-/** AuthZEN 1.0 §9.1.1: "a URL that uses the https scheme and has no query or fragment components". */
+/** AuthZEN 1.0 "Endpoint Parameters": "a URL that uses the https scheme and has no query or fragment components". */
 function isPdpIdentifier(value: string): boolean {
   let url: URL;
   try {

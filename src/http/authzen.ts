@@ -3,7 +3,7 @@
  * base `/api` of both hosts:
  *   POST /api/access/v1/evaluation    one evaluation
  *   POST /api/access/v1/evaluations   a batch, with defaults and options.evaluations_semantic
- *   GET  /.well-known/authzen-configuration/api   the PDP metadata (§9.2: the well-known string
+ *   GET  /.well-known/authzen-configuration/api   the PDP metadata ("Obtaining Policy Decision Point Metadata": the well-known string
  *        "inserted between the host component and the path"); also /api/.well-known/authzen-configuration,
  *        which is where Azure Functions (route prefix /api) can serve it.
  * The PEP authenticates with the API key as /api/decide does; the subject is proven by its token.
@@ -19,7 +19,7 @@ import { json } from './types.js';
 export const AUTHZEN_BASE_PATH = '/api';
 export const EVALUATION_PATH = `${AUTHZEN_BASE_PATH}/access/v1/evaluation`;
 export const EVALUATIONS_PATH = `${AUTHZEN_BASE_PATH}/access/v1/evaluations`;
-/** RFC 8615 / AuthZEN 1.0 §9.2 for the identifier `{origin}/api`. */
+/** RFC 8615 / AuthZEN 1.0 "Obtaining Policy Decision Point Metadata" for the identifier `{origin}/api`. */
 export const METADATA_PATH = `/.well-known/authzen-configuration${AUTHZEN_BASE_PATH}`;
 /** The same document below the base, where Azure Functions' route prefix allows it. */
 export const METADATA_PATH_UNDER_BASE = `${AUTHZEN_BASE_PATH}/.well-known/authzen-configuration`;
@@ -107,9 +107,9 @@ async function batch(pdp: Pdp, raw: unknown, options: AuthzenCallOptions): Promi
 }
 
 /**
- * AuthZEN 1.0 §7.1.2.1: execute_all answers every evaluation; deny_on_first_deny stops after the
+ * AuthZEN 1.0 "Evaluations semantics": execute_all answers every evaluation; deny_on_first_deny stops after the
  * first false ("any denial (error, or decision: false)"), permit_on_first_permit after the first
- * true; answers in request order (§7.2).
+ * true; answers in request order ("Access Evaluations API Response").
  *
  * One verification per token: the first evaluation of each token is decided alone, which verifies
  * the token and puts it in the verified-token cache; the others are then answered from the cache.
@@ -150,7 +150,7 @@ const LOOPBACK_HOST = /^(?:localhost|127(?:\.\d{1,3}){3}|\[::1\])(?::\d{1,5})?$/
 const HOST = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?$/;
 
 /**
- * §9.2.2: a JSON object of the metadata parameters. The identifier is PDP_AUTHZEN_PDP_URL when set;
+ * "Policy Decision Point Metadata Response": a JSON object of the metadata parameters. The identifier is PDP_AUTHZEN_PDP_URL when set;
  * else it is made from the request's Host (https, or http for a loopback host), which is right
  * when clients reach fhir-pdp directly, and is why the answer is then not cached by proxies.
  */
