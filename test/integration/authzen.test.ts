@@ -9,7 +9,7 @@ import { DevIdentityProvider } from '../../src/host/dev-idp.js';
 import { startHost, type StartedHost } from '../../src/host/main.js';
 import { MAX_EVALUATIONS } from '../../src/authzen/request.js';
 import { startOidcProvider, type RunningOidcProvider } from '../support/oidc-provider.js';
-import { ADMIN_KEY, API_KEY, FHIR_AUDIENCE, READER_OID } from '../support/pdp-fixtures.js';
+import { ADMIN_KEY, API_KEY, FHIR_AUDIENCE, READER_OID, startPdpWithDevIdp } from '../support/pdp-fixtures.js';
 
 const SECRET = 'portal-secret-0123456789';
 const USER_SCOPE = 'user/Patient.read';
@@ -354,5 +354,25 @@ describe('POST /api/explain with an AuthZEN evaluation request', () => {
     expect(bad.body.hint).toMatch(/AuthZEN/);
     // Only for admin callers, as every explain.
     expect((await call('/api/explain', q, { 'x-functions-key': API_KEY })).status).toBe(401);
+  });
+});
+
+describe('indeterminate through AuthZEN', () => {
+  it('the authority down: decision false with context.error 503, never true; the batch answers every item so', async () => {
+    const p = await startPdpWithDevIdp({ metadataRetrySeconds: 10, fetchTimeoutMs: 2000 }, { beforeStart: (i) => i.down('unavailable') });
+    try {
+      const subject = { type: 'user', id: READER_OID, properties: { token: await p.mint() } };
+      const post = async (path: string, body: unknown) =>
+        (await (await fetch(`${p.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })).json()) as any;
+      const one = await post('/api/access/v1/evaluation', { subject, action: { name: 'read' }, resource: { type: 'Patient', id: '1' } });
+      expect(one).toMatchObject({ decision: false, context: { id: 'issuer_unavailable', status: 503, error: { status: 503 } } });
+      const many = await post('/api/access/v1/evaluations', { subject, action: { name: 'read' }, evaluations: [{ resource: { type: 'Patient', id: '1' } }, { resource: { type: 'Patient', id: '2' } }] });
+      expect(many.evaluations.map((e: any) => [e.decision, e.context.id, e.context.error?.status])).toEqual([
+        [false, 'issuer_unavailable', 503],
+        [false, 'issuer_unavailable', 503],
+      ]);
+    } finally {
+      await p.close();
+    }
   });
 });
