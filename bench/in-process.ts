@@ -6,7 +6,9 @@
  *   2. jose.jwtVerify with the issuer's key (the library floor);
  *   3. Pdp.decide where every token misses the verified-token cache;
  *   4. Pdp.decide with tokens reused (cache hits);
- *   5. jsonwebtoken + jwks-rsa, the stack most Node services use.
+ *   5. jsonwebtoken + jwks-rsa, the stack most Node services use;
+ * and a page of 50 AuthZEN evaluations for one new token, asked as one batch
+ * (POST /access/v1/evaluations) and as 50 single evaluations in flight together.
  */
 import { webcrypto } from 'node:crypto';
 import { jwtVerify, type JWK } from 'jose';
@@ -16,6 +18,8 @@ import { parseConfig } from '../src/config/load.js';
 import { DEV_OBJECT_ID, DevIdentityProvider } from '../testkit/dev-idp.js';
 import { Pdp } from '../src/decision/pipeline.js';
 import type { DecisionInput } from '../src/decision/types.js';
+import { EVALUATION_PATH, EVALUATIONS_PATH, handleAuthzen } from '../src/http/authzen.js';
+import type { PdpHttpRequest } from '../src/http/types.js';
 import { figure, measurement, ratiosByRound, throughput, type Measurement, type SuiteResult } from './stats.js';
 
 export const AUDIENCE = 'https://fhir.example.test';
@@ -41,6 +45,10 @@ interface Plan {
 }
 
 const FULL: Plan = { pool: 4096, missCacheEntries: 64, reused: CONCURRENCY, repeats: 7, roundMs: 1500, warmupMs: 700 };
+/** Evaluations per AuthZEN page: a service rendering 50 resources, or checking a Bundle's entries. */
+export const PAGE_ITEMS = 50;
+/** Entries of the AuthZEN cases' cache: more than the pages in flight, fewer than the pool, so each page's token is new. */
+const PAGE_CACHE_ENTRIES = 2 * CONCURRENCY;
 const SMOKE: Plan = { pool: 384, missCacheEntries: 8, reused: CONCURRENCY, repeats: 2, roundMs: 150, warmupMs: 100 };
 
 interface Case {
@@ -58,6 +66,11 @@ interface Case {
  */
 export function decisionInput(authorization: string): DecisionInput {
   return { method: 'GET', target: '/Patient/123', credentials: { authorization: [authorization] }, mode: 'json' };
+}
+
+/** An AuthZEN POST as the HTTP layer hands it over (no socket): the body made per call, as a client does. */
+function authzenPost(url: string, body: unknown): PdpHttpRequest {
+  return { method: 'POST', url, header: () => [], body: Buffer.from(JSON.stringify(body)) };
 }
 
 /** `Bearer <token>` as one flat string (a template literal stays a rope until V8 flattens it). */
@@ -90,7 +103,11 @@ export async function runInProcess(options: InProcessOptions): Promise<SuiteResu
     };
     const pdpMiss = new Pdp(parseConfig({ ...configInput, tokenCacheMaxEntries: plan.missCacheEntries }));
     const pdpHit = new Pdp(parseConfig(configInput));
-    await Promise.all([pdpMiss.refreshIssuers(), pdpHit.refreshIssuers()]);
+    const pdpPage = new Pdp(parseConfig({ ...configInput, tokenCacheMaxEntries: PAGE_CACHE_ENTRIES }));
+    await Promise.all([pdpMiss.refreshIssuers(), pdpHit.refreshIssuers(), pdpPage.refreshIssuers()]);
+    const pageSubject = (token: string) => ({ type: 'user', id: DEV_OBJECT_ID, properties: { token } });
+    const pageResources = Array.from({ length: PAGE_ITEMS }, (_, i) => ({ type: 'Patient', id: `p${i}` }));
+    const authzenOptions = { authenticated: true, admin: false } as const;
 
     const jwks = jwksRsa({ jwksUri: idp.v2JwksUri, cache: true, rateLimit: true, jwksRequestsPerMinute: 10 });
     const peerVerify = async (token: string): Promise<void> => {
@@ -104,7 +121,7 @@ export async function runInProcess(options: InProcessOptions): Promise<SuiteResu
 
     // Each case walks the pool from where its last round stopped, so a round never restarts on
     // tokens the miss case still has cached.
-    const cursor = { subtle: 0, jose: 0, miss: 0, hit: 0, peer: 0 };
+    const cursor = { subtle: 0, jose: 0, miss: 0, hit: 0, peer: 0, batch: 0, singles: 0 };
     const countedFrom = { missCaseHits: 0, hitCaseMisses: 0 };
     // Verifications finish out of order (a thread of the pool can be descheduled while the others
     // pass it by hundreds), and a token whose late verification was just cached would be a hit when
@@ -172,6 +189,27 @@ export async function runInProcess(options: InProcessOptions): Promise<SuiteResu
         label: '5. jsonwebtoken + jwks-rsa (peer)',
         op: () => peerVerify(tokens[cursor.peer++ % tokens.length]!),
       },
+      {
+        id: 'authzen-batch',
+        label: `6. AuthZEN page of ${PAGE_ITEMS}, one batch (evaluations)`,
+        op: async () => {
+          const token = tokens[cursor.batch++ % tokens.length]!;
+          const res = await handleAuthzen(pdpPage, authzenPost(EVALUATIONS_PATH, { subject: pageSubject(token), action: { name: 'read' }, evaluations: pageResources.map((resource) => ({ resource })) }), EVALUATIONS_PATH, authzenOptions);
+          const answers = (JSON.parse(res.body!) as { evaluations: Array<{ decision: boolean }> }).evaluations;
+          if (answers.length !== PAGE_ITEMS || !answers.every((a) => a.decision)) throw new Error(`authzen-batch: ${res.status} ${res.body?.slice(0, 200)}`);
+        },
+      },
+      {
+        id: 'authzen-singles',
+        label: `7. AuthZEN page of ${PAGE_ITEMS}, single evaluations in flight together`,
+        op: async () => {
+          const subject = pageSubject(tokens[cursor.singles++ % tokens.length]!);
+          const answers = await Promise.all(
+            pageResources.map((resource) => handleAuthzen(pdpPage, authzenPost(EVALUATION_PATH, { subject, action: { name: 'read' }, resource }), EVALUATION_PATH, authzenOptions)),
+          );
+          if (!answers.every((res) => (JSON.parse(res.body!) as { decision: boolean }).decision)) throw new Error(`authzen-singles: ${answers[0]!.status} ${answers[0]!.body?.slice(0, 200)}`);
+        },
+      },
     ];
     const cases = options.only ? allCases.filter((c) => options.only!.includes(c.id)) : allCases;
 
@@ -223,6 +261,11 @@ export async function runInProcess(options: InProcessOptions): Promise<SuiteResu
     const [joseCpu, missCpu, hitCpu] = ['jose', 'decide-miss', 'decide-hit'].map((id) => cpuOf.get(id));
     if (missCpu && joseCpu) figures.push(figure('CPU per operation: decide, cache misses vs jose.jwtVerify', missCpu, joseCpu));
     if (hitCpu && joseCpu) figures.push(figure('CPU per operation: jose.jwtVerify vs decide, cache hits (how many cached decisions one verification costs)', joseCpu, hitCpu));
+    const [batchCpu, singlesCpu] = ['authzen-batch', 'authzen-singles'].map((id) => cpuOf.get(id));
+    if (batchCpu && singlesCpu)
+      figures.push(
+        figure(`CPU per page: AuthZEN batch of ${PAGE_ITEMS} vs ${PAGE_ITEMS} single evaluations`, batchCpu, singlesCpu, { text: '< 0.2× (under a fifth)', met: (r) => r < 0.2 }, ratiosByRound(cpuSamples.get('authzen-batch')!, cpuSamples.get('authzen-singles')!)),
+      );
 
     return {
       suite: 'in-process',
@@ -234,6 +277,7 @@ export async function runInProcess(options: InProcessOptions): Promise<SuiteResu
         'Case 1 verifies the signature bytes only (split and base64url-decoded per call); case 2 checks signature, iss, aud and exp with the imported key.',
         'Case 5 decodes the header, asks jwks-rsa for the key by kid (cached after the first fetch) and calls jwt.verify with algorithms, audience and issuer.',
         'Each decision of cases 3 and 4 asks GET /Patient/123 for an object id allowed `read`, and must be allowed; its Authorization header is one string made once per token, as hosts hand it over.',
+        `Cases 6 and 7 answer a page of ${PAGE_ITEMS} AuthZEN evaluations (read Patient/p0…p${PAGE_ITEMS - 1}) for a token of the pool the cache no longer holds (a Pdp with ${PAGE_CACHE_ENTRIES} cache entries), through the HTTP binding's handler (JSON body parsed, mapped, decided, answer written; no socket): case 6 as one batch, whose first evaluation verifies the token and the rest are cache hits; case 7 as ${PAGE_ITEMS} single evaluations in flight together, as a page renderer without batches asks, which all find the token not yet cached. One operation is one page.`,
         'CPU per operation: the process\'s user + system time over a round (all threads) divided by the operations completed. Cases 1, 2, 3 and 5 verify RSA signatures on libuv\'s thread pool (both cores); a cached decision (case 4) runs on the main thread, so operations per second compare two cores with one.',
       ],
       measurements: [...m.values(), ...cpuOf.values()],

@@ -9,13 +9,14 @@
  * Exit codes: 0 allowed / no errors, 1 denied or indeterminate / errors found, 2 usage or
  * configuration error.
  */
-import { realpathSync } from 'node:fs';
+import { readFileSync, realpathSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfigFile, loadConfigFromEnv } from '../config/load.js';
 import type { PdpConfig } from '../config/schema.js';
-import { explainQuestionWith, MAX_EXPLAIN_TOKEN_CHARS } from '../http/explain-api.js';
+import { explainEvaluationWith, explainQuestionWith, MAX_EXPLAIN_TOKEN_CHARS } from '../http/explain-api.js';
 import { renderExplanation } from '../explain/render.js';
+import { parseJsonStrict } from '../identity/strict-json.js';
 import { Pdp } from '../decision/pipeline.js';
 
 export const EXIT_ALLOWED = 0;
@@ -28,6 +29,9 @@ const USAGE = `Usage:
       each step (issuer, key, signature, lifetime, audience, application, claims, principal,
       groups, data action, scopes, compartment) and, for the first failing one, what was
       expected, what was found and the fix. The token is read from stdin when not given.
+  fhir-pdp explain [--config <file>] --authzen <file | -> [--json]
+      The same, for an AuthZEN 1.0 evaluation request (subject with properties.token, action,
+      resource; docs/authzen.md), read from the file or from stdin.
   fhir-pdp check-config [<file> | --config <file>] [--offline] [--json]
       Validates a configuration: schema and common mistakes offline; then each authority's
       discovery documents and keys, and (with "graph" configured) the access policies' object ids.
@@ -101,6 +105,7 @@ async function explainCommand(args: readonly string[], io: CliIo): Promise<numbe
       config: { type: 'string', short: 'c' },
       method: { type: 'string', short: 'X', default: 'GET' },
       path: { type: 'string', short: 'p' },
+      authzen: { type: 'string' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -109,6 +114,7 @@ async function explainCommand(args: readonly string[], io: CliIo): Promise<numbe
     io.stdout(USAGE);
     return EXIT_ALLOWED;
   }
+  if (values.authzen !== undefined) return await explainAuthzen(values.authzen, values, positionals, io);
   const { method, path } = values;
   if (!path) throw new UsageError('--path is required (the FHIR request path, e.g. /Patient/123)');
   if (!/^[A-Za-z]{1,16}$/.test(method)) throw new UsageError(`--method "${method}" is not an HTTP method name`);
@@ -127,6 +133,39 @@ async function explainCommand(args: readonly string[], io: CliIo): Promise<numbe
   try {
     for (const problem of await service.pdp.refreshIssuers()) io.stderr(`fhir-pdp: warning: ${problem}\n`);
     const explanation = await explainQuestionWith(service.pdp, { token, method, path });
+    if (values.json) io.stdout(`${JSON.stringify(explanation, null, 2)}\n`);
+    else io.stdout(`${renderExplanation(explanation, { color: io.stdoutIsTty && !io.env.NO_COLOR }).join('\n')}\n`);
+    return explanation.decision.decision === 'allow' ? EXIT_ALLOWED : EXIT_REFUSED;
+  } finally {
+    service.stop();
+  }
+}
+
+/** Most characters of an AuthZEN request file: a token and a few members. */
+const MAX_AUTHZEN_REQUEST_CHARS = MAX_EXPLAIN_TOKEN_CHARS + 16_384;
+
+async function explainAuthzen(source: string, values: { config?: string | undefined; json: boolean; path?: string | undefined }, positionals: readonly string[], io: CliIo): Promise<number> {
+  if (values.path !== undefined || positionals.length > 0) throw new UsageError('--authzen takes the whole question (subject, action, resource): no --path and no token argument');
+  let text: string;
+  if (source === '-') text = await io.readStdin();
+  else {
+    try {
+      if (statSync(source).size > MAX_AUTHZEN_REQUEST_CHARS) throw new UsageError(`${source} is larger than ${MAX_AUTHZEN_REQUEST_CHARS} bytes`);
+      text = readFileSync(source, 'utf8');
+    } catch (err) {
+      if (err instanceof UsageError) throw err;
+      throw new UsageError(`cannot read ${source}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+  const raw = parseJsonStrict(text);
+  if (!raw.ok) throw new UsageError(`the AuthZEN request is not JSON (${raw.problem})`);
+  const config = loadConfig(values.config, io.env);
+  const service = await pdpFor(config, io.env);
+  try {
+    for (const problem of await service.pdp.refreshIssuers()) io.stderr(`fhir-pdp: warning: ${problem}\n`);
+    const answer = await explainEvaluationWith(service.pdp, raw.value);
+    if ('problem' in answer) throw new UsageError(`the AuthZEN evaluation request is malformed: ${answer.problem}`);
+    const explanation = answer.explanation;
     if (values.json) io.stdout(`${JSON.stringify(explanation, null, 2)}\n`);
     else io.stdout(`${renderExplanation(explanation, { color: io.stdoutIsTty && !io.env.NO_COLOR }).join('\n')}\n`);
     return explanation.decision.decision === 'allow' ? EXIT_ALLOWED : EXIT_REFUSED;

@@ -19,6 +19,16 @@ export const SETTINGS = {
   },
   PDP_API_KEYS: { schema: optionalString, description: 'Comma-separated keys that may call /api/decide (x-functions-key header or code parameter).' },
   PDP_ADMIN_KEYS: { schema: optionalString, description: 'Comma-separated admin keys: /api/refresh, /api/explain, and operator hints in answers.' },
+  PDP_AUTHZEN_PDP_URL: {
+    schema: z
+      .string()
+      .trim()
+      .min(1)
+      .refine(isPdpIdentifier, 'an https URL without query or fragment (http only for a loopback host), e.g. https://pdp.contoso.example/api')
+      .optional(),
+    description:
+      'AuthZEN: the policy decision point identifier the metadata document names, the public URL of /api (e.g. https://pdp.contoso.example/api). Unset: made from the request\'s Host header.',
+  },
   PDP_LOG_DECISIONS: { schema: z.enum(['true', 'false']).default('true'), description: 'Write one JSON line per decision (never the token).' },
   PDP_REFRESH_SCHEDULE: {
     schema: z.string().trim().min(1).default('0 */5 * * * *'),
@@ -86,6 +96,19 @@ export const SETTINGS = {
   PDP_GRAPH_CLIENT_CERTIFICATE_PASSWORD: { schema: optionalString, description: 'Graph credential: password of the certificate, when it has one.' },
   PDP_GRAPH_MANAGED_IDENTITY_CLIENT_ID: { schema: optionalString, description: 'Graph credential: client id of a user-assigned managed identity (DefaultAzureCredential).' },
 } as const;
+
+/** AuthZEN 1.0 "Endpoint Parameters": "a URL that uses the https scheme and has no query or fragment components". */
+function isPdpIdentifier(value: string): boolean {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return false;
+  }
+  if (url.search || url.hash || value.includes('?') || value.includes('#') || url.username || url.password) return false;
+  if (url.protocol === 'https:') return true;
+  return url.protocol === 'http:' && (url.hostname === 'localhost' || url.hostname === '[::1]' || /^127\./.test(url.hostname));
+}
 
 export type SettingName = keyof typeof SETTINGS;
 

@@ -120,6 +120,12 @@ export class Pdp {
         cacheHit: budget.cacheHit,
       };
     }
+    const mismatch = outcome.identity && options.subjectMismatch?.(outcome.identity.summary);
+    if (mismatch) {
+      const r = refuse('principal_not_allowed', mismatch);
+      trace?.fail('principal', r);
+      outcome = { refusal: r, identity: outcome.identity, ...(outcome.token ? { token: outcome.token } : {}), cacheHit: outcome.cacheHit ?? false };
+    }
     const reason: ReasonCode = 'refusal' in outcome ? outcome.refusal.reason : 'allowed';
     const def = REASONS[reason];
     // Built by assignment, not conditional spreads: spreads take V8's slow object-clone path, and
@@ -512,9 +518,11 @@ function unseenBundleHint(mode: DecisionInput['mode']): string {
   const how =
     mode === 'json' || mode === 'explain' || mode === undefined
       ? 'send the Bundle as `body` in the JSON question (the API Management policy must include the request body for POST to the FHIR base)'
-      : mode === 'envoy'
-        ? 'enable with_request_body in the Envoy ext_authz filter so the Bundle reaches fhir-pdp'
-        : 'nginx and Traefik do not send the request body to fhir-pdp: use a gateway that does (Envoy with with_request_body, API Management with the body in the JSON question)';
+      : mode === 'authzen'
+        ? 'send the Bundle as `resource.properties.body` in the AuthZEN evaluation'
+        : mode === 'envoy'
+          ? 'enable with_request_body in the Envoy ext_authz filter so the Bundle reaches fhir-pdp'
+          : 'nginx and Traefik do not send the request body to fhir-pdp: use a gateway that does (Envoy with with_request_body, API Management with the body in the JSON question)';
   return `a batch or transaction Bundle (POST to the FHIR base) is decided entry by entry, and its entries were not seen: ${how}; or set unseenBundles to "requireEveryAction" to allow it only to principals granted every data action`;
 }
 

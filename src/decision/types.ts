@@ -14,7 +14,7 @@ export interface DecisionInput {
   readonly target: string;
   readonly credentials: CredentialSources;
   /** How the question arrived, for the decision log. */
-  readonly mode?: 'json' | 'forward-auth' | 'envoy' | 'explain';
+  readonly mode?: 'json' | 'forward-auth' | 'envoy' | 'explain' | 'authzen';
   /** The request body, for batch/transaction Bundles (`POST /`): JSON mode's `body`, or the client's body Envoy sent. */
   readonly body?: unknown;
   /** Set instead of `body` when the body was sent but cannot be read (not JSON, repeated members). */
@@ -77,4 +77,10 @@ export type DecisionLogger = (event: DecisionEvent, decision: Decision) => void;
 
 export interface DecideOptions {
   readonly trace?: boolean;
+  /**
+   * Set by a caller that also names the subject (AuthZEN's subject.id): told the verified
+   * principal, it returns a hint when that is not the subject named, and the decision is then
+   * `principal_not_allowed`, logged and counted as such.
+   */
+  readonly subjectMismatch?: (principal: PrincipalSummary) => string | undefined;
 }

@@ -134,7 +134,9 @@ const SCRIPT = `
 
   async function run() {
     if (!tokenEl.value.trim()) { showError('paste a token first.'); tokenEl.focus(); return; }
-    if (!pathEl.value.trim()) { showError('enter the request path, e.g. /Patient/123.'); pathEl.focus(); return; }
+    // An AuthZEN evaluation request (JSON: subject with properties.token, action, resource) is the whole question.
+    var authzen = tokenEl.value.trim().charAt(0) === '{';
+    if (!authzen && !pathEl.value.trim()) { showError('enter the request path, e.g. /Patient/123.'); pathEl.focus(); return; }
     submitEl.disabled = true;
     submitEl.textContent = 'Explaining…';
     try {
@@ -143,7 +145,7 @@ const SCRIPT = `
       var res = await fetch(location.pathname, {
         method: 'POST',
         headers: headers,
-        body: JSON.stringify({ token: tokenEl.value, method: methodEl.value, path: pathEl.value.trim() }),
+        body: authzen ? tokenEl.value.trim() : JSON.stringify({ token: tokenEl.value, method: methodEl.value, path: pathEl.value.trim() }),
         cache: 'no-store',
         credentials: 'same-origin',
         referrerPolicy: 'no-referrer'
@@ -295,7 +297,7 @@ export const EXPLAIN_PAGE_HTML = `<!doctype html>
 </header>
 <main>
   <form id="explain-form" class="card" autocomplete="off" novalidate>
-    <label for="token">Bearer token</label>
+    <label for="token">Bearer token, or an AuthZEN evaluation request (JSON; method and path then come from it)</label>
     <textarea id="token" name="token" spellcheck="false" autocapitalize="off" autocomplete="off" placeholder="eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiIs…   (with or without “Bearer ”)"></textarea>
     <div class="row">
       <div class="field">

@@ -111,7 +111,7 @@ export async function startHost(env: Record<string, string | undefined>, log: (l
   // A stored snapshot (Blob) is read before the first request: a warm instance then decides
   // without contacting any authority. Without one, the first refresh runs after listening.
   await service.loadStored();
-  const server = createPdpServer(service, { keys, loopbackOnly: !keys.hasAnyKey, onKeyRefused: keyRefusalLogger(log) });
+  const server = createPdpServer(service, { keys, loopbackOnly: !keys.hasAnyKey, onKeyRefused: keyRefusalLogger(log), ...(settings.PDP_AUTHZEN_PDP_URL ? { authzenPdpUrl: settings.PDP_AUTHZEN_PDP_URL } : {}) });
   const address = await listen(server, settings.PORT, host);
   const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
   if (!keys.hasAnyKey) log(`fhir-pdp: no PDP_API_KEYS or PDP_ADMIN_KEYS set: listening on loopback only (${url}); admin routes are disabled`);

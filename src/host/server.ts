@@ -19,6 +19,8 @@ export interface HostOptions {
   readonly maxBodyBytes?: number;
   /** Told of every /api/decide request refused for its key. */
   readonly onKeyRefused?: RouteOptions['onKeyRefused'];
+  /** PDP_AUTHZEN_PDP_URL (src/http/authzen.ts). */
+  readonly authzenPdpUrl?: string;
 }
 
 interface ReadBody {
@@ -148,7 +150,7 @@ const INTERNAL_ERROR = json(500, { error: 'internal_error' });
 
 export function createPdpServer(runtime: PdpRuntime, options: HostOptions): Server {
   const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
-  const routeOptions: RouteOptions = { keys: options.keys, loopbackOnly: options.loopbackOnly === true, ...(options.onKeyRefused ? { onKeyRefused: options.onKeyRefused } : {}) };
+  const routeOptions: RouteOptions = { keys: options.keys, loopbackOnly: options.loopbackOnly === true, ...(options.onKeyRefused ? { onKeyRefused: options.onKeyRefused } : {}), ...(options.authzenPdpUrl ? { authzenPdpUrl: options.authzenPdpUrl } : {}) };
   const state: ServerState = { draining: false, inFlight: 0 };
   const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => {
     state.inFlight++;

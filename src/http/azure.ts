@@ -21,6 +21,7 @@ interface Worker {
   readonly service: PdpService;
   readonly keys: KeyRing;
   readonly started: Promise<void>;
+  readonly authzenPdpUrl?: string;
 }
 
 let worker: Worker | undefined;
@@ -65,7 +66,12 @@ export function workerService(env: Record<string, string | undefined> = process.
     });
     const started = service.start(settings.PDP_SNAPSHOT_STORE === 'memory' ? { refreshIntervalMs: settings.PDP_REFRESH_INTERVAL_SECONDS * 1000 } : {});
     started.catch(() => undefined);
-    worker = { service, keys: new KeyRing(keyList(settings.PDP_API_KEYS), keyList(settings.PDP_ADMIN_KEYS)), started };
+    worker = {
+      service,
+      keys: new KeyRing(keyList(settings.PDP_API_KEYS), keyList(settings.PDP_ADMIN_KEYS)),
+      started,
+      ...(settings.PDP_AUTHZEN_PDP_URL ? { authzenPdpUrl: settings.PDP_AUTHZEN_PDP_URL } : {}),
+    };
   }
   return worker;
 }
@@ -115,7 +121,8 @@ async function toPdpRequest(request: HttpRequest): Promise<PdpHttpRequest> {
     url: `${url.pathname}${url.search}`,
     header: (name) => {
       const v = request.headers.get(name);
-      if (v === null) return [];
+      // The .NET host builds the URL from the Host header; a worker request without one still has it there.
+      if (v === null) return name.toLowerCase() === 'host' ? [url.host] : [];
       // Fetch Headers join repeated values with ", ". A bearer token cannot contain a comma
       // (RFC 6750 b64token), so a comma in Authorization means more than one credential.
       return name.toLowerCase() === 'authorization' ? v.split(/,\s*/) : [v];
@@ -132,7 +139,7 @@ function toResponse(answer: PdpHttpResponse): HttpResponseInit {
 export async function handleHttp(request: HttpRequest, _context: InvocationContext, hostCheckedKey: boolean): Promise<HttpResponseInit> {
   const w = workerService();
   const req = await toPdpRequest(request);
-  return toResponse(await route(w.service, req, { keys: w.keys, hostCheckedKey }));
+  return toResponse(await route(w.service, req, { keys: w.keys, hostCheckedKey, ...(w.authzenPdpUrl ? { authzenPdpUrl: w.authzenPdpUrl } : {}) }));
 }
 
 export async function handleRefreshTimer(_timer: Timer, context: InvocationContext): Promise<void> {

@@ -7,6 +7,7 @@ import { REASONS } from '../core/reasons.js';
 import type { SmartConfigurationResult } from '../fhir/smart-configuration.js';
 import type { HealthReport } from '../state/health.js';
 import type { Pdp } from '../decision/pipeline.js';
+import { handleAuthzen, isAuthzenPath } from './authzen.js';
 import { DECIDE_PREFIX, handleDecide, modeOf } from './decide-api.js';
 import { explainHandler, explainPageResponse } from './explain-api.js';
 import type { KeyRefusal } from './key-refusals.js';
@@ -40,6 +41,8 @@ export interface RouteOptions {
   readonly loopbackOnly?: boolean;
   /** Told of every /api/decide request refused for its key (src/http/key-refusals.ts logs it). */
   readonly onKeyRefused?: (refusal: KeyRefusal) => void;
+  /** PDP_AUTHZEN_PDP_URL: the AuthZEN policy decision point identifier (src/http/authzen.ts). */
+  readonly authzenPdpUrl?: string;
 }
 
 const UNAUTHORIZED = json(401, { error: 'unauthorized', message: 'A valid key is required (x-functions-key header or code parameter).' });
@@ -125,6 +128,16 @@ export async function route(runtime: PdpRuntime, req: PdpHttpRequest, options: R
     if (req.method === 'GET') return explainPageResponse();
     if (req.method === 'POST') return runtime.explain ? runtime.explain(req) : explainHandler(runtime.pdp, runtime.clock)(req);
     return json(405, { error: 'method_not_allowed' }, { allow: 'GET, POST' });
+  }
+  if (isAuthzenPath(path)) {
+    // Guarded as /api/decide is; the metadata document is public (src/http/authzen.ts).
+    const access = options.keys.accessOf(req);
+    return await handleAuthzen(runtime.pdp, req, path, {
+      authenticated: options.keys.decideIsOpen || access !== 'none' || options.hostCheckedKey === true,
+      admin: access === 'admin',
+      ...(options.authzenPdpUrl ? { pdpUrl: options.authzenPdpUrl } : {}),
+      ...(runtime.pdp.config.fhirBaseUrl ? { fhirBaseUrl: runtime.pdp.config.fhirBaseUrl } : {}),
+    });
   }
   return NOT_FOUND;
 }

@@ -154,6 +154,23 @@ describe.skipIf(!runnable)('explain page (headless Chromium)', () => {
     await s.page.close();
   });
 
+  it('explains an AuthZEN evaluation request pasted in the token box (method and path from it)', async () => {
+    const s = await openPage();
+    const alice = await idp.mint({ audience: FHIR, oid: ALICE, scp: 'user_impersonation' });
+    const question = JSON.stringify({ subject: { type: 'user', id: ALICE, properties: { token: alice } }, action: { name: 'delete' }, resource: { type: 'Patient', id: '9' } });
+    await s.page.fill('#path', '');
+    await s.page.fill('#token', question);
+    const answered = s.page.waitForResponse((r) => r.url().startsWith(`${origin}/api/explain`) && r.request().method() === 'POST');
+    await s.page.click('#submit');
+    expect((await answered).status()).toBe(200);
+    await s.page.waitForSelector('#steps li.node.fail');
+    expect(await s.page.getAttribute('#steps li.node.fail', 'data-step')).toBe('dataAction');
+    expect(await s.page.textContent('#verdict')).toContain('DELETE /Patient/9');
+    onlyOwnHost(s);
+    expect(s.problems).toEqual([]);
+    await s.page.close();
+  });
+
   it('renders claim values as text, never as markup', async () => {
     const s = await openPage();
     const hostile = await idp.mint({ audience: FHIR, oid: ALICE, scp: 'user_impersonation', extraClaims: { name: '<img src=x onerror="window.pwned=1">' } });

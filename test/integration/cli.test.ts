@@ -296,6 +296,23 @@ describe('fhir-pdp explain', () => {
     expect(run.stdout).not.toContain(token.split('.')[2]);
   });
 
+  it('--authzen explains an AuthZEN evaluation request read from stdin, subject id checked against the token', async () => {
+    const token = await primary.mint({ audience: FHIR, oid: ALICE, scp: 'user_impersonation' });
+    const question = (id: string) => JSON.stringify({ subject: { type: 'user', id, properties: { token } }, action: { name: 'read' }, resource: { type: 'Patient', id: '123' } });
+    const allowed = await fhirPdp(['explain', '--config', configs.main!, '--authzen', '-', '--json'], { input: question(ALICE) });
+    expect(allowed.code).toBe(0);
+    const e = JSON.parse(allowed.stdout) as Explanation;
+    expect(e.request).toEqual({ method: 'GET', path: '/Patient/123' });
+    expect(e.decision).toMatchObject({ decision: 'allow', reason: 'allowed' });
+    const other = await fhirPdp(['explain', '--config', configs.main!, '--authzen', '-', '--json'], { input: question(BOB) });
+    expect(other.code).toBe(1);
+    expect(JSON.parse(other.stdout) as Explanation).toMatchObject({ decision: { reason: 'principal_not_allowed' }, failedStep: 'principal' });
+    expect(other.stdout).not.toContain(token.split('.')[2]);
+    const bad = await fhirPdp(['explain', '--config', configs.main!, '--authzen', '-'], { input: '{"subject":{}}' });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/AuthZEN evaluation request is malformed/);
+  });
+
   it('configuration inline in PDP_CONFIG, as for the service', async () => {
     const token = await primary.mint({ audience: FHIR, oid: ALICE, scp: 'user_impersonation' });
     const run = await fhirPdp(['explain', '-p', '/Patient', token], { env: { PDP_CONFIG: JSON.stringify({ authority: primary.authority, audience: FHIR, accessPolicies: [{ objectId: ALICE }] }) } });

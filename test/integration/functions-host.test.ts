@@ -87,11 +87,63 @@ describe('start-up (app.hook.appStart)', () => {
         { name: 'refresh', trigger: 'httpTrigger', route: 'refresh', methods: ['POST'], authLevel: 'anonymous' },
         { name: 'smart-configuration', trigger: 'httpTrigger', route: 'smart-configuration', methods: ['GET', 'HEAD'], authLevel: 'anonymous' },
         { name: 'refreshTimer', trigger: 'timerTrigger', schedule: '0 */5 * * * *', runOnStartup: false },
+        { name: 'authzen-evaluation', trigger: 'httpTrigger', route: 'access/v1/evaluation', methods: ['POST'], authLevel: 'function' },
+        { name: 'authzen-evaluations', trigger: 'httpTrigger', route: 'access/v1/evaluations', methods: ['POST'], authLevel: 'function' },
+        { name: 'authzen-configuration', trigger: 'httpTrigger', route: '.well-known/authzen-configuration', methods: ['GET'], authLevel: 'anonymous' },
       ]),
     );
-    expect(host.registrations).toHaveLength(7);
+    expect(host.registrations).toHaveLength(10);
     expect(host.routePrefix).toBe('api');
     expect(host.hookCounts()).toEqual({ appStart: 1, appTerminate: 1 });
+  });
+});
+
+describe('AuthZEN through the host', () => {
+  const evaluation = (body: unknown, headers: Record<string, string> = { 'x-functions-key': API_KEY }): HostHttpRequest => ({
+    method: 'POST',
+    path: '/api/access/v1/evaluation',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+
+  it('POST /api/access/v1/evaluation: decision and context, the request id echoed; the host refuses a missing key', async () => {
+    const q = { subject: { type: 'user', id: READER_OID, properties: { token: await mint() } }, action: { name: 'read' }, resource: { type: 'Patient', id: '1' } };
+    const res = await host.http(evaluation(q, { 'x-functions-key': API_KEY, 'x-request-id': 'req-7' }));
+    expect(res.functionName).toBe('authzen-evaluation');
+    expect(res.status).toBe(200);
+    expect(res.headers['x-request-id']).toBe('req-7');
+    expect(res.json()).toMatchObject({ decision: true, context: { id: 'allowed', principal: { objectId: READER_OID } } });
+    expect((await host.http(evaluation(q, {}))).status).toBe(401);
+    const bad = await host.http({ ...evaluation(q), body: '{"subject":' });
+    expect(bad.status).toBe(400);
+    expect(bad.body.toString()).toMatch(/not JSON/);
+  });
+
+  it('POST /api/access/v1/evaluations with a SMART token from oidc-provider, in request order', async () => {
+    const res = await host.http({
+      ...evaluation({
+        subject: { type: 'user', id: 'Practitioner/pr1', properties: { token: smartToken } },
+        action: { name: 'read' },
+        evaluations: [{ resource: { type: 'Patient', id: '1' } }, { resource: { type: 'Observation', id: '1' } }, { action: { name: 'GET' }, resource: { type: 'route', id: '/Patient/2' } }],
+      }),
+      path: '/api/access/v1/evaluations',
+    });
+    expect(res.functionName).toBe('authzen-evaluations');
+    expect((res.json().evaluations as Array<{ decision: boolean; context: { id: string } }>).map((e) => [e.decision, e.context.id])).toEqual([
+      [true, 'allowed'],
+      [false, 'insufficient_scope'],
+      [true, 'allowed'],
+    ]);
+  });
+
+  it('GET /api/.well-known/authzen-configuration: anonymous, the URLs of this app', async () => {
+    const res = await host.http({ method: 'GET', path: '/api/.well-known/authzen-configuration' });
+    expect(res.functionName).toBe('authzen-configuration');
+    expect(res.json()).toEqual({
+      policy_decision_point: 'http://localhost:7071/api',
+      access_evaluation_endpoint: 'http://localhost:7071/api/access/v1/evaluation',
+      access_evaluations_endpoint: 'http://localhost:7071/api/access/v1/evaluations',
+    });
   });
 });
 

@@ -1,7 +1,8 @@
 /**
  * The arrows of the house (docs/architecture.md): every import in src/ points from a layer to one
  * it may depend on. core ← fhir ← policy ← decision ← app ← {http, host, cli}; config sits on core;
- * identity, directory and state import only core (the pipeline reaches them, never the reverse).
+ * identity, directory and state import only core (the pipeline reaches them, never the reverse);
+ * authzen (the AuthZEN 1.0 mapping, pure) sits on decision and is read by http and above.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -20,11 +21,13 @@ const MAY_IMPORT: Readonly<Record<string, readonly string[]>> = {
   directory: ['core'],
   state: ['core'],
   decision: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state'],
+  /** The AuthZEN 1.0 request and answer spelled in the decision's vocabulary (pure). */
+  authzen: ['core', 'decision'],
   explain: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision'],
   app: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision'],
-  http: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision', 'explain', 'app'],
-  host: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision', 'explain', 'app', 'http'],
-  cli: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision', 'explain', 'app', 'http'],
+  http: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision', 'authzen', 'explain', 'app'],
+  host: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision', 'authzen', 'explain', 'app', 'http'],
+  cli: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision', 'authzen', 'explain', 'app', 'http'],
 };
 
 /** Files directly in src/ belong to the composition root's layer. */
@@ -89,6 +92,8 @@ describe('import arrows', () => {
     expect(violations([['app.ts', 'http/routes.ts']])).toHaveLength(1);
     expect(violations([['core/reasons.ts', 'fhir/types.ts']])).toHaveLength(1);
     expect(violations([['stray.ts', 'core/reasons.ts']])).toHaveLength(1);
-    expect(violations([['http/routes.ts', 'app.ts'], ['decision/pipeline.ts', 'identity/verify.ts'], ['policy/decide.ts', 'fhir/scopes.ts']])).toEqual([]);
+    expect(violations([['authzen/request.ts', 'http/types.ts']])).toHaveLength(1);
+    expect(violations([['decision/pipeline.ts', 'authzen/response.ts']])).toHaveLength(1);
+    expect(violations([['http/routes.ts', 'app.ts'], ['decision/pipeline.ts', 'identity/verify.ts'], ['policy/decide.ts', 'fhir/scopes.ts'], ['http/authzen.ts', 'authzen/request.ts'], ['authzen/request.ts', 'decision/types.ts']])).toEqual([]);
   });
 });
