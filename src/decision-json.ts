@@ -117,6 +117,7 @@ export function decisionLine(e: DecisionEvent, principal?: PrincipalSummary): st
   } else identity = identityMembers(e);
   let text = `{"type":"decision","decisionId":${JSON.stringify(e.decisionId)},"time":${JSON.stringify(e.time)}${lineHead(e)}`;
   if (e.mode !== undefined) text += `,"mode":${JSON.stringify(e.mode)}`;
+  if (e.traceId !== undefined) text += `,"traceId":${JSON.stringify(e.traceId)}`;
   if (identity !== '') text += `,${identity}`;
   return `${text},"method":${JSON.stringify(e.method)},"path":${JSON.stringify(e.path)},"durationMs":${JSON.stringify(e.durationMs)},"cacheHit":${JSON.stringify(e.cacheHit)}}`;
 }

@@ -10,7 +10,7 @@ import { publicDiscovery } from './fhir/public.js';
 import { parseFhirRequest } from './fhir/request.js';
 import type { FhirRequest } from './fhir/types.js';
 import { checkB64Token, locateBearerToken, type CredentialSources } from './identity/extract.js';
-import { IssuerRegistry, type IssuerHealth } from './identity/issuers.js';
+import { IssuerRegistry, type IssuerHealth, type IssuerRegistryOptions } from './identity/issuers.js';
 import { VerifiedTokenCache } from './identity/token-cache.js';
 import { principalFromToken, type Principal, type SmartApplication } from './identity/principal.js';
 import { verifyAccessToken, type VerifiedToken } from './identity/verify.js';
@@ -50,6 +50,8 @@ export interface DecisionInput {
   readonly ambiguity?: string;
   /** Set by a gateway mode when the question lacks part of the original request (its method or URI header). */
   readonly incomplete?: string;
+  /** The W3C traceparent the question arrived with, validated (src/telemetry/trace-context.ts): the decision continues its trace. */
+  readonly traceparent?: string;
 }
 
 export interface PrincipalSummary {
@@ -97,6 +99,10 @@ export interface DecisionEvent {
   readonly path: string;
   readonly durationMs: number;
   readonly cacheHit: boolean;
+  /** The trace id of the question's traceparent: joins this line with the gateway's logs and trace. */
+  readonly traceId?: string;
+  /** The question's traceparent, for the decision's span (not written to the log line). */
+  readonly traceparent?: string;
 }
 
 /** Called once per decision with its log event and the decision it describes. */
@@ -108,6 +114,9 @@ export interface PdpDependencies {
   readonly logger?: DecisionLogger;
   readonly membership?: GroupMembershipResolver;
   readonly counters?: Counters;
+  /** Told of every discovery/JWKS fetch and unknown-kid refetch (src/telemetry). */
+  readonly onKeyFetch?: IssuerRegistryOptions['onFetch'];
+  readonly onUnknownKid?: IssuerRegistryOptions['onUnknownKid'];
 }
 
 export interface DecideOptions {
@@ -157,7 +166,11 @@ export class Pdp {
       maxStaleMs: config.maxStaleSeconds * 1000,
       clock: this.clock,
       ...(deps.fetch ? { fetch: deps.fetch } : {}),
-      onFetch: (kind, outcome) => this.counters.inc(kind === 'jwks' ? `jwks_fetch_${outcome}` : `discovery_fetch_${outcome}`),
+      onFetch: (kind, outcome, authority, durationMs) => {
+        this.counters.inc(`${kind === 'jwks' ? 'jwks' : 'discovery'}_fetch_${outcome === 'ok' ? 'ok' : 'failed'}`);
+        deps.onKeyFetch?.(kind, outcome, authority, durationMs);
+      },
+      ...(deps.onUnknownKid ? { onUnknownKid: deps.onUnknownKid } : {}),
       // A key the issuer stopped publishing stops validating at once, cached tokens included.
       onKeysRemoved: (issuer, kids) => void this.tokenCache?.evictKeys(issuer, kids),
     });
@@ -492,7 +505,7 @@ export class Pdp {
     return this.registry.refreshAll();
   }
 
-  tokenCacheStats(): { entries: number; bytes: number } | undefined {
+  tokenCacheStats(): { entries: number; bytes: number; evictions: number } | undefined {
     return this.tokenCache?.stats();
   }
 
@@ -645,6 +658,9 @@ function eventFor(d: Decision, input: DecisionInput): DecisionEvent {
     path: pathOnly(input.target),
     durationMs: d.durationMs,
     cacheHit: d.cacheHit,
+    // traceparent is 00-<trace id: 32 hex>-<parent id>-<flags>, validated where it was read.
+    traceId: input.traceparent?.slice(3, 35),
+    traceparent: input.traceparent,
   };
 }
 

@@ -12,6 +12,7 @@ import { decisionJson } from '../decision-json.js';
 import type { Decision, DecisionInput, Pdp } from '../pdp.js';
 import { parseJsonStrict } from '../identity/strict-json.js';
 import { REASONS } from '../policy/reasons.js';
+import { traceparentOf } from '../telemetry/trace-context.js';
 import { firstHeader, json, jsonText, type PdpHttpRequest, type PdpHttpResponse } from './types.js';
 
 export const DECIDE_PREFIX = '/api/decide';
@@ -98,9 +99,26 @@ export interface DecideCallOptions {
 export async function handleDecide(pdp: Pdp, req: PdpHttpRequest, path: string, query: string, options: DecideCallOptions): Promise<PdpHttpResponse> {
   const mode = modeOf(req, path);
   if (mode === 'json') return await handleJson(pdp, req, options);
-  const input = mode === 'envoy' ? envoyInput(req, path, query) : forwardAuthInput(req);
+  const input = withTraceparent(mode === 'envoy' ? envoyInput(req, path, query) : forwardAuthInput(req), req);
   const decision = await pdp.decide(input);
-  return gatewayAnswer(decision, options, mode);
+  return echoTraceparent(gatewayAnswer(decision, options, mode), input);
+}
+
+/**
+ * The question's W3C traceparent (the client's, passed on by nginx's auth subrequest, Traefik or
+ * Envoy; or the JSON caller's own), continued by the decision. An invalid one is ignored.
+ */
+export function withTraceparent(input: DecisionInput, req: PdpHttpRequest): DecisionInput {
+  const values = req.header('traceparent');
+  if (values.length === 0) return input;
+  const traceparent = traceparentOf(values);
+  return traceparent ? { ...input, traceparent } : input;
+}
+
+/** The answer carries the traceparent it continued, so the gateway's log line can name the trace. */
+export function echoTraceparent(answer: PdpHttpResponse, input: DecisionInput): PdpHttpResponse {
+  if (!input.traceparent) return answer;
+  return { ...answer, headers: { ...answer.headers, traceparent: input.traceparent } };
 }
 
 function invalidRequest(problem: string, admin: boolean): PdpHttpResponse {
@@ -136,15 +154,19 @@ async function handleJson(pdp: Pdp, req: PdpHttpRequest, options: DecideCallOpti
     else authorization.push(value);
   }
   const target = q.path ?? q.url!;
-  const decision = await pdp.decide({
-    method: q.method.toUpperCase(),
-    target,
-    credentials: { authorization, token: q.token, queryToken: hasAccessTokenParam(target) },
-    mode: 'json',
-    body: q.body,
-    ...(override ? { ambiguity: override } : {}),
-  });
-  return jsonText(200, decisionJson(decision, options.admin), { 'x-decision-id': decision.decisionId });
+  const input = withTraceparent(
+    {
+      method: q.method.toUpperCase(),
+      target,
+      credentials: { authorization, token: q.token, queryToken: hasAccessTokenParam(target) },
+      mode: 'json',
+      body: q.body,
+      ...(override ? { ambiguity: override } : {}),
+    },
+    req,
+  );
+  const decision = await pdp.decide(input);
+  return echoTraceparent(jsonText(200, decisionJson(decision, options.admin), { 'x-decision-id': decision.decisionId }), input);
 }
 
 function forwardAuthInput(req: PdpHttpRequest): DecisionInput {

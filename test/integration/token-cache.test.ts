@@ -281,7 +281,7 @@ describe('the token cache in Pdp', () => {
     idp.removeKey(oldKid);
     await service.refresh();
     // Every token cached so far was signed with the removed key.
-    expect(service.pdp.tokenCacheStats()).toEqual({ entries: 0, bytes: 0 });
+    expect(service.pdp.tokenCacheStats()).toMatchObject({ entries: 0, bytes: 0 });
 
     const after = await service.pdp.decide(request('GET', '/Patient/1', token));
     expect({ reason: after.reason, status: after.status, cacheHit: after.cacheHit }).toEqual({ reason: 'unknown_key', status: 401, cacheHit: false });
