@@ -6,6 +6,8 @@
  * same instruments.
  */
 import type { AzureMonitorOpenTelemetryOptions } from '@azure/monitor-opentelemetry';
+import { trace } from '@opentelemetry/api';
+import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { MetricReader } from '@opentelemetry/sdk-metrics';
 import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
 
@@ -21,6 +23,8 @@ export interface AzureMonitorSetup {
 export function azureMonitorOptions(setup: AzureMonitorSetup): AzureMonitorOpenTelemetryOptions {
   return {
     azureMonitorExporterOptions: { connectionString: setup.connectionString },
+    // Application Insights' cloud role: the service's name rather than "unknown_service:node".
+    resource: resourceFromAttributes({ 'service.name': 'fhir-pdp' }),
     // The decision span is the request (kind SERVER, continuing the gateway's traceparent); the
     // http instrumentation would add a second server span per question and parse the header again.
     // Azure SDK calls (Blob, identity) keep their spans.
@@ -35,5 +39,13 @@ export function azureMonitorOptions(setup: AzureMonitorSetup): AzureMonitorOpenT
 export async function startAzureMonitor(setup: AzureMonitorSetup): Promise<{ shutdown(): Promise<void> }> {
   const { useAzureMonitor, shutdownAzureMonitor } = await import('@azure/monitor-opentelemetry');
   useAzureMonitor(azureMonitorOptions(setup));
-  return { shutdown: () => shutdownAzureMonitor() };
+  return {
+    // Spans still waiting in the batch processor are sent first: shutting the distro down alone
+    // can close the exporter before the batch is flushed, and the last decisions' spans are lost.
+    shutdown: async () => {
+      const provider = trace.getTracerProvider() as { getDelegate?: () => { forceFlush?: () => Promise<void> } };
+      await provider.getDelegate?.().forceFlush?.();
+      await shutdownAzureMonitor();
+    },
+  };
 }
