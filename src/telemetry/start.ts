@@ -26,11 +26,13 @@ export interface StartTelemetryOptions {
   /** Extra span processors for Azure Monitor's tracer provider (tests). */
   readonly spanProcessors?: readonly SpanProcessor[];
   readonly metricReaders?: readonly MetricReader[];
+  /** False where no /api/metrics is served (Azure Functions): metrics go to Azure Monitor only. Default true. */
+  readonly prometheus?: boolean;
 }
 
 export async function startTelemetry(env: Record<string, string | undefined>, options: StartTelemetryOptions = {}): Promise<TelemetrySetup> {
   const settings = readSettings(env);
-  const prometheus = settings.PDP_METRICS === 'on' ? new PrometheusMetrics() : undefined;
+  const prometheus = settings.PDP_METRICS === 'on' && options.prometheus !== false ? new PrometheusMetrics() : undefined;
   const readers: MetricReader[] = [...(prometheus ? [prometheus.reader] : []), ...(options.metricReaders ?? [])];
   const connectionString = settings.APPLICATIONINSIGHTS_CONNECTION_STRING;
   if (connectionString) {
@@ -43,7 +45,7 @@ export async function startTelemetry(env: Record<string, string | undefined>, op
       shutdown: () => azure.shutdown(),
     };
   }
-  if (!prometheus) return { azureMonitor: false, shutdown: async () => undefined };
+  if (!prometheus && readers.length === 0) return { azureMonitor: false, shutdown: async () => undefined };
   const { provider, meter } = localMeter(readers);
-  return { meter, prometheus, azureMonitor: false, shutdown: () => provider.shutdown() };
+  return { meter, ...(prometheus ? { prometheus } : {}), azureMonitor: false, shutdown: () => provider.shutdown() };
 }
