@@ -109,9 +109,9 @@ export function createGraphClient(options: GraphClientOptions): Client {
   );
   // First in the chain: an open breaker refuses before a token is even asked for.
   const breaker = new CircuitBreaker({ ...DEFAULT_BREAKER, ...options.breaker });
-  chain.unshift(new CircuitBreakerHandler(breaker));
-  // Outermost: a call the breaker refused is counted (short_circuited) like any other.
-  if (options.observer) chain.unshift(new ObserverHandler(options.observer));
+  chain.unshift(new CircuitBreakerHandler(breaker, options.observer));
+  // Right before the fetch: every HTTP exchange is counted, each retry of the SDK's included.
+  if (options.observer) chain.splice(chain.length - 1, 0, new ObserverHandler(options.observer));
   const client = Client.initWithMiddleware({
     middleware: chain,
     defaultVersion: 'v1.0',
@@ -125,14 +125,22 @@ export function createGraphClient(options: GraphClientOptions): Client {
 class CircuitBreakerHandler implements Middleware {
   #next: Middleware | undefined;
 
-  constructor(private readonly breaker: CircuitBreaker) {}
+  constructor(
+    private readonly breaker: CircuitBreaker,
+    private readonly observer?: GraphCallObserver,
+  ) {}
 
   setNext(next: Middleware): void {
     this.#next = next;
   }
 
   async execute(context: Context): Promise<void> {
-    this.breaker.admit();
+    try {
+      this.breaker.admit();
+    } catch (error) {
+      if (error instanceof GraphCircuitOpenError) this.observer?.onCall('short_circuited');
+      throw error;
+    }
     try {
       await this.#next!.execute(context);
     } catch (error) {
@@ -164,9 +172,8 @@ class ObserverHandler implements Middleware {
     try {
       await this.#next!.execute(context);
     } catch (error) {
-      const outcome = error instanceof GraphCircuitOpenError ? 'short_circuited' : 'failed';
-      this.observer.onCall(outcome);
-      span?.setStatus({ code: SpanStatusCode.ERROR, message: outcome });
+      this.observer.onCall('failed');
+      span?.setStatus({ code: SpanStatusCode.ERROR, message: 'failed' });
       span?.end();
       throw error;
     }
