@@ -13,6 +13,7 @@ import { PdpService } from '../../src/runtime.js';
 import { parseConfig } from '../../src/config/load.js';
 import { createPdpServer, listen } from '../../src/host/server.js';
 import { KeyRing } from '../../src/http/keys.js';
+import { METRICS } from '../../src/telemetry/metrics.js';
 import { startPdpHost } from '../support/gateway-harness.js';
 
 const AUDIENCE = 'https://fhir.example.test';
@@ -82,6 +83,10 @@ describe('metrics and traces of the standalone host', () => {
     expect(sample(after, 'fhir_pdp_ready', {})).toBe(1);
     expect(sample(after, 'fhir_pdp_snapshot_age_seconds', {})).toBeGreaterThanOrEqual(0);
     expect(after).not.toContain(token);
+    // Every family exported is a declared (and documented) one.
+    const families = new Set(series(after).map((l) => /^[a-z_]+/.exec(l)![0].replace(/_(bucket|count|sum)$/, '')));
+    expect([...families].filter((f) => !(f in METRICS))).toEqual([]);
+    expect(families.size).toBeGreaterThanOrEqual(12);
   });
 
   it('creates no time series for anything a caller sends (issuers, modes, paths, headers)', async () => {
