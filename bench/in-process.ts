@@ -6,7 +6,8 @@
  *   2. jose.jwtVerify with the issuer's key (the library floor);
  *   3. Pdp.decide where every token misses the verified-token cache;
  *   4. Pdp.decide with tokens reused (cache hits);
- *   5. jsonwebtoken + jwks-rsa, the stack most Node services use.
+ *   5. jsonwebtoken + jwks-rsa, the stack most Node services use;
+ *   6. case 4 with metrics on (what the decision log hook feeds src/telemetry), for metrics on vs off.
  */
 import { webcrypto } from 'node:crypto';
 import { jwtVerify, type JWK } from 'jose';
@@ -16,6 +17,8 @@ import { parseConfig } from '../src/config/load.js';
 import { DEV_OBJECT_ID, DevIdentityProvider } from '../testkit/dev-idp.js';
 import { Pdp } from '../src/decision/pipeline.js';
 import type { DecisionInput } from '../src/decision/types.js';
+import { Telemetry } from '../src/telemetry/metrics.js';
+import { localMeter, PrometheusMetrics } from '../src/telemetry/prometheus.js';
 import { figure, measurement, ratiosByRound, throughput, type Measurement, type SuiteResult } from './stats.js';
 
 export const AUDIENCE = 'https://fhir.example.test';
@@ -90,7 +93,10 @@ export async function runInProcess(options: InProcessOptions): Promise<SuiteResu
     };
     const pdpMiss = new Pdp(parseConfig({ ...configInput, tokenCacheMaxEntries: plan.missCacheEntries }));
     const pdpHit = new Pdp(parseConfig(configInput));
-    await Promise.all([pdpMiss.refreshIssuers(), pdpHit.refreshIssuers()]);
+    // Metrics on: a Prometheus-read meter fed by the decision hook, as PdpService wires it.
+    const telemetry = new Telemetry({ meter: localMeter([new PrometheusMetrics().reader]).meter, authorities: [idp.authority] });
+    const pdpHitMetrics = new Pdp(parseConfig(configInput), { logger: (event) => telemetry.decision(event) });
+    await Promise.all([pdpMiss.refreshIssuers(), pdpHit.refreshIssuers(), pdpHitMetrics.refreshIssuers()]);
 
     const jwks = jwksRsa({ jwksUri: idp.v2JwksUri, cache: true, rateLimit: true, jwksRequestsPerMinute: 10 });
     const peerVerify = async (token: string): Promise<void> => {
@@ -104,7 +110,7 @@ export async function runInProcess(options: InProcessOptions): Promise<SuiteResu
 
     // Each case walks the pool from where its last round stopped, so a round never restarts on
     // tokens the miss case still has cached.
-    const cursor = { subtle: 0, jose: 0, miss: 0, hit: 0, peer: 0 };
+    const cursor = { subtle: 0, jose: 0, miss: 0, hit: 0, peer: 0, hitMetrics: 0 };
     const countedFrom = { missCaseHits: 0, hitCaseMisses: 0 };
     // Verifications finish out of order (a thread of the pool can be descheduled while the others
     // pass it by hundreds), and a token whose late verification was just cached would be a hit when
@@ -172,6 +178,14 @@ export async function runInProcess(options: InProcessOptions): Promise<SuiteResu
         label: '5. jsonwebtoken + jwks-rsa (peer)',
         op: () => peerVerify(tokens[cursor.peer++ % tokens.length]!),
       },
+      {
+        id: 'decide-hit-metrics',
+        label: '6. fhir-pdp decide, cache hits, metrics on',
+        op: async () => {
+          const d = await pdpHitMetrics.decide(decisionInput(reusedHeaders[cursor.hitMetrics++ % reusedHeaders.length]!));
+          if (d.reason !== 'allowed') throw new Error(`decide-hit-metrics: ${d.reason}`);
+        },
+      },
     ];
     const cases = options.only ? allCases.filter((c) => options.only!.includes(c.id)) : allCases;
 
@@ -223,13 +237,20 @@ export async function runInProcess(options: InProcessOptions): Promise<SuiteResu
     const [joseCpu, missCpu, hitCpu] = ['jose', 'decide-miss', 'decide-hit'].map((id) => cpuOf.get(id));
     if (missCpu && joseCpu) figures.push(figure('CPU per operation: decide, cache misses vs jose.jwtVerify', missCpu, joseCpu));
     if (hitCpu && joseCpu) figures.push(figure('CPU per operation: jose.jwtVerify vs decide, cache hits (how many cached decisions one verification costs)', joseCpu, hitCpu));
+    // Metrics on vs off, both cases in every round: CPU per cached decision within 5%.
+    const hitMetricsCpu = cpuOf.get('decide-hit-metrics');
+    if (hitMetricsCpu && hitCpu)
+      figures.push(
+        figure('CPU per operation: decide, cache hits, metrics on vs off', hitMetricsCpu, hitCpu, { text: '≤ 1.05× (median of per-round ratios)', met: (r) => r <= 1.05 }, ratiosByRound(cpuSamples.get('decide-hit-metrics')!, cpuSamples.get('decide-hit')!)),
+      );
 
     return {
       suite: 'in-process',
       title: 'In-process decisions (no HTTP)',
       method: [
         `${CONCURRENCY} operations in flight; ${plan.repeats} rounds of ${plan.roundMs} ms per case after a ${plan.warmupMs} ms warm-up, cases interleaved (order rotated each round).`,
-        `${plan.pool} distinct RS256 tokens (RSA-2048, one issuer, Entra v2 shape, ${tokens[0]!.length} bytes) cycled in order by cases 1, 2, 3 and 5; case 4 reuses ${plan.reused}.`,
+        `${plan.pool} distinct RS256 tokens (RSA-2048, one issuer, Entra v2 shape, ${tokens[0]!.length} bytes) cycled in order by cases 1, 2, 3 and 5; cases 4 and 6 reuse ${plan.reused}.`,
+        'Case 6 is case 4 with metrics on: the decision hook counts the decision and records its duration in an OpenTelemetry histogram read by the Prometheus exporter (src/telemetry).',
         `Case 3 runs a Pdp whose cache holds ${plan.missCacheEntries} entries and takes the next token of the pool that is not in flight and that ${plan.missCacheEntries} later verifications have pushed out of the cache (verifications finish out of order): every decision verifies (checked: no cache hit counted).`,
         'Case 1 verifies the signature bytes only (split and base64url-decoded per call); case 2 checks signature, iss, aud and exp with the imported key.',
         'Case 5 decodes the header, asks jwks-rsa for the key by kid (cached after the first fetch) and calls jwt.verify with algorithms, audience and issuer.',

@@ -10,6 +10,9 @@ import type { KeyRefusal } from './key-refusals.js';
 import { describePresentedKey, type KeyRing } from './keys.js';
 import { json, type PdpHttpRequest, type PdpHttpResponse } from './types.js';
 
+/** The Prometheus text exposition format, version 0.0.4 (what Prometheus scrapes by default). */
+const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+
 /** What the HTTP layer needs from the running service (src/app.ts's PdpService). */
 export interface PdpRuntime {
   readonly pdp: Pdp;
@@ -19,6 +22,8 @@ export interface PdpRuntime {
   readonly clock?: () => number;
   /** Replaces POST /api/explain's answer (host tests); default: the explain API over `pdp`. */
   explain?(req: PdpHttpRequest): Promise<PdpHttpResponse>;
+  /** GET /api/metrics: the Prometheus text; absent when metrics are off. */
+  metrics?(): Promise<string>;
 }
 
 export interface RouteOptions {
@@ -96,6 +101,14 @@ export async function route(runtime: PdpRuntime, req: PdpHttpRequest, options: R
     }
     // Awaited, not returned: returning another async function's promise costs two more microtask turns.
     return await handleDecide(runtime.pdp, req, path, query, { admin: access === 'admin' });
+  }
+  if (path === '/api/metrics') {
+    // Counts by authority and reason describe the deployment as health's details do: an admin key,
+    // or the keyless host, which listens on loopback only.
+    if (!runtime.metrics) return NOT_FOUND;
+    if (!options.loopbackOnly && options.keys.accessOf(req) !== 'admin') return UNAUTHORIZED;
+    if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method_not_allowed' }, { allow: 'GET' });
+    return { status: 200, headers: { 'content-type': PROMETHEUS_CONTENT_TYPE, 'cache-control': 'no-store' }, body: await runtime.metrics() };
   }
   if (path === '/api/refresh' || path === '/api/explain') {
     if (options.keys.accessOf(req) !== 'admin') return UNAUTHORIZED;

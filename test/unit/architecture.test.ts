@@ -1,7 +1,8 @@
 /**
  * The arrows of the house (docs/architecture.md): every import in src/ points from a layer to one
  * it may depend on. core ← fhir ← policy ← decision ← app ← {http, host, cli}; config sits on core;
- * identity, directory and state import only core (the pipeline reaches them, never the reverse).
+ * identity, directory and state import only core (the pipeline reaches them, never the reverse);
+ * telemetry imports core and config, and only app, http and host import it.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -20,10 +21,14 @@ const MAY_IMPORT: Readonly<Record<string, readonly string[]>> = {
   directory: ['core'],
   state: ['core'],
   decision: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state'],
+  // Metrics and traces: an edge like identity, which also reads app settings (PDP_METRICS,
+  // APPLICATIONINSIGHTS_CONNECTION_STRING). The pipeline and the edges never import it: app.ts
+  // feeds it through their callbacks (decision logger, onKeyFetch, Graph observer, onPoll).
+  telemetry: ['core', 'config'],
   explain: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision'],
-  app: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision'],
-  http: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision', 'explain', 'app'],
-  host: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision', 'explain', 'app', 'http'],
+  app: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision', 'telemetry'],
+  http: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision', 'explain', 'app', 'telemetry'],
+  host: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision', 'explain', 'app', 'http', 'telemetry'],
   cli: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision', 'explain', 'app', 'http'],
 };
 
@@ -89,6 +94,9 @@ describe('import arrows', () => {
     expect(violations([['app.ts', 'http/routes.ts']])).toHaveLength(1);
     expect(violations([['core/reasons.ts', 'fhir/types.ts']])).toHaveLength(1);
     expect(violations([['stray.ts', 'core/reasons.ts']])).toHaveLength(1);
+    expect(violations([['decision/pipeline.ts', 'telemetry/metrics.ts']])).toHaveLength(1);
+    expect(violations([['identity/issuers.ts', 'telemetry/metrics.ts']])).toHaveLength(1);
+    expect(violations([['telemetry/metrics.ts', 'decision/types.ts']])).toHaveLength(1);
     expect(violations([['http/routes.ts', 'app.ts'], ['decision/pipeline.ts', 'identity/verify.ts'], ['policy/decide.ts', 'fhir/scopes.ts']])).toEqual([]);
   });
 });
