@@ -9,6 +9,7 @@
  *   5. jsonwebtoken + jwks-rsa, the stack most Node services use;
  * and a page of 50 AuthZEN evaluations for one new token, asked as one batch
  * (POST /access/v1/evaluations) and as 50 single evaluations in flight together.
+ *   8. case 4 with metrics on (what the decision log hook feeds src/telemetry), for metrics on vs off.
  */
 import { webcrypto } from 'node:crypto';
 import { jwtVerify, type JWK } from 'jose';
@@ -20,6 +21,8 @@ import { Pdp } from '../src/decision/pipeline.js';
 import type { DecisionInput } from '../src/decision/types.js';
 import { EVALUATION_PATH, EVALUATIONS_PATH, handleAuthzen } from '../src/http/authzen.js';
 import type { PdpHttpRequest } from '../src/http/types.js';
+import { Telemetry } from '../src/telemetry/metrics.js';
+import { localMeter, PrometheusMetrics } from '../src/telemetry/prometheus.js';
 import { figure, measurement, ratiosByRound, throughput, type Measurement, type SuiteResult } from './stats.js';
 
 export const AUDIENCE = 'https://fhir.example.test';
@@ -104,7 +107,10 @@ export async function runInProcess(options: InProcessOptions): Promise<SuiteResu
     const pdpMiss = new Pdp(parseConfig({ ...configInput, tokenCacheMaxEntries: plan.missCacheEntries }));
     const pdpHit = new Pdp(parseConfig(configInput));
     const pdpPage = new Pdp(parseConfig({ ...configInput, tokenCacheMaxEntries: PAGE_CACHE_ENTRIES }));
-    await Promise.all([pdpMiss.refreshIssuers(), pdpHit.refreshIssuers(), pdpPage.refreshIssuers()]);
+    // Metrics on: a Prometheus-read meter fed by the decision hook, as PdpService wires it.
+    const telemetry = new Telemetry({ meter: localMeter([new PrometheusMetrics().reader]).meter, authorities: [idp.authority] });
+    const pdpHitMetrics = new Pdp(parseConfig(configInput), { logger: (event) => telemetry.decision(event) });
+    await Promise.all([pdpMiss.refreshIssuers(), pdpHit.refreshIssuers(), pdpPage.refreshIssuers(), pdpHitMetrics.refreshIssuers()]);
     const pageSubject = (token: string) => ({ type: 'user', id: DEV_OBJECT_ID, properties: { token } });
     const pageResources = Array.from({ length: PAGE_ITEMS }, (_, i) => ({ type: 'Patient', id: `p${i}` }));
     const authzenOptions = { authenticated: true, admin: false } as const;
@@ -121,7 +127,7 @@ export async function runInProcess(options: InProcessOptions): Promise<SuiteResu
 
     // Each case walks the pool from where its last round stopped, so a round never restarts on
     // tokens the miss case still has cached.
-    const cursor = { subtle: 0, jose: 0, miss: 0, hit: 0, peer: 0, batch: 0, singles: 0 };
+    const cursor = { subtle: 0, jose: 0, miss: 0, hit: 0, peer: 0, batch: 0, singles: 0, hitMetrics: 0 };
     const countedFrom = { missCaseHits: 0, hitCaseMisses: 0 };
     // Verifications finish out of order (a thread of the pool can be descheduled while the others
     // pass it by hundreds), and a token whose late verification was just cached would be a hit when
@@ -210,6 +216,14 @@ export async function runInProcess(options: InProcessOptions): Promise<SuiteResu
           if (!answers.every((res) => (JSON.parse(res.body!) as { decision: boolean }).decision)) throw new Error(`authzen-singles: ${answers[0]!.status} ${answers[0]!.body?.slice(0, 200)}`);
         },
       },
+      {
+        id: 'decide-hit-metrics',
+        label: '8. fhir-pdp decide, cache hits, metrics on',
+        op: async () => {
+          const d = await pdpHitMetrics.decide(decisionInput(reusedHeaders[cursor.hitMetrics++ % reusedHeaders.length]!));
+          if (d.reason !== 'allowed') throw new Error(`decide-hit-metrics: ${d.reason}`);
+        },
+      },
     ];
     const cases = options.only ? allCases.filter((c) => options.only!.includes(c.id)) : allCases;
 
@@ -266,13 +280,20 @@ export async function runInProcess(options: InProcessOptions): Promise<SuiteResu
       figures.push(
         figure(`CPU per page: AuthZEN batch of ${PAGE_ITEMS} vs ${PAGE_ITEMS} single evaluations`, batchCpu, singlesCpu, { text: '< 0.2× (under a fifth)', met: (r) => r < 0.2 }, ratiosByRound(cpuSamples.get('authzen-batch')!, cpuSamples.get('authzen-singles')!)),
       );
+    // Metrics on vs off, both cases in every round: CPU per cached decision within 5%.
+    const hitMetricsCpu = cpuOf.get('decide-hit-metrics');
+    if (hitMetricsCpu && hitCpu)
+      figures.push(
+        figure('CPU per operation: decide, cache hits, metrics on vs off', hitMetricsCpu, hitCpu, { text: '≤ 1.05× (median of per-round ratios)', met: (r) => r <= 1.05 }, ratiosByRound(cpuSamples.get('decide-hit-metrics')!, cpuSamples.get('decide-hit')!)),
+      );
 
     return {
       suite: 'in-process',
       title: 'In-process decisions (no HTTP)',
       method: [
         `${CONCURRENCY} operations in flight; ${plan.repeats} rounds of ${plan.roundMs} ms per case after a ${plan.warmupMs} ms warm-up, cases interleaved (order rotated each round).`,
-        `${plan.pool} distinct RS256 tokens (RSA-2048, one issuer, Entra v2 shape, ${tokens[0]!.length} bytes) cycled in order by cases 1, 2, 3 and 5; case 4 reuses ${plan.reused}.`,
+        `${plan.pool} distinct RS256 tokens (RSA-2048, one issuer, Entra v2 shape, ${tokens[0]!.length} bytes) cycled in order by cases 1, 2, 3 and 5; cases 4 and 8 reuse ${plan.reused}.`,
+        'Case 8 is case 4 with metrics on: the decision hook counts the decision and records its duration in an OpenTelemetry histogram read by the Prometheus exporter (src/telemetry).',
         `Case 3 runs a Pdp whose cache holds ${plan.missCacheEntries} entries and takes the next token of the pool that is not in flight and that ${plan.missCacheEntries} later verifications have pushed out of the cache (verifications finish out of order): every decision verifies (checked: no cache hit counted).`,
         'Case 1 verifies the signature bytes only (split and base64url-decoded per call); case 2 checks signature, iss, aud and exp with the imported key.',
         'Case 5 decodes the header, asks jwks-rsa for the key by kid (cached after the first fetch) and calls jwt.verify with algorithms, audience and issuer.',

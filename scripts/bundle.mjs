@@ -26,4 +26,7 @@ await build({
   banner: { js: "import { createRequire as __pdpCreateRequire } from 'node:module'; const require = __pdpCreateRequire(import.meta.url);" },
   logLevel: 'warning',
   legalComments: 'linked',
+  // Loaded only when APPLICATIONINSIGHTS_CONNECTION_STRING is set (src/telemetry/azure-monitor.ts),
+  // from node_modules: the distro patches modules at load time and must not be inlined.
+  external: ['@azure/monitor-opentelemetry'],
 });

@@ -14,6 +14,9 @@ import { Counters } from './core/metrics.js';
 import { Pdp } from './decision/pipeline.js';
 import type { DecisionLogger } from './decision/types.js';
 import { buildSmartConfiguration, type SmartConfigurationResult } from './fhir/smart-configuration.js';
+import { Telemetry } from './telemetry/metrics.js';
+import type { PrometheusMetrics } from './telemetry/prometheus.js';
+import type { TelemetrySetup } from './telemetry/start.js';
 import { LazyBlobStore, LazyGraphEdges } from './lazy-edges.js';
 import { assertNoBlobIdentitySettings, blobStoreSettingsFrom, missingAccountMessage } from './state/blob-settings.js';
 import { newRevision } from './state/codec.js';
@@ -56,6 +59,8 @@ export interface RuntimeOptions {
    * its checksum), keys dropped from a snapshot, an unsigned Blob store. Default console.warn.
    */
   readonly warn?: (line: string) => void;
+  /** Metrics and traces (src/telemetry/start.ts); without it, no metrics and the global tracer. */
+  readonly telemetry?: Pick<TelemetrySetup, 'meter' | 'tracerProvider' | 'prometheus'>;
 }
 
 export type { HealthReport };
@@ -107,6 +112,8 @@ export class PdpService {
   readonly store: SnapshotStore;
   /** The service's clock (explain renders a token's expiry against it). */
   readonly clock: () => number;
+  readonly telemetry: Telemetry;
+  private readonly prometheus?: PrometheusMetrics;
   private readonly maxStaleMs: number;
   private readonly expander?: GroupExpander;
   private readonly graphEdges?: LazyGraphEdges;
@@ -132,6 +139,15 @@ export class PdpService {
     this.maxStaleMs = options.config.maxStaleSeconds * 1000;
     this.metadataRetryMs = options.config.metadataRetrySeconds * 1000;
     const counters = new Counters();
+    // Telemetry: fed by the decision log hook, the key fetch, Graph and snapshot poll callbacks.
+    const telemetry = new Telemetry({
+      ...(options.telemetry?.meter ? { meter: options.telemetry.meter } : {}),
+      ...(options.telemetry?.tracerProvider ? { tracerProvider: options.telemetry.tracerProvider } : {}),
+      authorities: [options.config.authority, ...options.config.smartIdentityProviders.map((p) => p.authority)],
+      authorityOf: (issuer) => this.pdp.registry.authorityOf(issuer),
+    });
+    this.telemetry = telemetry;
+    if (options.telemetry?.prometheus) this.prometheus = options.telemetry.prometheus;
     const onGraphCall = (o: 'ok' | 'failed'): void => counters.inc(o === 'ok' ? 'graph_call_ok' : 'graph_call_failed');
     const graphConfig = options.config.graph;
     const membership =
@@ -144,7 +160,12 @@ export class PdpService {
             ]);
             const env = options.env ?? {};
             const client =
-              options.graphClient ?? createGraphClient({ credential: credentialFromSettings(env), baseUrl: graphConfig!.baseUrl, breaker: breakerFromSettings(env, this.clock) });
+              options.graphClient ?? createGraphClient({
+                credential: credentialFromSettings(env),
+                baseUrl: graphConfig!.baseUrl,
+                breaker: breakerFromSettings(env, this.clock),
+                observer: { onCall: (outcome, retryAfterMs) => telemetry.graphCall(outcome, retryAfterMs), tracer: telemetry.graphTracer },
+              });
             const breaker = circuitBreakerOf(client);
             return {
               resolver: new GraphMembershipResolver({ client, clock: this.clock, maxStaleMs: this.maxStaleMs, onGraphCall }),
@@ -161,7 +182,9 @@ export class PdpService {
       clock: this.clock,
       counters,
       ...(options.fetch ? { fetch: options.fetch } : {}),
-      ...(options.logger ? { logger: options.logger } : {}),
+      logger: withTelemetry(telemetry, options.logger),
+      onKeyFetch: (kind, outcome, authority, durationMs) => telemetry.keyFetch(authority, kind, outcome, durationMs),
+      onUnknownKid: (authority, outcome) => telemetry.unknownKid(authority, outcome),
       ...(membership ? { membership } : {}),
     });
     this.decide = this.pdp.decide.bind(this.pdp);
@@ -179,9 +202,24 @@ export class PdpService {
         pollMs: options.snapshotPollMs ?? 30_000,
         now: this.clock,
         onSnapshot: (data, etag) => this.apply(data, etag, 'store'),
+        onPoll: (outcome) => telemetry.snapshotPoll(outcome),
         onRejected: (error, etag) =>
           this.warn(`fhir-pdp: stored snapshot ${etag ?? ''} rejected, revision ${this.current?.data.revision ?? '(none)'} stays in use: ${error.code}: ${error.message}`),
       });
+    telemetry.observe({
+      counters,
+      tokenCache: () => this.pdp.tokenCacheStats(),
+      issuers: () => this.pdp.issuerHealth(),
+      ready: () => this.pdp.registry.ready(),
+      snapshot: () => {
+        const now = this.clock();
+        const snap = this.current?.data;
+        return {
+          ...(snap ? { ageSeconds: Math.max(0, (now - snap.createdAt) / 1000) } : {}),
+          ...(this.lastReport ? { lastRefresh: { outcome: this.lastReport.outcome, durationMs: this.lastReport.durationMs } } : {}),
+        };
+      },
+    });
   }
 
   /**
@@ -405,6 +443,12 @@ export class PdpService {
     return buildSmartConfiguration(settings, authority, this.pdp.registry.discoveryOf(authority));
   }
 
+  /** GET /api/metrics: the Prometheus text, when metrics are on (key checked by the router). */
+  get metrics(): (() => Promise<string>) | undefined {
+    const prometheus = this.prometheus;
+    return prometheus ? () => prometheus.text() : undefined;
+  }
+
   health(): HealthReport {
     return assembleHealth({
       now: this.clock(),
@@ -431,6 +475,15 @@ export class PdpService {
   get lastRefresh(): RefreshReport | undefined {
     return this.lastReport;
   }
+}
+
+/** The decision log hook: telemetry first (counts, duration, span), then the log line's writer. */
+function withTelemetry(telemetry: Telemetry, logger: DecisionLogger | undefined): DecisionLogger {
+  if (!logger) return (event) => telemetry.decision(event);
+  return (event, decision) => {
+    telemetry.decision(event);
+    logger(event, decision);
+  };
 }
 
 /** The Graph circuit breaker's thresholds (app settings PDP_GRAPH_BREAKER_*), on the service's clock. */

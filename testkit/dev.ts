@@ -40,6 +40,7 @@ async function main(): Promise<void> {
     `  service            ${host.url}   (health: ${host.url}/api/health)`,
     `  identity provider  ${idp.authority}   (tenant ${idp.tenantId})`,
     `  admin key          ${adminKey}   (shows operator hints)`,
+    `  metrics            ${host.url}/api/metrics?code=${adminKey}   (Prometheus scrape snippet: docs/operations.md)`,
     `  configuration      ${JSON.stringify(config)}`,
     '',
     '1) Alice reads a patient: allow (200, reason "allowed")',

@@ -30,6 +30,14 @@ export const SETTINGS = {
       'AuthZEN: the policy decision point identifier the metadata document names, the public URL of /api (e.g. https://pdp.contoso.example/api). Unset: made from the request\'s Host header.',
   },
   PDP_LOG_DECISIONS: { schema: z.enum(['true', 'false']).default('true'), description: 'Write one JSON line per decision (never the token).' },
+  PDP_METRICS: {
+    schema: z.enum(['on', 'off']).default('on'),
+    description: 'Metrics (GET /api/metrics on the standalone host; Azure Monitor when APPLICATIONINSIGHTS_CONNECTION_STRING is set): on (default) or off.',
+  },
+  APPLICATIONINSIGHTS_CONNECTION_STRING: {
+    schema: optionalString,
+    description: 'Application Insights connection string: when set, metrics and traces go to Azure Monitor (@azure/monitor-opentelemetry); unset, nothing is loaded or sent.',
+  },
   PDP_REFRESH_SCHEDULE: {
     schema: z.string().trim().min(1).default('0 */5 * * * *'),
     description: 'NCRONTAB schedule of the refresh timer function (default every 5 minutes).',

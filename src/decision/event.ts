@@ -31,6 +31,9 @@ export function eventFor(d: Decision, input: DecisionInput): DecisionEvent {
     path: pathOnly(input.target),
     durationMs: d.durationMs,
     cacheHit: d.cacheHit,
+    // traceparent is 00-<trace id: 32 hex>-<parent id>-<flags>, validated where it was read.
+    traceId: input.traceparent?.slice(3, 35),
+    traceparent: input.traceparent,
   };
 }
 

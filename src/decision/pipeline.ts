@@ -16,7 +16,7 @@ import { readBundle } from '../fhir/bundle.js';
 import { FhirBasePath, parseFhirRequest, ROOT_BASE_PATH } from '../fhir/request.js';
 import type { FhirRequest } from '../fhir/types.js';
 import { checkB64Token, locateBearerToken } from '../identity/extract.js';
-import { IssuerRegistry, type IssuerHealth } from '../identity/issuers.js';
+import { IssuerRegistry, type IssuerHealth, type IssuerRegistryOptions } from '../identity/issuers.js';
 import { VerifiedTokenCache } from '../identity/token-cache.js';
 import type { Principal } from '../core/principal.js';
 import { principalFromToken } from '../identity/principal.js';
@@ -48,6 +48,9 @@ export interface PdpDependencies {
   readonly logger?: DecisionLogger;
   readonly membership?: GroupMembershipResolver;
   readonly counters?: Counters;
+  /** Told of every discovery/JWKS fetch and unknown-kid refetch (src/telemetry). */
+  readonly onKeyFetch?: IssuerRegistryOptions['onFetch'];
+  readonly onUnknownKid?: IssuerRegistryOptions['onUnknownKid'];
 }
 
 export class Pdp {
@@ -86,7 +89,11 @@ export class Pdp {
       maxStaleMs: config.maxStaleSeconds * 1000,
       clock: this.clock,
       ...(deps.fetch ? { fetch: deps.fetch } : {}),
-      onFetch: (kind, outcome) => this.counters.inc(kind === 'jwks' ? `jwks_fetch_${outcome}` : `discovery_fetch_${outcome}`),
+      onFetch: (kind, outcome, authority, durationMs) => {
+        this.counters.inc(`${kind === 'jwks' ? 'jwks' : 'discovery'}_fetch_${outcome === 'ok' ? 'ok' : 'failed'}`);
+        deps.onKeyFetch?.(kind, outcome, authority, durationMs);
+      },
+      ...(deps.onUnknownKid ? { onUnknownKid: deps.onUnknownKid } : {}),
       // A key the issuer stopped publishing stops validating at once, cached tokens included.
       onKeysRemoved: (issuer, kids) => void this.tokenCache?.evictKeys(issuer, kids),
     });
@@ -428,7 +435,7 @@ export class Pdp {
     return this.registry.refreshAll();
   }
 
-  tokenCacheStats(): { entries: number; bytes: number } | undefined {
+  tokenCacheStats(): { entries: number; bytes: number; evictions: number } | undefined {
     return this.tokenCache?.stats();
   }
 

@@ -23,6 +23,8 @@ export interface DecisionInput {
   readonly ambiguity?: string;
   /** Set by a gateway mode when the question lacks part of the original request (its method or URI header). */
   readonly incomplete?: string;
+  /** The W3C traceparent the question arrived with, validated (src/telemetry/trace-context.ts): the decision continues its trace. */
+  readonly traceparent?: string;
 }
 
 export interface PrincipalSummary {
@@ -70,6 +72,10 @@ export interface DecisionEvent {
   readonly path: string;
   readonly durationMs: number;
   readonly cacheHit: boolean;
+  /** The trace id of the question's traceparent: joins this line with the gateway's logs and trace. */
+  readonly traceId?: string;
+  /** The question's traceparent, for the decision's span (not written to the log line). */
+  readonly traceparent?: string;
 }
 
 /** Called once per decision with its log event and the decision it describes. */

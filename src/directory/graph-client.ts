@@ -26,8 +26,9 @@ import {
   DefaultAzureCredential,
   type TokenCredential,
 } from '@azure/identity';
+import { SpanKind, SpanStatusCode, type Tracer } from '@opentelemetry/api';
 import { isLoopbackHost } from '../core/loopback.js';
-import { CircuitBreaker, DEFAULT_BREAKER, type CircuitBreakerOptions } from './circuit-breaker.js';
+import { CircuitBreaker, DEFAULT_BREAKER, GraphCircuitOpenError, type CircuitBreakerOptions } from './circuit-breaker.js';
 
 export const PUBLIC_GRAPH_ORIGIN = 'https://graph.microsoft.com';
 
@@ -58,6 +59,13 @@ export interface GraphClientOptions {
   readonly maxResponseBytes?: number;
   /** The circuit breaker every call of this client goes through (default 5 failures, 30 s open). */
   readonly breaker?: Partial<CircuitBreakerOptions>;
+  /** Told of every call's outcome (metrics), and the tracer of its span; src/telemetry. */
+  readonly observer?: GraphCallObserver;
+}
+
+export interface GraphCallObserver {
+  onCall(outcome: 'ok' | 'throttled' | 'failed' | 'short_circuited', retryAfterMs?: number): void;
+  readonly tracer?: Tracer | undefined;
 }
 
 /** A Graph answer larger than the client's maxResponseBytes: refused, not parsed. */
@@ -102,7 +110,9 @@ export function createGraphClient(options: GraphClientOptions): Client {
   );
   // First in the chain: an open breaker refuses before a token is even asked for.
   const breaker = new CircuitBreaker({ ...DEFAULT_BREAKER, ...options.breaker });
-  chain.unshift(new CircuitBreakerHandler(breaker));
+  chain.unshift(new CircuitBreakerHandler(breaker, options.observer));
+  // Right before the fetch: every HTTP exchange is counted, each retry of the SDK's included.
+  if (options.observer) chain.splice(chain.length - 1, 0, new ObserverHandler(options.observer));
   const client = Client.initWithMiddleware({
     middleware: chain,
     defaultVersion: 'v1.0',
@@ -116,14 +126,22 @@ export function createGraphClient(options: GraphClientOptions): Client {
 class CircuitBreakerHandler implements Middleware {
   #next: Middleware | undefined;
 
-  constructor(private readonly breaker: CircuitBreaker) {}
+  constructor(
+    private readonly breaker: CircuitBreaker,
+    private readonly observer?: GraphCallObserver,
+  ) {}
 
   setNext(next: Middleware): void {
     this.#next = next;
   }
 
   async execute(context: Context): Promise<void> {
-    this.breaker.admit();
+    try {
+      this.breaker.admit();
+    } catch (error) {
+      if (error instanceof GraphCircuitOpenError) this.observer?.onCall('short_circuited');
+      throw error;
+    }
     try {
       await this.#next!.execute(context);
     } catch (error) {
@@ -133,6 +151,40 @@ class CircuitBreakerHandler implements Middleware {
     const status = context.response?.status ?? 0;
     if (status === 0 || status === 429 || status >= 500) this.breaker.failed();
     else this.breaker.succeeded();
+  }
+}
+
+/**
+ * Counts each call by outcome and the Retry-After Graph asked for, in a span named by method only:
+ * the URL holds object ids, never a token, but the span carries none of it.
+ */
+class ObserverHandler implements Middleware {
+  #next: Middleware | undefined;
+
+  constructor(private readonly observer: GraphCallObserver) {}
+
+  setNext(next: Middleware): void {
+    this.#next = next;
+  }
+
+  async execute(context: Context): Promise<void> {
+    const method = (context.options?.method ?? 'GET').toUpperCase();
+    const span = this.observer.tracer?.startSpan(`Microsoft Graph ${method}`, { kind: SpanKind.CLIENT, attributes: { 'http.request.method': method } });
+    try {
+      await this.#next!.execute(context);
+    } catch (error) {
+      this.observer.onCall('failed');
+      span?.setStatus({ code: SpanStatusCode.ERROR, message: 'failed' });
+      span?.end();
+      throw error;
+    }
+    const status = context.response?.status ?? 0;
+    const outcome = status === 429 ? 'throttled' : status >= 200 && status < 400 ? 'ok' : 'failed';
+    const retryAfterMs = parseRetryAfter(context.response?.headers.get('retry-after') ?? undefined, Date.now());
+    this.observer.onCall(outcome, retryAfterMs);
+    span?.setAttribute('http.response.status_code', status);
+    if (outcome !== 'ok') span?.setStatus({ code: SpanStatusCode.ERROR, message: outcome });
+    span?.end();
   }
 }
 

@@ -9,6 +9,7 @@ import { keyRefusalLogger } from '../http/key-refusals.js';
 import { KeyRing } from '../http/keys.js';
 import { decisionLine } from '../http/answer.js';
 import { buildApp, type PdpService } from '../app.js';
+import { startTelemetry, type StartTelemetryOptions } from '../telemetry/start.js';
 import { createPdpServer, drainServer, listen, type DrainResult } from './server.js';
 
 export interface StartedHost {
@@ -96,7 +97,11 @@ export function batchedLines(write: (chunk: Buffer) => void, flushMs = LOG_FLUSH
 const pendingFlushes = new Set<() => void>();
 let exitHooked = false;
 
-export async function startHost(env: Record<string, string | undefined>, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<StartedHost> {
+export async function startHost(
+  env: Record<string, string | undefined>,
+  log: (line: string) => void = (l) => process.stderr.write(`${l}\n`),
+  telemetryOptions: StartTelemetryOptions = {},
+): Promise<StartedHost> {
   const settings = readSettings(env);
   const config = loadConfigFromEnv(env);
   const keys = new KeyRing(keyList(settings.PDP_API_KEYS), keyList(settings.PDP_ADMIN_KEYS));
@@ -105,7 +110,10 @@ export async function startHost(env: Record<string, string | undefined>, log: (l
   if (!keys.hasAnyKey && host !== '127.0.0.1' && host !== '::1' && host !== 'localhost')
     throw new ConfigError([{ path: 'PDP_HOST', message: `binding ${host} needs PDP_API_KEYS or PDP_ADMIN_KEYS` }], 'app settings');
   const decisionLog = settings.PDP_LOG_DECISIONS === 'true' ? batchedLines((chunk) => process.stdout.write(chunk)) : undefined;
+  // Before the service: Azure Monitor, when configured, registers the providers its spans use.
+  const telemetry = await startTelemetry(env, telemetryOptions);
   const service = buildApp(env, config, {
+    telemetry,
     ...(decisionLog ? { logger: (event, decision) => decisionLog.log(decisionLine(event, decision.principal)) } : {}),
   });
   // A stored snapshot (Blob) is read before the first request: a warm instance then decides
@@ -127,6 +135,8 @@ export async function startHost(env: Record<string, string | undefined>, log: (l
       const drained = await drainServer(server, settings.PDP_DRAIN_TIMEOUT_SECONDS * 1000);
       // After the last answer: the drained requests' decision lines are in the log too.
       decisionLog?.close();
+      // Azure Monitor sends what it holds; the Prometheus reader just stops.
+      await telemetry.shutdown().catch(() => undefined);
       return drained;
     },
   };

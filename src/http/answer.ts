@@ -10,7 +10,7 @@
  * Both texts are written on every decision, so what never changes is serialised once.
  * test/unit/http/answer.test.ts compares both with JSON.stringify on random and hostile input.
  */
-import type { Decision, DecisionEvent, PrincipalSummary } from '../decision/types.js';
+import type { Decision, DecisionEvent, DecisionInput, PrincipalSummary } from '../decision/types.js';
 import { REASONS, type ReasonCode } from '../core/reasons.js';
 import { json, jsonText, type PdpHttpResponse } from './types.js';
 
@@ -119,6 +119,7 @@ export function decisionLine(e: DecisionEvent, principal?: PrincipalSummary): st
   } else identity = identityMembers(e);
   let text = `{"type":"decision","decisionId":${JSON.stringify(e.decisionId)},"time":${JSON.stringify(e.time)}${lineHead(e)}`;
   if (e.mode !== undefined) text += `,"mode":${JSON.stringify(e.mode)}`;
+  if (e.traceId !== undefined) text += `,"traceId":${JSON.stringify(e.traceId)}`;
   if (identity !== '') text += `,${identity}`;
   return `${text},"method":${JSON.stringify(e.method)},"path":${JSON.stringify(e.path)},"durationMs":${JSON.stringify(e.durationMs)},"cacheHit":${JSON.stringify(e.cacheHit)}}`;
 }
@@ -139,6 +140,12 @@ export interface AnswerOptions {
 /** JSON mode's answer: always 200 (the caller reads the decision), the contract's JSON body. */
 export function jsonAnswer(d: Decision, admin: boolean): PdpHttpResponse {
   return jsonText(200, decisionJson(d, admin), { 'x-decision-id': d.decisionId });
+}
+
+/** The answer carries the traceparent the decision continued, so the gateway's log line can name the trace. */
+export function echoTraceparent(answer: PdpHttpResponse, input: DecisionInput): PdpHttpResponse {
+  if (!input.traceparent) return answer;
+  return { ...answer, headers: { ...answer.headers, traceparent: input.traceparent } };
 }
 
 /** A question that cannot be decided as asked: 400 invalid_request, the problem as the (admin) hint. */

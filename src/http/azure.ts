@@ -11,6 +11,7 @@ import { ConfigError, loadConfigFromEnv } from '../config/load.js';
 import { keyList, readSetting, readSettings } from '../config/settings.js';
 import { decisionLine } from './answer.js';
 import { buildApp, type PdpService } from '../app.js';
+import { startTelemetry, type TelemetrySetup } from '../telemetry/start.js';
 import { KeyRing } from './keys.js';
 import { route } from './routes.js';
 import type { PdpHttpRequest, PdpHttpResponse } from './types.js';
@@ -25,6 +26,8 @@ interface Worker {
 }
 
 let worker: Worker | undefined;
+/** Azure Monitor, when APPLICATIONINSIGHTS_CONNECTION_STRING is set; started once per worker process. */
+let telemetry: TelemetrySetup | undefined;
 
 /**
  * The function app's root: the nearest directory above this module that holds host.json, which is
@@ -61,6 +64,7 @@ export function workerService(env: Record<string, string | undefined> = process.
   if (!worker) {
     const settings = readSettings(env);
     const service = buildApp(env, loadConfigFromEnv(withConfigFileResolved(env)), {
+      ...(telemetry ? { telemetry } : {}),
       // Function output goes to the host's logs and Application Insights; one JSON line per decision.
       ...(settings.PDP_LOG_DECISIONS === 'true' ? { logger: (event, decision) => console.log(decisionLine(event, decision.principal)) } : {}),
     });
@@ -86,6 +90,8 @@ export function workerService(env: Record<string, string | undefined> = process.
  */
 export async function startWorker(env: Record<string, string | undefined> = process.env): Promise<void> {
   try {
+    // Functions serves no /api/metrics: metrics and spans go to Application Insights, or nowhere.
+    telemetry ??= await startTelemetry(env, { prometheus: false });
     await workerService(env).started;
   } catch (err) {
     // Nothing half-started stays behind: the next start (the worker's restart) begins afresh.

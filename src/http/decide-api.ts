@@ -8,10 +8,11 @@
  *  3. Envoy ext_authz HTTP service: /api/decide/<original path>; the HTTP status is the decision's.
  */
 import { z } from 'zod';
-import { gatewayAnswer, invalidRequestAnswer, jsonAnswer, type AnswerOptions, type DecideMode } from './answer.js';
+import { echoTraceparent, gatewayAnswer, invalidRequestAnswer, jsonAnswer, type AnswerOptions, type DecideMode } from './answer.js';
 import type { Pdp } from '../decision/pipeline.js';
 import type { DecisionInput } from '../decision/types.js';
 import { parseJsonStrict } from '../identity/strict-json.js';
+import { traceparentOf } from '../telemetry/trace-context.js';
 import { firstHeader, type PdpHttpRequest, type PdpHttpResponse } from './types.js';
 
 export type { DecideMode };
@@ -92,9 +93,20 @@ export function isPlainQuestion(raw: unknown): raw is JsonQuestion {
 export async function handleDecide(pdp: Pdp, req: PdpHttpRequest, path: string, query: string, options: AnswerOptions): Promise<PdpHttpResponse> {
   const mode = modeOf(req, path);
   if (mode === 'json') return await handleJson(pdp, req, options);
-  const input = mode === 'envoy' ? envoyInput(req, path, query) : forwardAuthInput(req);
+  const input = withTraceparent(mode === 'envoy' ? envoyInput(req, path, query) : forwardAuthInput(req), req);
   const decision = await pdp.decide(input);
-  return gatewayAnswer(decision, options, mode);
+  return echoTraceparent(gatewayAnswer(decision, options, mode), input);
+}
+
+/**
+ * The question's W3C traceparent (the client's, passed on by nginx's auth subrequest, Traefik or
+ * Envoy; or the JSON caller's own), continued by the decision. An invalid one is ignored.
+ */
+export function withTraceparent(input: DecisionInput, req: PdpHttpRequest): DecisionInput {
+  const values = req.header('traceparent');
+  if (values.length === 0) return input;
+  const traceparent = traceparentOf(values);
+  return traceparent ? { ...input, traceparent } : input;
 }
 
 async function handleJson(pdp: Pdp, req: PdpHttpRequest, options: AnswerOptions): Promise<PdpHttpResponse> {
@@ -125,15 +137,19 @@ async function handleJson(pdp: Pdp, req: PdpHttpRequest, options: AnswerOptions)
     else authorization.push(value);
   }
   const target = q.path ?? q.url!;
-  const decision = await pdp.decide({
-    method: q.method.toUpperCase(),
-    target,
-    credentials: { authorization, token: q.token, queryToken: hasAccessTokenParam(target) },
-    mode: 'json',
-    body: q.body,
-    ...(override ? { ambiguity: override } : {}),
-  });
-  return jsonAnswer(decision, options.admin);
+  const input = withTraceparent(
+    {
+      method: q.method.toUpperCase(),
+      target,
+      credentials: { authorization, token: q.token, queryToken: hasAccessTokenParam(target) },
+      mode: 'json',
+      body: q.body,
+      ...(override ? { ambiguity: override } : {}),
+    },
+    req,
+  );
+  const decision = await pdp.decide(input);
+  return echoTraceparent(jsonAnswer(decision, options.admin), input);
 }
 
 function forwardAuthInput(req: PdpHttpRequest): DecisionInput {

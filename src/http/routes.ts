@@ -14,6 +14,9 @@ import type { KeyRefusal } from './key-refusals.js';
 import { describePresentedKey, type KeyRing } from './keys.js';
 import { json, type PdpHttpRequest, type PdpHttpResponse } from './types.js';
 
+/** The Prometheus text exposition format, version 0.0.4 (what Prometheus scrapes by default). */
+const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+
 /** What the HTTP layer needs from the running service (src/app.ts's PdpService). */
 export interface PdpRuntime {
   readonly pdp: Pdp;
@@ -25,6 +28,8 @@ export interface PdpRuntime {
   explain?(req: PdpHttpRequest): Promise<PdpHttpResponse>;
   /** SMART discovery for the FHIR base; undefined when not configured. */
   smartConfiguration?(): Promise<SmartConfigurationResult | undefined>;
+  /** GET /api/metrics: the Prometheus text; absent when metrics are off. */
+  metrics?(): Promise<string>;
 }
 
 export interface RouteOptions {
@@ -118,6 +123,14 @@ export async function route(runtime: PdpRuntime, req: PdpHttpRequest, options: R
     // admin (or a loopback-only host's caller) is shown, as for /api/health.
     const admin = options.loopbackOnly || options.keys.accessOf(req) === 'admin';
     return json(503, { error: built.reason, message: REASONS[built.reason].message, ...(admin ? { hint: built.hint } : {}) }, { 'retry-after': '10' });
+  }
+  if (path === '/api/metrics') {
+    // Counts by authority and reason describe the deployment as health's details do: an admin key,
+    // or the keyless host, which listens on loopback only.
+    if (!runtime.metrics) return NOT_FOUND;
+    if (!options.loopbackOnly && options.keys.accessOf(req) !== 'admin') return UNAUTHORIZED;
+    if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method_not_allowed' }, { allow: 'GET' });
+    return { status: 200, headers: { 'content-type': PROMETHEUS_CONTENT_TYPE, 'cache-control': 'no-store' }, body: await runtime.metrics() };
   }
   if (path === '/api/refresh' || path === '/api/explain') {
     if (options.keys.accessOf(req) !== 'admin') return UNAUTHORIZED;

@@ -24,12 +24,22 @@ export interface IssuerRegistryOptions {
   readonly clock: () => number;
   readonly fetch?: typeof fetch;
   readonly maxDocumentBytes?: number;
-  readonly onFetch?: (kind: 'discovery' | 'jwks', outcome: 'ok' | 'failed') => void;
+  /** Told of every discovery or JWKS fetch: its authority, outcome and duration (for metrics and spans). */
+  readonly onFetch?: (kind: 'discovery' | 'jwks', outcome: FetchOutcome, authority: string, durationMs: number) => void;
+  /** Told of every unknown kid: a JWKS refetch made, or one the cooldown suppressed. */
+  readonly onUnknownKid?: (authority: string, outcome: 'refetched' | 'suppressed') => void;
   /** Told which kids an issuer stopped publishing, so caches keyed by them can drop entries. */
   readonly onKeysRemoved?: (issuer: string, kids: readonly string[]) => void;
 }
 
 const DEFAULT_MAX_DOCUMENT_BYTES = 256 * 1024;
+
+export type FetchOutcome = 'ok' | 'failed' | 'refused_oversized' | 'timeout';
+
+function fetchOutcomeOf(err: unknown): FetchOutcome {
+  if (!(err instanceof FetchJsonError)) return 'failed';
+  return err.code === 'timeout' ? 'timeout' : err.code === 'too_large' ? 'refused_oversized' : 'failed';
+}
 
 interface IssuerState {
   record: IssuerRecord;
@@ -96,6 +106,11 @@ export class IssuerRegistry {
   constructor(private readonly options: IssuerRegistryOptions) {
     for (const a of options.authorities) this.authorities.set(a, { authority: a, issuers: [] });
     this.maxBytes = options.maxDocumentBytes ?? DEFAULT_MAX_DOCUMENT_BYTES;
+  }
+
+  /** The configured authority that published `issuer`, if any (a label for metrics, never the token's own value). */
+  authorityOf(issuer: string): string | undefined {
+    return this.issuers.get(issuer)?.record.authority;
   }
 
   /** Issuer records for the snapshot. */
@@ -223,7 +238,7 @@ export class IssuerRegistry {
     const primaryUrl = `${state.authority}/.well-known/openid-configuration`;
     let docs: Discovered[];
     try {
-      docs = [await this.discover(primaryUrl)];
+      docs = [await this.discover(primaryUrl, state.authority)];
     } catch (err) {
       const message = (err as Error).message;
       state.lastError = { at: now, message };
@@ -234,7 +249,7 @@ export class IssuerRegistry {
     if (!/\/v2\.0$/i.test(state.authority)) {
       const v2Url = `${state.authority}/v2.0/.well-known/openid-configuration`;
       try {
-        const v2 = await this.discover(v2Url);
+        const v2 = await this.discover(v2Url, state.authority, true);
         if (v2.issuer !== docs[0]!.issuer) docs.push(v2);
       } catch (err) {
         if (!(err instanceof FetchJsonError && err.code === 'http_status' && (err.status === 404 || err.status === 400))) {
@@ -259,7 +274,7 @@ export class IssuerRegistry {
     const jwksByUri = new Map<string, Promise<JWK[]>>();
     const records: IssuerRecord[] = [];
     for (const doc of docs) {
-      if (!jwksByUri.has(doc.jwksUri)) jwksByUri.set(doc.jwksUri, this.fetchKeys(doc.jwksUri));
+      if (!jwksByUri.has(doc.jwksUri)) jwksByUri.set(doc.jwksUri, this.fetchKeys(doc.jwksUri, state.authority));
       try {
         const keys = await jwksByUri.get(doc.jwksUri)!;
         records.push({ authority: state.authority, ...doc, keys, fetchedAt: this.options.clock() });
@@ -293,13 +308,16 @@ export class IssuerRegistry {
     if (s) s.lastError = { at, message };
   }
 
-  private async discover(url: string): Promise<Discovered> {
+  /** `optional`: a document most providers do not publish (Entra's /v2.0), whose 404 is no failure. */
+  private async discover(url: string, authority: string, optional = false): Promise<Discovered> {
     let doc: unknown;
+    const started = performance.now();
     try {
       doc = await fetchJson(url, { timeoutMs: this.options.fetchTimeoutMs, maxBytes: this.maxBytes, ...this.fetchOpt() });
-      this.options.onFetch?.('discovery', 'ok');
+      this.options.onFetch?.('discovery', 'ok', authority, performance.now() - started);
     } catch (err) {
-      this.options.onFetch?.('discovery', 'failed');
+      const absent = optional && err instanceof FetchJsonError && err.code === 'http_status' && (err.status === 404 || err.status === 400);
+      if (!absent) this.options.onFetch?.('discovery', fetchOutcomeOf(err), authority, performance.now() - started);
       throw err;
     }
     if (typeof doc !== 'object' || doc === null) throw new Error(`${url}: not a discovery document`);
@@ -324,19 +342,20 @@ export class IssuerRegistry {
     };
   }
 
-  private async fetchKeys(jwksUri: string): Promise<JWK[]> {
+  private async fetchKeys(jwksUri: string, authority: string): Promise<JWK[]> {
     let body: unknown;
+    const started = performance.now();
     try {
       body = await fetchJson(jwksUri, { timeoutMs: this.options.fetchTimeoutMs, maxBytes: this.maxBytes, ...this.fetchOpt() });
     } catch (err) {
-      this.options.onFetch?.('jwks', 'failed');
+      this.options.onFetch?.('jwks', fetchOutcomeOf(err), authority, performance.now() - started);
       throw err;
     }
     if (typeof body !== 'object' || body === null || !Array.isArray((body as { keys?: unknown }).keys)) {
-      this.options.onFetch?.('jwks', 'failed');
+      this.options.onFetch?.('jwks', 'failed', authority, performance.now() - started);
       throw new Error(`${jwksUri}: not a JWK Set`);
     }
-    this.options.onFetch?.('jwks', 'ok');
+    this.options.onFetch?.('jwks', 'ok', authority, performance.now() - started);
     return filterVerificationKeys((body as { keys: unknown[] }).keys).usable;
   }
 
@@ -430,7 +449,11 @@ export class IssuerRegistry {
       return true;
     }
     const now = this.options.clock();
-    if (now - s.lastRefetchAt < this.options.jwksRefetchCooldownMs) return false;
+    if (now - s.lastRefetchAt < this.options.jwksRefetchCooldownMs) {
+      this.options.onUnknownKid?.(s.record.authority, 'suppressed');
+      return false;
+    }
+    this.options.onUnknownKid?.(s.record.authority, 'refetched');
     s.lastRefetchAt = now;
     s.refetch = this.refetchKeys(s).finally(() => {
       s.refetch = undefined;
@@ -442,7 +465,7 @@ export class IssuerRegistry {
   /** Refetches one issuer's JWKS only (not discovery); new keys are kept until the next snapshot. */
   private async refetchKeys(s: IssuerState): Promise<void> {
     try {
-      const keys = await this.fetchKeys(s.record.jwksUri);
+      const keys = await this.fetchKeys(s.record.jwksUri, s.record.authority);
       const current = this.issuers.get(s.record.issuer);
       if (current) {
         this.installIssuer({ ...current.record, keys, fetchedAt: this.options.clock() });

@@ -73,6 +73,8 @@ function withoutTokenText(v: VerifiedToken): VerifiedToken {
 export class VerifiedTokenCache {
   private readonly entries = new Map<string, Entry>();
   private bytes = 0;
+  /** Entries dropped before they expired: by the size bounds, or because their key was removed. */
+  private evictions = 0;
 
   constructor(private readonly options: TokenCacheOptions) {}
 
@@ -117,7 +119,10 @@ export class VerifiedTokenCache {
         e.referenced = false;
         this.entries.delete(k);
         this.entries.set(k, e);
-      } else this.remove(k, e);
+      } else {
+        this.remove(k, e);
+        this.evictions++;
+      }
     }
   }
 
@@ -130,6 +135,7 @@ export class VerifiedTokenCache {
       if (e.token.issuer === issuer && removed.has(e.token.kid ?? '')) {
         this.remove(k, e);
         n++;
+        this.evictions++;
       }
     }
     return n;
@@ -140,7 +146,7 @@ export class VerifiedTokenCache {
     this.bytes -= e.bytes;
   }
 
-  stats(): { entries: number; bytes: number } {
-    return { entries: this.entries.size, bytes: this.bytes };
+  stats(): { entries: number; bytes: number; evictions: number } {
+    return { entries: this.entries.size, bytes: this.bytes, evictions: this.evictions };
   }
 }

@@ -22,6 +22,8 @@ export interface SnapshotFollowerOptions {
   readonly onRejected?: (error: SnapshotFollowerError, etag: string | undefined) => void;
   /** Clock for the timestamps in status() (default Date.now). */
   readonly now?: () => number;
+  /** Told what each poll did (metrics). */
+  readonly onPoll?: (outcome: SnapshotPollOutcome) => void;
 }
 
 /** What one poll did. */
@@ -50,6 +52,7 @@ export class SnapshotFollower {
   readonly #onSnapshot: (data: SnapshotData, etag: string) => void;
   readonly #onRejected: ((error: SnapshotFollowerError, etag: string | undefined) => void) | undefined;
   readonly #now: () => number;
+  readonly #onPoll: ((outcome: SnapshotPollOutcome) => void) | undefined;
   #etag: string | undefined;
   #revision: string | undefined;
   /** ETag of stored bytes that were rejected, polled against so they are not downloaded again. */
@@ -69,6 +72,7 @@ export class SnapshotFollower {
     this.#onSnapshot = options.onSnapshot;
     this.#onRejected = options.onRejected;
     this.#now = options.now ?? Date.now;
+    this.#onPoll = options.onPoll;
   }
 
   /** Polls every pollMs from now on, the first time pollMs from now; call pollNow() to load at once. */
@@ -86,9 +90,13 @@ export class SnapshotFollower {
 
   /** Polls once; joins the poll in flight if there is one. Never rejects: failures go to status(). */
   pollNow(): Promise<SnapshotPollOutcome> {
-    this.#inFlight ??= this.#poll().finally(() => {
+    if (this.#inFlight) return this.#inFlight;
+    this.#inFlight = this.#poll().finally(() => {
       this.#inFlight = undefined;
     });
+    // Once per poll, not per caller that joined it.
+    const onPoll = this.#onPoll;
+    if (onPoll) void this.#inFlight.then((outcome) => onPoll(outcome));
     return this.#inFlight;
   }
 

@@ -85,7 +85,7 @@ describe('bench:smoke', () => {
   });
 
   it.each([
-    ['in-process', ['subtle', 'jose', 'decide-miss', 'decide-hit', 'peer', 'authzen-batch', 'authzen-singles']],
+    ['in-process', ['subtle', 'jose', 'decide-miss', 'decide-hit', 'peer', 'authzen-batch', 'authzen-singles', 'decide-hit-metrics']],
     ['http', ['bare-rps', 'cached-rps', 'fresh-rps', 'half-cached-p99', 'half-bare-p99']],
     ['scale', ['latency-big-direct', 'latency-big-group', 'heap-total', 'decode', 'cold-warm', 'cold-bare']],
   ])('suite %s measures %j', (suite, ids) => {

@@ -3,6 +3,7 @@
  * it may depend on. core ← fhir ← policy ← decision ← app ← {http, host, cli}; config sits on core;
  * identity, directory and state import only core (the pipeline reaches them, never the reverse);
  * authzen (the AuthZEN 1.0 mapping, pure) sits on decision and is read by http and above.
+ * telemetry imports core and config, and only app, http and host import it.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -23,10 +24,14 @@ const MAY_IMPORT: Readonly<Record<string, readonly string[]>> = {
   decision: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state'],
   /** The AuthZEN 1.0 request and answer spelled in the decision's vocabulary (pure). */
   authzen: ['core', 'decision'],
+  // Metrics and traces: an edge like identity, which also reads app settings (PDP_METRICS,
+  // APPLICATIONINSIGHTS_CONNECTION_STRING). The pipeline and the edges never import it: app.ts
+  // feeds it through their callbacks (decision logger, onKeyFetch, Graph observer, onPoll).
+  telemetry: ['core', 'config'],
   explain: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision'],
-  app: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision'],
-  http: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision', 'authzen', 'explain', 'app'],
-  host: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision', 'authzen', 'explain', 'app', 'http'],
+  app: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision', 'telemetry'],
+  http: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision', 'authzen', 'explain', 'app', 'telemetry'],
+  host: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision', 'authzen', 'explain', 'app', 'http', 'telemetry'],
   cli: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision', 'authzen', 'explain', 'app', 'http'],
 };
 
@@ -94,6 +99,9 @@ describe('import arrows', () => {
     expect(violations([['stray.ts', 'core/reasons.ts']])).toHaveLength(1);
     expect(violations([['authzen/request.ts', 'http/types.ts']])).toHaveLength(1);
     expect(violations([['decision/pipeline.ts', 'authzen/response.ts']])).toHaveLength(1);
+    expect(violations([['decision/pipeline.ts', 'telemetry/metrics.ts']])).toHaveLength(1);
+    expect(violations([['identity/issuers.ts', 'telemetry/metrics.ts']])).toHaveLength(1);
+    expect(violations([['telemetry/metrics.ts', 'decision/types.ts']])).toHaveLength(1);
     expect(violations([['http/routes.ts', 'app.ts'], ['decision/pipeline.ts', 'identity/verify.ts'], ['policy/decide.ts', 'fhir/scopes.ts'], ['http/authzen.ts', 'authzen/request.ts'], ['authzen/request.ts', 'decision/types.ts']])).toEqual([]);
   });
 });
