@@ -30,7 +30,8 @@ interface ReadBody {
 
 /** Reads the body, bounded, and calls `done` once (callbacks, not a promise: this runs per request). */
 function readBody(req: IncomingMessage, limit: number, done: (body: ReadBody) => void, failed: () => void): void {
-  const declared = Number(req.headers['content-length'] ?? NaN);
+  // From the raw list: reading req.headers would build node's header object for every request.
+  const declared = Number(headerValues(req.rawHeaders, 'content-length')[0] ?? NaN);
   if (Number.isFinite(declared) && declared > limit) {
     req.resume();
     done({ tooLarge: true });
@@ -69,20 +70,41 @@ export function headerValues(rawHeaders: readonly string[], name: string): strin
   return values;
 }
 
+/**
+ * Node's request as the router reads it. A class, not an object literal with closures: one shape
+ * for every request and nothing allocated but the instance. It keeps the raw header list and the
+ * socket, never the IncomingMessage, so a request held a little longer (a promise chain, a log
+ * line) does not keep node's request and response objects alive past a garbage collection.
+ */
+class HostRequest implements PdpHttpRequest {
+  readonly method: string;
+  readonly url: string;
+  readonly body?: Buffer;
+  readonly bodyTooLarge?: boolean;
+  readonly #rawHeaders: readonly string[];
+  readonly #socket: IncomingMessage['socket'];
+
+  constructor(req: IncomingMessage, body: ReadBody) {
+    this.method = req.method ?? 'GET';
+    this.url = req.url ?? '/';
+    this.#rawHeaders = req.rawHeaders;
+    this.#socket = req.socket;
+    if (body.body) this.body = body.body;
+    if (body.tooLarge) this.bodyTooLarge = true;
+  }
+
+  header(name: string): string[] {
+    return headerValues(this.#rawHeaders, name);
+  }
+
+  /** Read only when a line is logged about this request (a refused key). */
+  get remoteAddress(): string | undefined {
+    return this.#socket.remoteAddress;
+  }
+}
+
 export function toPdpRequest(req: IncomingMessage, body: ReadBody): PdpHttpRequest {
-  const raw = req.rawHeaders;
-  const request: { -readonly [K in keyof PdpHttpRequest]: PdpHttpRequest[K] } = {
-    method: req.method ?? 'GET',
-    url: req.url ?? '/',
-    header: (name) => headerValues(raw, name),
-    // Read only when a line is logged about this request (a refused key).
-    get remoteAddress() {
-      return req.socket.remoteAddress;
-    },
-  };
-  if (body.body) request.body = body.body;
-  if (body.tooLarge) request.bodyTooLarge = true;
-  return request;
+  return new HostRequest(req, body);
 }
 
 /**

@@ -14,7 +14,7 @@ export const METER_NAME = 'fhir-pdp';
 /** Metric names as Prometheus shows them (OpenTelemetry counters gain `_total`), with what they count. */
 export const METRICS = {
   fhir_pdp_decisions_total: 'Decisions by decision, reason, mode and issuer (the configured authority).',
-  fhir_pdp_decision_duration_seconds: 'Time to decide, from the question read to the answer made, by decision.',
+  fhir_pdp_decision_duration_seconds: 'Time to decide, from the question read to the answer made.',
   fhir_pdp_token_cache_lookups_total: 'Verified-token cache lookups by result (hit, miss).',
   fhir_pdp_token_cache_evictions_total: 'Verified-token cache entries evicted (size bounds, keys an issuer stopped publishing).',
   fhir_pdp_token_cache_entries: 'Verified tokens cached now.',
@@ -106,17 +106,12 @@ export class Telemetry {
    * is three Map reads and an add, no attribute object made.
    */
   private readonly cells = new Map<string, Map<string, Map<string, DecisionCell>>>();
-  private readonly durationAttributes: Record<DecisionKind, Attributes> = {
-    allow: Object.freeze({ decision: 'allow' }),
-    deny: Object.freeze({ decision: 'deny' }),
-    indeterminate: Object.freeze({ decision: 'indeterminate' }),
-  };
   private readonly keyFetches = new Map<string, { count: number; readonly attributes: Attributes }>();
   private readonly kidRefetches = new Map<string, { count: number; readonly attributes: Attributes }>();
   private readonly graphCalls = new Map<GraphOutcome, number>(GRAPH_OUTCOMES.map((o) => [o, 0]));
   private graphRetryAfterSeconds = 0;
   private readonly polls = new Map<PollOutcome, number>(POLL_OUTCOMES.map((o) => [o, 0]));
-  private readonly recordDuration: (seconds: number, attributes: Attributes) => void;
+  private readonly recordDuration: (seconds: number) => void;
 
   constructor(private readonly options: TelemetryOptions) {
     this.enabled = options.meter !== undefined;
@@ -136,7 +131,10 @@ export class Telemetry {
       unit: 's',
       advice: { explicitBucketBoundaries: DURATION_BUCKETS },
     });
-    this.recordDuration = (seconds, attributes) => histogram.record(seconds, attributes);
+    // No attributes: the SDK hashes a record's attribute set on every call (sorted keys, then
+    // JSON), which cost most of what metrics add to a cached decision. Decisions by outcome are
+    // the counter's job; the histogram is the latency of all of them.
+    this.recordDuration = (seconds) => histogram.record(seconds);
     meter
       .createObservableCounter('fhir_pdp_decisions', { description: METRICS.fhir_pdp_decisions_total })
       .addCallback((result) => {
@@ -163,7 +161,7 @@ export class Telemetry {
   decision(facts: DecisionFacts): void {
     if (this.enabled) {
       this.cellFor(facts.reason, facts.mode, facts.issuer).count++;
-      this.recordDuration(facts.durationMs / 1000, this.durationAttributes[facts.decision]);
+      this.recordDuration(facts.durationMs / 1000);
     }
     if (this.tracing) this.decisionSpan(facts);
   }

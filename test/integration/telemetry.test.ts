@@ -77,7 +77,8 @@ describe('metrics and traces of the standalone host', () => {
     expect(sample(after, 'fhir_pdp_decisions_total', { reason: 'allowed', mode: 'json', issuer: idp.authority })).toBe(allowedBefore + 1);
     expect(sample(after, 'fhir_pdp_decisions_total', { reason: 'missing_token', mode: 'json', issuer: 'none' })).toBeGreaterThanOrEqual(1);
     expect(sample(after, 'fhir_pdp_decisions_total', { decision: 'deny', mode: 'json', issuer: idp.authority })).toBeGreaterThanOrEqual(1);
-    expect(sample(after, 'fhir_pdp_decision_duration_seconds_count', { decision: 'allow' })).toBeGreaterThanOrEqual(1);
+    expect(sample(after, 'fhir_pdp_decision_duration_seconds_count', {})).toBeGreaterThanOrEqual(3);
+    expect(after).not.toMatch(/fhir_pdp_decision_duration_seconds_count\{[^}]*decision=/);
     expect(sample(after, 'fhir_pdp_key_fetches_total', { authority: idp.authority, document: 'jwks', outcome: 'ok' })).toBeGreaterThanOrEqual(1);
     expect(sample(after, 'fhir_pdp_token_cache_lookups_total', { result: 'hit' })).toBeDefined();
     expect(sample(after, 'fhir_pdp_ready', {})).toBe(1);
