@@ -85,6 +85,7 @@ describe('start-up (app.hook.appStart)', () => {
         { name: 'explain', trigger: 'httpTrigger', route: 'explain', methods: ['GET', 'POST'], authLevel: 'anonymous' },
         { name: 'health', trigger: 'httpTrigger', route: 'health', methods: ['GET', 'HEAD'], authLevel: 'anonymous' },
         { name: 'refresh', trigger: 'httpTrigger', route: 'refresh', methods: ['POST'], authLevel: 'anonymous' },
+        { name: 'revocations', trigger: 'httpTrigger', route: 'revocations/{id?}', methods: ['GET', 'POST', 'DELETE'], authLevel: 'anonymous' },
         { name: 'smart-configuration', trigger: 'httpTrigger', route: 'smart-configuration', methods: ['GET', 'HEAD'], authLevel: 'anonymous' },
         { name: 'refreshTimer', trigger: 'timerTrigger', schedule: '0 */5 * * * *', runOnStartup: false },
         { name: 'authzen-evaluation', trigger: 'httpTrigger', route: 'access/v1/evaluation', methods: ['POST'], authLevel: 'function' },
@@ -92,7 +93,7 @@ describe('start-up (app.hook.appStart)', () => {
         { name: 'authzen-configuration', trigger: 'httpTrigger', route: '.well-known/authzen-configuration', methods: ['GET'], authLevel: 'anonymous' },
       ]),
     );
-    expect(host.registrations).toHaveLength(10);
+    expect(host.registrations).toHaveLength(11);
     expect(host.routePrefix).toBe('api');
     expect(host.hookCounts()).toEqual({ appStart: 1, appTerminate: 1 });
   });
