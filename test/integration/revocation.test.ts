@@ -83,6 +83,7 @@ describe('the admin route on the standalone host (memory store)', () => {
     const id = body.added[0]!.id;
     // Without maxTokenAgeSeconds an entry lives revocation.maxTokenLifetimeSeconds (28 h) plus the skew.
     expect(Date.parse(body.added[0]!.expiresAt) - Date.now()).toBeGreaterThan(28 * 3600_000);
+    expect(host.service.health().snapshot).toMatchObject({ revision: body.revision, revocations: 1 });
 
     const hitsBefore = cacheHits();
     const refused = await decide(token);
