@@ -1,7 +1,8 @@
 /**
  * Revocation end to end: the deny-list changed through /api/revocations on the standalone host,
  * a cached token refused on its very next decision (401 token_expired, invalid_token), by jti, by
- * sid and by "every token of this object id issued before T"; maxTokenAgeSeconds on cache hits;
+ * sid and by "every token of this object id issued before T"; maxTokenAgeSeconds on cache hits; a
+ * token of a real OpenID provider (oidc-provider) revoked by its jti;
  * and two instances on one Azurite container, where a revocation made on one is honoured by the
  * other after its poll, and concurrent writers keep each other's entries.
  */
@@ -13,6 +14,8 @@ import type { StartedHost } from '../../src/host/main.js';
 import { DEV_OBJECT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
 import { startAzurite, type RunningAzurite } from '../../testkit/azurite.js';
 import { rawRequest, startPdpHost, type RawResponse } from '../../testkit/host.js';
+import { startOidcProvider } from '../../testkit/oidc-provider.js';
+import { decodeJwt } from 'jose';
 
 const AUDIENCE = 'https://fhir.example.test';
 const API_KEY = `api-${randomUUID()}`;
@@ -198,6 +201,37 @@ describe('maxTokenAgeSeconds', () => {
       expect(failed.trace?.find((s) => s.id === 'revocation')).toMatchObject({ outcome: 'fail', reason: 'token_expired' });
     } finally {
       service.stop();
+    }
+  });
+});
+
+describe('a token of a real OpenID provider (oidc-provider, RFC 9068)', () => {
+  it('is refused by its jti once revoked, cached or not', async () => {
+    const provider = await startOidcProvider({
+      clients: [{ client_id: 'portal', client_secret: 'secret-of-the-portal' }],
+      resource: AUDIENCE,
+      scopes: ['user/*.rs'],
+      extraTokenClaims: () => ({ fhirUser: 'Practitioner/dr1' }),
+    });
+    const service = new PdpService({
+      config: parseConfig({
+        ...policy,
+        authority: idp.authority,
+        smartIdentityProviders: [{ authority: provider.issuer, applications: [{ clientId: 'portal', audience: AUDIENCE, allowedDataActions: ['read'] }] }],
+      }),
+    });
+    try {
+      await service.start();
+      const token = await provider.getToken('portal', 'secret-of-the-portal', 'user/*.rs');
+      const { jti, iss } = decodeJwt(token);
+      expect(typeof jti).toBe('string');
+      const ask = () => service.decide({ method: 'GET', target: '/Patient/1', credentials: { authorization: [`Bearer ${token}`] } });
+      expect(await ask()).toMatchObject({ reason: 'allowed' });
+      expect(await service.addRevocations([{ kind: 'jti', issuer: iss!, jti: jti! }])).toMatchObject({ ok: true });
+      expect(await ask()).toMatchObject({ reason: 'token_expired', status: 401, cacheHit: true });
+    } finally {
+      service.stop();
+      await provider.close();
     }
   });
 });
