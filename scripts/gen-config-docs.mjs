@@ -20,6 +20,7 @@ const nested = (key) => {
   });
 };
 const smartConfiguration = nested('smartConfiguration');
+const revocation = nested('revocation');
 const settings = Object.entries(SETTINGS).map(([k, v]) => `| \`${k}\` | ${v.description.replace(/\|/g, '\\|')} |`);
 const text = `# Configuration
 
@@ -47,6 +48,13 @@ application id), \`dataActions\` (omitted: all). Entries of \`roles\`: \`name\` 
 | key | default | description |
 |---|---|---|
 ${smartConfiguration.join('\n')}
+
+\`revocation\` (the deny-list changed through \`/api/revocations\`; see
+[security.md](security.md#revocation)):
+
+| key | default | description |
+|---|---|---|
+${revocation.join('\n')}
 
 ## App settings (environment)
 

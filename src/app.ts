@@ -20,6 +20,14 @@ import type { TelemetrySetup } from './telemetry/start.js';
 import { LazyBlobStore, LazyGraphEdges } from './lazy-edges.js';
 import { assertNoBlobIdentitySettings, blobStoreSettingsFrom, missingAccountMessage } from './state/blob-settings.js';
 import { newRevision } from './state/codec.js';
+import {
+  addRevocations,
+  liveEntries,
+  removeRevocation,
+  type DenyListChange,
+  type RevocationAddition,
+  type RevocationEntry,
+} from './state/deny-list.js';
 import { assembleHealth, type HealthReport } from './state/health.js';
 import { MemorySnapshotStore } from './state/memory-store.js';
 import { SnapshotFollower, type SnapshotPollOutcome } from './state/snapshot-follower.js';
@@ -67,7 +75,8 @@ export type { HealthReport };
 
 export interface SnapshotAppliedEvent {
   readonly revision: string;
-  readonly source: 'refresh' | 'store';
+  /** `revocation`: this instance changed the deny-list (POST or DELETE /api/revocations). */
+  readonly source: 'refresh' | 'store' | 'revocation';
 }
 
 export interface RefreshReport extends RefreshOutcome {
@@ -319,6 +328,7 @@ export class PdpService {
         this.warn(`fhir-pdp: snapshot ${data.revision} (${source}): ${dropped.length} record(s) or key(s) refused by the issuer key checks: ${this.droppedFromSnapshot.slice(0, 3).join('; ')}`);
       }
       this.pdp.setGroups(data.groups);
+      this.pdp.setRevocations(data.revocations ?? []);
     }
     this.current = { data, ...(etag ? { etag } : {}) };
     if (changed) this.onSnapshotApplied?.({ revision: data.revision, source });
@@ -363,7 +373,17 @@ export class PdpService {
       outcome: problems.length === 0 ? 'ok' : issuers.length === 0 ? 'failed' : 'partial',
       problems: problems.map((p) => p.slice(0, 500)),
     };
-    const data: SnapshotData = { schemaVersion: SNAPSHOT_SCHEMA_VERSION, revision: newRevision(), createdAt: this.clock(), issuers, groups, lastRefresh: outcome };
+    // A refresh changes keys and groups, never the deny-list: it carries the one it is based on.
+    const revocations = liveEntries(this.current?.data.revocations ?? [], this.clock());
+    const data: SnapshotData = {
+      schemaVersion: SNAPSHOT_SCHEMA_VERSION,
+      revision: newRevision(),
+      createdAt: this.clock(),
+      issuers,
+      groups,
+      lastRefresh: outcome,
+      ...(revocations.length > 0 ? { revocations } : {}),
+    };
     // A snapshot without any issuer serves no decision; writing one would only tell other
     // instances that a snapshot exists. Decisions keep loading metadata on demand instead.
     const stored: RefreshReport['stored'] = issuers.length === 0 && !this.current ? 'skipped' : await this.writeSnapshot(data, startedAt);
@@ -381,7 +401,8 @@ export class PdpService {
    * - it fails validation: ours replaces the corrupted bytes, If-Match their ETag.
    * Each write replaces the whole blob, so a reader never sees a mix of two refreshes.
    */
-  private async writeSnapshot(data: SnapshotData, startedAt: number): Promise<RefreshReport['stored']> {
+  private async writeSnapshot(refreshed: SnapshotData, startedAt: number): Promise<RefreshReport['stored']> {
+    let data = refreshed;
     let ifMatch: string | null = this.current?.etag ?? null;
     for (let attempt = 1; ; attempt++) {
       try {
@@ -410,8 +431,68 @@ export class PdpService {
         delete this.storeError;
         return 'adopted';
       }
+      // Older keys and groups, but its deny-list is the newest there is (a revocation written by
+      // another instance since this one last polled): ours replaces the keys, never the revocations.
+      data = withRevocations(data, liveEntries(theirs.data.revocations ?? [], this.clock()));
       ifMatch = theirs.etag;
     }
+  }
+
+  /** The live deny-list of the snapshot served, and its bound. */
+  revocations(): RevocationListing {
+    const now = this.clock();
+    return {
+      revision: this.current?.data.revision ?? null,
+      maxEntries: this.pdp.config.revocation.maxEntries,
+      entries: liveEntries(this.current?.data.revocations ?? [], now),
+    };
+  }
+
+  /** Adds to the deny-list (or widens entries already listed); see changeRevocations. */
+  addRevocations(additions: readonly RevocationAddition[]): Promise<RevocationChangeResult> {
+    const config = this.pdp.config;
+    // The longest a token issued before now can still be accepted: maxTokenAgeSeconds refuses any
+    // older one; without it, the longest lifetime the authorities issue. Plus the skew exp is allowed.
+    const lifetimeS = (config.maxTokenAgeSeconds ?? config.revocation.maxTokenLifetimeSeconds) + config.clockSkewSeconds;
+    return this.changeRevocations((current, now) =>
+      addRevocations(current, additions, { now, defaultLifetimeMs: lifetimeS * 1000, maxEntries: config.revocation.maxEntries }),
+    );
+  }
+
+  removeRevocation(id: string): Promise<RevocationChangeResult> {
+    return this.changeRevocations((current, now) => removeRevocation(current, id, now));
+  }
+
+  /**
+   * Read, change, write with If-Match, and retry on a conflict with the list as it is now: two
+   * instances changing the deny-list at once both land, neither overwrites the other. The change
+   * keeps the stored snapshot's keys, groups and createdAt (it is not a refresh) under a new
+   * revision. Nothing is written when the change is refused; a store failure throws (503).
+   */
+  private async changeRevocations(change: (current: readonly RevocationEntry[], now: number) => DenyListChange): Promise<RevocationChangeResult> {
+    for (let attempt = 1; attempt <= MAX_REVOCATION_WRITE_ATTEMPTS; attempt++) {
+      const base = await this.revocationBase();
+      if (base === undefined) return { ok: false, code: 'no_snapshot', message: NO_SNAPSHOT_MESSAGE };
+      const now = this.clock();
+      const result = change(base.data.revocations ?? [], now);
+      if (!result.ok) return result;
+      const data = withRevocations({ ...base.data, revision: newRevision() }, result.entries);
+      try {
+        const { etag } = await this.store.write(data, base.etag);
+        this.apply(data, etag, 'revocation');
+        return { ok: true, revision: data.revision, changed: result.changed, entries: result.entries.length };
+      } catch (err) {
+        if (!(err instanceof SnapshotConflictError)) throw err;
+      }
+    }
+    throw new SnapshotConflictError(`The deny-list was changed by other writers ${MAX_REVOCATION_WRITE_ATTEMPTS} times during this change; nothing was written, try again.`);
+  }
+
+  /** The stored snapshot a deny-list change is made on: the store's current one, read now. */
+  private async revocationBase(): Promise<{ data: SnapshotData; etag: string } | undefined> {
+    const stored = await this.store.read();
+    if (stored === undefined || stored === 'not-modified') return undefined;
+    return stored;
   }
 
   /** The store refused or failed: this instance serves what it fetched; others keep theirs. */
@@ -475,6 +556,27 @@ export class PdpService {
   get lastRefresh(): RefreshReport | undefined {
     return this.lastReport;
   }
+}
+
+/** Writes tried for one deny-list change while other writers keep changing the blob. */
+const MAX_REVOCATION_WRITE_ATTEMPTS = 5;
+
+const NO_SNAPSHOT_MESSAGE = 'no snapshot is stored yet, and the deny-list is part of it: retry once the first refresh has stored one (POST /api/refresh, GET /api/health)';
+
+export interface RevocationListing {
+  readonly revision: string | null;
+  readonly maxEntries: number;
+  readonly entries: readonly RevocationEntry[];
+}
+
+export type RevocationChangeResult =
+  | { readonly ok: true; readonly revision: string; readonly changed: readonly RevocationEntry[]; readonly entries: number }
+  | Extract<DenyListChange, { ok: false }>
+  | { readonly ok: false; readonly code: 'no_snapshot'; readonly message: string };
+
+function withRevocations(data: SnapshotData, revocations: readonly RevocationEntry[]): SnapshotData {
+  const { revocations: _old, ...rest } = data;
+  return revocations.length > 0 ? { ...rest, revocations } : rest;
 }
 
 /** The decision log hook: telemetry first (counts, duration, span), then the log line's writer. */

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { canonicalDataAction } from '../core/data-actions.js';
 import { isGuid } from '../core/guid.js';
 import { isLoopbackHost } from '../core/loopback.js';
+import { MAX_REVOCATION_ENTRIES } from '../core/revocations.js';
 
 
 /**
@@ -175,6 +176,27 @@ export const configSchema = z
     tokenCacheMaxEntries: z.number().int().min(0).max(1_000_000).default(10_000).describe('Verified-token cache: most entries (0 disables it).'),
     tokenCacheMaxBytes: z.number().int().min(0).max(1024 * 1024 * 1024).default(64 * 1024 * 1024).describe('Verified-token cache: most bytes.'),
     decisionBudgetMs: z.number().int().min(100).max(60000).default(5000).describe('Longest a decision may take before it is indeterminate.'),
+    maxTokenAgeSeconds: z
+      .number()
+      .int()
+      .min(60)
+      .max(30 * 86400)
+      .optional()
+      .describe('A token whose `iat` is more than this many seconds ago is refused (token_expired) even if unexpired, and a token without `iat` is refused; omitted means no limit beyond `exp`. Also how long a revocation entry lives by default.'),
+    revocation: z
+      .object({
+        maxEntries: z.number().int().min(1).max(MAX_REVOCATION_ENTRIES).default(10_000).describe('Most live entries in the deny-list; an addition beyond it is refused (nothing is dropped to make room).'),
+        maxTokenLifetimeSeconds: z
+          .number()
+          .int()
+          .min(300)
+          .max(30 * 86400)
+          .default(100_800)
+          .describe('Longest lifetime (`exp` - `iat`) of a token the authorities issue: a revocation entry without `expiresAt` lives this long (plus clockSkewSeconds) unless maxTokenAgeSeconds is set, which is used instead. Default 28 h, Entra\'s longest (CAE) access token lifetime.'),
+      })
+      .strict()
+      .prefault({})
+      .describe('The deny-list of revoked tokens (POST /api/revocations): its bound and how long an entry lives.'),
   })
   .strict()
   .superRefine((cfg, ctx) => {

@@ -137,8 +137,14 @@ export const REASON_CODES = Object.keys(REASONS) as ReasonCode[];
 export interface Refusal {
   readonly reason: Exclude<ReasonCode, 'allowed'>;
   readonly hint: string;
+  /**
+   * A caller-safe message in place of the reason's own, where one reason code covers a refusal
+   * the catalogue has no code for (a revoked token is `token_expired`, so that the client fetches
+   * a new one, with "The token has been revoked."). Never names configuration.
+   */
+  readonly message?: string;
 }
 
-export function refuse(reason: Refusal['reason'], hint: string): Refusal {
-  return { reason, hint };
+export function refuse(reason: Refusal['reason'], hint: string, message?: string): Refusal {
+  return message === undefined ? { reason, hint } : { reason, hint, message };
 }

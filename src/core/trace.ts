@@ -12,6 +12,7 @@ export const TRACE_STEPS = [
   ['signature', 'Signature'],
   ['lifetime', 'Lifetime (exp, nbf, iat)'],
   ['audience', 'Audience'],
+  ['revocation', 'Not revoked (deny-list, maxTokenAgeSeconds)'],
   ['application', 'Application (client id)'],
   ['claims', 'Required claims'],
   ['principal', 'Principal is granted access'],

@@ -39,6 +39,7 @@ import { ALL_BUT_SMART, type ActionRequirement, type DataAction } from '../core/
 import { REASONS, refuse, type ReasonCode, type Refusal } from '../core/reasons.js';
 import { Trace } from '../core/trace.js';
 import type { Decision, DecideOptions, DecisionInput, DecisionLogger, PrincipalSummary } from './types.js';
+import { DenyList, type RevocationEntry } from '../state/deny-list.js';
 import { GroupIndex } from '../state/group-index.js';
 import type { GroupRecord } from '../state/types.js';
 
@@ -66,6 +67,12 @@ export class Pdp {
    * when the cache drops the token). A miss's identity is used once and not kept.
    */
   private readonly identities = new WeakMap<VerifiedToken, Identity>();
+  private denyList = DenyList.EMPTY;
+  /**
+   * Whether any token can be refused after verification: a non-empty deny-list or
+   * maxTokenAgeSeconds. One field read on the cached path when neither is configured.
+   */
+  private revocationActive: boolean;
 
   constructor(
     readonly config: PdpConfig,
@@ -74,6 +81,7 @@ export class Pdp {
     this.clock = deps.clock ?? Date.now;
     this.counters = deps.counters ?? new Counters();
     this.policy = compilePolicy(config);
+    this.revocationActive = config.maxTokenAgeSeconds !== undefined;
     this.basePath = config.fhirBaseUrl ? new FhirBasePath(new URL(config.fhirBaseUrl).pathname) : ROOT_BASE_PATH;
     if (config.tokenCacheMaxEntries > 0 && config.tokenCacheMaxBytes > 0)
       this.tokenCache = new VerifiedTokenCache({
@@ -102,6 +110,16 @@ export class Pdp {
   /** Replaces the group index (from a refresh or a snapshot). */
   setGroups(groups: Readonly<Record<string, GroupRecord>>): void {
     this.groupIndex = new GroupIndex(groups);
+  }
+
+  /** Replaces the deny-list (from a snapshot); cached tokens are checked against it on their next decision. */
+  setRevocations(entries: readonly RevocationEntry[]): void {
+    this.denyList = entries.length > 0 ? new DenyList(entries) : DenyList.EMPTY;
+    this.revocationActive = this.denyList.size > 0 || this.config.maxTokenAgeSeconds !== undefined;
+  }
+
+  get revocations(): DenyList {
+    return this.denyList;
   }
 
   get groups(): GroupIndex {
@@ -146,7 +164,10 @@ export class Pdp {
       durationMs: 0,
       cacheHit: outcome.cacheHit ?? false,
     };
-    if ('refusal' in outcome) decision.hint = outcome.refusal.hint;
+    if ('refusal' in outcome) {
+      decision.hint = outcome.refusal.hint;
+      if (outcome.refusal.message !== undefined) decision.message = outcome.refusal.message;
+    }
     if (outcome.identity) decision.principal = outcome.identity.summary;
     if ('allowed' in outcome) {
       decision.dataActions = outcome.allowed.dataActions;
@@ -198,7 +219,15 @@ export class Pdp {
     // again (and refused as issuer_unavailable if the keys cannot be refreshed).
     if (token && !this.keysFresh(token.issuer, now)) token = undefined;
     if (cache) this.counters.inc(token ? 'token_cache_hit' : 'token_cache_miss');
-    if (token) return this.decideFor(input, token, true, trace, budget);
+    if (token) {
+      // The cache remembers a verification, never that a token is still good: a revocation or
+      // maxTokenAgeSeconds applies to a cached token on its next decision.
+      if (this.revocationActive) {
+        const revoked = this.revoked(token, now, trace);
+        if (revoked) return { refusal: revoked, token, cacheHit: true };
+      }
+      return this.decideFor(input, token, true, trace, budget);
+    }
     // The b64token grammar is checked only here: a cached token is byte-identical to one that
     // passed the compact-JWS parse, which admits a subset of b64token (see locateBearerToken).
     const malformed = bearer.grammarChecked ? undefined : checkB64Token(bearer.token);
@@ -239,9 +268,58 @@ export class Pdp {
       }),
     );
     if ('reason' in verified) return { refusal: verified };
+    if (this.revocationActive) {
+      const revoked = this.revoked(verified.token, now, trace);
+      if (revoked) return { refusal: revoked, token: verified.token };
+    } else trace?.skip('revocation', 'not configured: the deny-list is empty and maxTokenAgeSeconds is not set');
     cacheAt?.cache.set(cacheAt.key, verified.token);
     const outcome = this.decideFor(input, verified.token, false, trace, budget);
     return outcome instanceof Promise ? await outcome : outcome;
+  }
+
+  /**
+   * maxTokenAgeSeconds, then the deny-list. Both are `token_expired` with their own message: the
+   * catalogue has no code for a revoked token, and a 401 with `invalid_token` is what makes a
+   * client fetch a new one (RFC 6750 §3.1: "The access token provided is expired, revoked,
+   * malformed, or invalid for other reasons").
+   */
+  private revoked(token: VerifiedToken, now: number, trace: Trace | undefined): Refusal | undefined {
+    const maxAge = this.config.maxTokenAgeSeconds;
+    const iat = token.claims.iat;
+    if (maxAge !== undefined) {
+      if (typeof iat !== 'number') {
+        const r = refuse('token_expired', `the token has no \`iat\` claim, so its age cannot be checked against maxTokenAgeSeconds (${maxAge} s); have the authority issue \`iat\``, MAX_AGE_MESSAGE);
+        trace?.fail('revocation', r, { found: 'no iat', expected: `iat within ${maxAge} s` });
+        return r;
+      }
+      const age = now / 1000 - iat;
+      if (age >= maxAge + this.config.clockSkewSeconds) {
+        const r = refuse(
+          'token_expired',
+          `iat ${new Date(iat * 1000).toISOString()} is ${Math.round(age)} s ago, more than maxTokenAgeSeconds (${maxAge} s) plus the clock skew of ${this.config.clockSkewSeconds} s; get a new token`,
+          MAX_AGE_MESSAGE,
+        );
+        trace?.fail('revocation', r, { found: `iat ${new Date(iat * 1000).toISOString()}`, expected: `iat within ${maxAge} s` });
+        return r;
+      }
+    }
+    const hit = this.denyList.size > 0 ? this.denyList.match(token.issuer, token.claims, now) : undefined;
+    if (hit) {
+      const e = hit.entry;
+      const what = e.kind === 'oid' ? `every token of object id ${e.oid} issued before ${new Date(e.issuedBefore * 1000).toISOString()}` : `the token's ${hit.claim} (${e.kind} entry of issuer ${e.issuer})`;
+      const r = refuse(
+        'token_expired',
+        `revoked by deny-list entry ${e.id}: ${what}, added ${new Date(e.addedAt).toISOString()}${e.note ? ` (${e.note})` : ''}; the entry lives until ${new Date(e.expiresAt).toISOString()}`,
+        REVOKED_MESSAGE,
+      );
+      trace?.fail('revocation', r, { found: `deny-list entry ${e.id}` });
+      return r;
+    }
+    trace?.pass(
+      'revocation',
+      `${maxAge === undefined ? '' : `issued ${Math.round(now / 1000 - (iat as number))} s ago, within maxTokenAgeSeconds (${maxAge} s); `}not in the deny-list (${this.denyList.size} entries)`,
+    );
+    return undefined;
   }
 
   /** Who the verified token names, and whether the request is allowed to it. */
@@ -448,6 +526,9 @@ type Outcome = (
   | { refusal: Refusal }
   | { allowed: { dataActions: readonly DataAction[]; compartment?: string } }
 ) & { identity?: Identity; token?: VerifiedToken; cacheHit?: boolean };
+
+const REVOKED_MESSAGE = 'The token has been revoked.';
+const MAX_AGE_MESSAGE = 'The token is older than the maximum token age.';
 
 /** The allow of a public discovery request: no principal, no data actions. */
 const PUBLIC_DISCOVERY: Outcome = Object.freeze({ allowed: Object.freeze({ dataActions: Object.freeze([]) }) });

@@ -163,7 +163,7 @@ export function wwwAuthenticate(d: Decision): string | undefined {
   if (d.status !== 401 && d.status !== 403) return undefined;
   const def = REASONS[d.reason];
   if (d.reason === 'missing_token' || !('bearerError' in def)) return `Bearer realm="${REALM}"`;
-  return `Bearer realm="${REALM}", error="${def.bearerError}", error_description="${quoted(def.message)}"`;
+  return `Bearer realm="${REALM}", error="${def.bearerError}", error_description="${quoted(d.message)}"`;
 }
 
 const IDENTITY_HEADERS = ['x-auth-principal', 'x-auth-tenant', 'x-auth-application', 'x-auth-fhir-user', 'x-auth-scopes', 'x-auth-compartment'] as const;

@@ -1,6 +1,6 @@
 /**
  * Routing for every host: /api/decide (three modes), /api/health, /api/smart-configuration
- * (public), /api/refresh (admin), /api/explain (admin). Keys are checked here, once, for both the
+ * (public), /api/refresh (admin), /api/explain (admin), /api/revocations (admin). Keys are checked here, once, for both the
  * standalone host and Azure.
  */
 import { REASONS } from '../core/reasons.js';
@@ -10,6 +10,7 @@ import type { Pdp } from '../decision/pipeline.js';
 import { handleAuthzen, isAuthzenPath } from './authzen.js';
 import { DECIDE_PREFIX, handleDecide, modeOf } from './decide-api.js';
 import { explainHandler, explainPageResponse } from './explain-api.js';
+import { handleRevocations, REVOCATIONS_PATH, type RevocationAdmin } from './revocations-api.js';
 import type { KeyRefusal } from './key-refusals.js';
 import { describePresentedKey, type KeyRing } from './keys.js';
 import { json, type PdpHttpRequest, type PdpHttpResponse } from './types.js';
@@ -30,6 +31,10 @@ export interface PdpRuntime {
   smartConfiguration?(): Promise<SmartConfigurationResult | undefined>;
   /** GET /api/metrics: the Prometheus text; absent when metrics are off. */
   metrics?(): Promise<string>;
+  /** /api/revocations: the deny-list in the snapshot (src/app.ts); absent, the route is 404. */
+  revocations?: RevocationAdmin['revocations'];
+  addRevocations?: RevocationAdmin['addRevocations'];
+  removeRevocation?: RevocationAdmin['removeRevocation'];
 }
 
 export interface RouteOptions {
@@ -141,6 +146,11 @@ export async function route(runtime: PdpRuntime, req: PdpHttpRequest, options: R
     if (req.method === 'GET') return explainPageResponse();
     if (req.method === 'POST') return runtime.explain ? runtime.explain(req) : explainHandler(runtime.pdp, runtime.clock)(req);
     return json(405, { error: 'method_not_allowed' }, { allow: 'GET, POST' });
+  }
+  if (path === REVOCATIONS_PATH || path.startsWith(`${REVOCATIONS_PATH}/`)) {
+    if (options.keys.accessOf(req) !== 'admin') return UNAUTHORIZED;
+    if (!runtime.revocations || !runtime.addRevocations || !runtime.removeRevocation) return NOT_FOUND;
+    return handleRevocations(runtime as RevocationAdmin, req, path);
   }
   if (isAuthzenPath(path)) {
     // Guarded as /api/decide is; the metadata document is public (src/http/authzen.ts).

@@ -14,6 +14,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { SNAPSHOT_SCHEMA_VERSION, SnapshotRejectedError } from './types.js';
 import type { SnapshotData } from './types.js';
+import { revocationListSchema } from './deny-list.js';
 import { SnapshotSignatureError, type SnapshotSignature, type SnapshotSignatureFailure } from './snapshot-signature.js';
 
 export const SNAPSHOT_FORMAT = 'fhir-pdp-snapshot';
@@ -82,6 +83,7 @@ const snapshotDataSchema = z.object({
   issuers: z.array(issuerRecordSchema),
   groups: z.record(z.string(), groupRecordSchema),
   lastRefresh: refreshOutcomeSchema.optional(),
+  revocations: revocationListSchema.optional(),
 });
 
 const markerSchema = z.object({ format: z.unknown().optional(), schemaVersion: z.unknown().optional() });

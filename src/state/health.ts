@@ -86,6 +86,8 @@ export function assembleHealth(input: HealthInputs): HealthReport {
               }
             : {}),
           ...(dropped.length > 0 ? { dropped: dropped } : {}),
+          // Live deny-list entries (the list itself: GET /api/revocations).
+          ...(snap.revocations?.length ? { revocations: snap.revocations.filter((e) => e.expiresAt > now).length } : {}),
           ...(input.signature ? { signature: input.signature } : {}),
         }
       : { store: input.store, revision: null, ...(input.signature ? { signature: input.signature } : {}) },

@@ -4,6 +4,7 @@
  * lookup structures once (IssuerRegistry.load imports the keys, GroupIndex maps group -> members), so a decision only looks up.
  */
 import type { GroupRecord, IssuerRecord } from '../core/records.js';
+import type { RevocationEntry } from '../core/revocations.js';
 
 export type { GroupRecord, IssuerRecord };
 
@@ -26,6 +27,11 @@ export interface SnapshotData {
   /** Allow-listed group id -> expansion. */
   readonly groups: Readonly<Record<string, GroupRecord>>;
   readonly lastRefresh?: RefreshOutcome;
+  /**
+   * The deny-list (src/state/deny-list.ts): revoked tokens, sessions and object ids. Absent means
+   * empty. Covered by the snapshot's checksum and signature like everything else in the body.
+   */
+  readonly revocations?: readonly RevocationEntry[];
 }
 
 /** A stored snapshot with the store's version tag (an ETag for Blob, a counter in memory). */

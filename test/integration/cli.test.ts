@@ -14,6 +14,7 @@ import { parseConfig } from '../../src/config/load.js';
 import { createGraphClient } from '../../src/directory/graph-client.js';
 import { checkConfig, checkExitCode, lintConfig } from '../../src/explain/check-config.js';
 import type { Explanation } from '../../src/explain/render.js';
+import { TRACE_STEPS } from '../../src/core/trace.js';
 import { DEV_APP_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
 import { graphCredential, startFakeGraph, type FakeGraph } from '../../testkit/fake-graph.js';
 
@@ -254,7 +255,7 @@ describe('fhir-pdp explain', () => {
     const lines = run.stdout.split('\n');
     expect(lines[0]).toBe(`${f.method ?? 'GET'} /Patient/123  ->  ${f.verdict}`);
     const steps = lines.filter((l) => /^ {2}(pass|FAIL|skip) /.test(l));
-    expect(steps).toHaveLength(13);
+    expect(steps).toHaveLength(TRACE_STEPS.length);
     const failing = steps.filter((l) => l.startsWith('  FAIL'));
     if (!f.failing) {
       expect(failing).toEqual([]);
@@ -289,7 +290,7 @@ describe('fhir-pdp explain', () => {
     expect(e.request).toEqual({ method: 'GET', path: '/Patient/123' });
     expect(e.decision).toMatchObject({ decision: 'deny', status: 401, reason: 'audience_mismatch' });
     expect(e.failedStep).toBe('audience');
-    expect(e.trace.map((s) => s.outcome)).toEqual(['pass', 'pass', 'pass', 'pass', 'pass', 'fail', ...Array(7).fill('skipped')]);
+    expect(e.trace.map((s) => s.outcome)).toEqual(['pass', 'pass', 'pass', 'pass', 'pass', 'fail', ...Array(TRACE_STEPS.length - 6).fill('skipped')]);
     expect(e.trace[5]).toMatchObject({ id: 'audience', found: DEV_APP_ID, expected: FHIR, reason: 'audience_mismatch' });
     expect(e.token).toMatchObject({ verified: false, header: { alg: 'RS256' }, claims: { aud: DEV_APP_ID, oid: ALICE } });
     expect(e.token?.times.map((t) => t.claim)).toEqual(['iat', 'nbf', 'exp']);

@@ -85,6 +85,8 @@ describe('start-up (app.hook.appStart)', () => {
         { name: 'explain', trigger: 'httpTrigger', route: 'explain', methods: ['GET', 'POST'], authLevel: 'anonymous' },
         { name: 'health', trigger: 'httpTrigger', route: 'health', methods: ['GET', 'HEAD'], authLevel: 'anonymous' },
         { name: 'refresh', trigger: 'httpTrigger', route: 'refresh', methods: ['POST'], authLevel: 'anonymous' },
+        { name: 'revocations', trigger: 'httpTrigger', route: 'revocations', methods: ['GET', 'POST'], authLevel: 'anonymous' },
+        { name: 'revocation', trigger: 'httpTrigger', route: 'revocations/{id}', methods: ['DELETE'], authLevel: 'anonymous' },
         { name: 'smart-configuration', trigger: 'httpTrigger', route: 'smart-configuration', methods: ['GET', 'HEAD'], authLevel: 'anonymous' },
         { name: 'refreshTimer', trigger: 'timerTrigger', schedule: '0 */5 * * * *', runOnStartup: false },
         { name: 'authzen-evaluation', trigger: 'httpTrigger', route: 'access/v1/evaluation', methods: ['POST'], authLevel: 'function' },
@@ -92,7 +94,7 @@ describe('start-up (app.hook.appStart)', () => {
         { name: 'authzen-configuration', trigger: 'httpTrigger', route: '.well-known/authzen-configuration', methods: ['GET'], authLevel: 'anonymous' },
       ]),
     );
-    expect(host.registrations).toHaveLength(10);
+    expect(host.registrations).toHaveLength(12);
     expect(host.routePrefix).toBe('api');
     expect(host.hookCounts()).toEqual({ appStart: 1, appTerminate: 1 });
   });
@@ -236,6 +238,20 @@ describe('health, refresh, explain, timer through the host', () => {
     const ok = await host.http({ method: 'POST', path: '/api/refresh', headers: { 'x-functions-key': ADMIN_KEY } });
     expect(ok.status).toBe(200);
     expect(ok.json()).toMatchObject({ outcome: 'ok', revision: expect.any(String) });
+  });
+
+  it('/api/revocations: add, list and remove an entry with the admin key; without it, 401', async () => {
+    expect((await host.http({ method: 'GET', path: '/api/revocations' })).status).toBe(401);
+    const admin = { 'x-functions-key': ADMIN_KEY, 'content-type': 'application/json' };
+    const added = await host.http({ method: 'POST', path: '/api/revocations', headers: admin, body: JSON.stringify({ kind: 'sid', issuer: idp.v2Issuer, sid: 'functions-session' }) });
+    expect(added.status).toBe(200);
+    const id = (added.json().added as Array<{ id: string }>)[0]!.id;
+    const listed = await host.http({ method: 'GET', path: '/api/revocations', headers: admin });
+    expect(listed.json()).toMatchObject({ entries: [expect.objectContaining({ id, kind: 'sid' })] });
+    const removed = await host.http({ method: 'DELETE', path: `/api/revocations/${id}`, headers: admin });
+    expect(removed.functionName).toBe('revocation');
+    expect(removed.status).toBe(200);
+    expect((await host.http({ method: 'GET', path: '/api/revocations', headers: admin })).json()).toMatchObject({ count: 0 });
   });
 
   it('POST /api/explain with the admin key explains a decision; without it, 401', async () => {
