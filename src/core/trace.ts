@@ -19,6 +19,7 @@ export const TRACE_STEPS = [
   ['dataAction', 'Data action for this request'],
   ['scopes', 'SMART scopes'],
   ['compartment', 'Patient compartment'],
+  ['narrowing', 'SMART search narrowing (parameters the gateway appends)'],
 ] as const;
 
 export type TraceStepId = (typeof TRACE_STEPS)[number][0];
