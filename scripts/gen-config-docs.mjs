@@ -20,6 +20,7 @@ const nested = (key) => {
   });
 };
 const smartConfiguration = nested('smartConfiguration');
+const smartNarrowing = nested('smartNarrowing');
 const settings = Object.entries(SETTINGS).map(([k, v]) => `| \`${k}\` | ${v.description.replace(/\|/g, '\\|')} |`);
 const text = `# Configuration
 
@@ -47,6 +48,13 @@ application id), \`dataActions\` (omitted: all). Entries of \`roles\`: \`name\` 
 | key | default | description |
 |---|---|---|
 ${smartConfiguration.join('\n')}
+
+\`smartNarrowing\` (SMART searches narrowed instead of refused; see
+[security.md](security.md#narrowed-searches) and [gateways.md](gateways.md)):
+
+| key | default | description |
+|---|---|---|
+${smartNarrowing.join('\n')}
 
 ## App settings (environment)
 
