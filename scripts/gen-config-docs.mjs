@@ -21,6 +21,8 @@ const nested = (key) => {
 };
 const smartConfiguration = nested('smartConfiguration');
 const revocation = nested('revocation');
+
+const smartNarrowing = nested('smartNarrowing');
 const settings = Object.entries(SETTINGS).map(([k, v]) => `| \`${k}\` | ${v.description.replace(/\|/g, '\\|')} |`);
 const text = `# Configuration
 
@@ -55,6 +57,13 @@ ${smartConfiguration.join('\n')}
 | key | default | description |
 |---|---|---|
 ${revocation.join('\n')}
+
+\`smartNarrowing\` (SMART searches narrowed instead of refused; see
+[security.md](security.md#narrowed-searches) and [gateways.md](gateways.md)):
+
+| key | default | description |
+|---|---|---|
+${smartNarrowing.join('\n')}
 
 ## App settings (environment)
 

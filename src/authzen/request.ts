@@ -208,6 +208,7 @@ export function fhirQuestionOf(e: Evaluation, options: MapOptions = {}): Mapped 
         // request is read (that header authenticates the PEP to the PDP, AuthZEN 1.0 "Model").
         credentials: { authorization: [], ...(token !== undefined ? { token: stripBearer(token) } : {}), queryToken: hasAccessTokenParam(target.target) },
         mode: 'authzen',
+        gateway: 'authzen',
         ...(body !== undefined ? { body } : {}),
       },
     },

@@ -30,6 +30,12 @@ export interface EvaluationContext {
   readonly principal?: PrincipalSummary;
   /** An allow that the FHIR server must narrow to this patient compartment (compartmentMode delegate). */
   readonly compartment?: string;
+  /**
+   * An allow of a search only narrowed (smartNarrowing lists `authzen`): the `&`-joined,
+   * percent-encoded `param=value` pairs the PEP must append to the query before it forwards the
+   * request. A PEP that cannot must treat the answer as `false`.
+   */
+  readonly queryAppend?: string;
 }
 
 /**
@@ -50,6 +56,7 @@ export function evaluationResponse(d: Decision, admin: boolean): EvaluationRespo
   if (d.decision === 'indeterminate') context.error = { status: d.status, message: d.message };
   if (d.principal) context.principal = d.principal;
   if (d.compartment) context.compartment = d.compartment;
+  if (d.queryAppend) context.queryAppend = d.queryAppend;
   return { decision: d.decision === 'allow', context };
 }
 

@@ -134,6 +134,32 @@ const smartConfiguration = z
   })
   .strict();
 
+/**
+ * The gateways whose documented configuration appends a narrowed search's parameters
+ * (docs/gateways.md): nginx (`X-Auth-Query-Append`), a JSON-mode caller such as APIM's policy
+ * (`queryAppend`), and an AuthZEN PEP (`context.queryAppend`). Traefik's forwardAuth and Envoy's
+ * HTTP ext_authz service cannot rewrite the query, so they are never offered a narrowing.
+ */
+export const NARROWING_GATEWAYS = ['nginx', 'json', 'authzen'] as const;
+export type NarrowingGateway = (typeof NARROWING_GATEWAYS)[number];
+
+const smartNarrowing = z
+  .object({
+    gateways: z
+      .array(
+        z.enum(NARROWING_GATEWAYS, {
+          error: 'must be nginx, json or authzen (Traefik forwardAuth and the Envoy HTTP ext_authz service cannot rewrite the query, so they are never narrowed)',
+        }),
+      )
+      .max(NARROWING_GATEWAYS.length)
+      .default([])
+      .refine((v) => new Set(v).size === v.length, { message: 'names a gateway twice' })
+      .describe(
+        'Gateways that apply a narrowed search: nginx (forward-auth with X-Original-URI; answer header X-Auth-Query-Append), json (/api/decide JSON mode, e.g. the APIM policy; answer member queryAppend), authzen (context.queryAppend). Empty: such searches are refused.',
+      ),
+  })
+  .strict();
+
 const seconds = (def: number, max: number) => z.number().int().min(0).max(max).default(def);
 
 export const configSchema = z
@@ -162,6 +188,11 @@ export const configSchema = z
       .enum(['refuse', 'delegate'])
       .default('refuse')
       .describe('Patient-scoped requests whose compartment cannot be proven from the URL: refuse, or allow and send X-Auth-Compartment.'),
+    smartNarrowing: smartNarrowing
+      .default({ gateways: [] })
+      .describe(
+        'SMART search narrowing: a GET type-level search that the scopes allow only inside the patient compartment or only with a constraint (patient/Observation.rs?category=laboratory) is allowed with the parameters to append (patient=Patient/{id}, category=laboratory), for the gateways listed, which must append them; refused for every other gateway.',
+      ),
     unseenBundles: z
       .enum(['refuse', 'requireEveryAction'])
       .default('refuse')

@@ -20,6 +20,7 @@ export const TRACE_STEPS = [
   ['dataAction', 'Data action for this request'],
   ['scopes', 'SMART scopes'],
   ['compartment', 'Patient compartment'],
+  ['narrowing', 'SMART search narrowing'],
 ] as const;
 
 export type TraceStepId = (typeof TRACE_STEPS)[number][0];

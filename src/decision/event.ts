@@ -2,6 +2,7 @@
  * The decision log event: one per decision, allow, deny and indeterminate alike, written by the
  * host's DecisionLogger (src/http/answer.ts's decisionLine). Never the token.
  */
+import { appendedNames } from '../fhir/narrowing.js';
 import type { Decision, DecisionEvent, DecisionInput } from './types.js';
 
 /** The path of a request target without its query (queries can carry identifiers), bounded for hints and logs. */
@@ -31,6 +32,7 @@ export function eventFor(d: Decision, input: DecisionInput): DecisionEvent {
     path: pathOnly(input.target),
     durationMs: d.durationMs,
     cacheHit: d.cacheHit,
+    narrowedBy: d.queryAppend ? appendedNames(d.queryAppend) : undefined,
     // traceparent is 00-<trace id: 32 hex>-<parent id>-<flags>, validated where it was read.
     traceId: input.traceparent?.slice(3, 35),
     traceparent: input.traceparent,

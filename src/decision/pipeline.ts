@@ -73,6 +73,8 @@ export class Pdp {
    * maxTokenAgeSeconds. One field read on the cached path when neither is configured.
    */
   private revocationActive: boolean;
+  /** smartNarrowing.gateways: the gateways a narrowed search is offered to. */
+  private readonly narrowingGateways: ReadonlySet<string>;
 
   constructor(
     readonly config: PdpConfig,
@@ -82,6 +84,7 @@ export class Pdp {
     this.counters = deps.counters ?? new Counters();
     this.policy = compilePolicy(config);
     this.revocationActive = config.maxTokenAgeSeconds !== undefined;
+    this.narrowingGateways = new Set(config.smartNarrowing.gateways);
     this.basePath = config.fhirBaseUrl ? new FhirBasePath(new URL(config.fhirBaseUrl).pathname) : ROOT_BASE_PATH;
     if (config.tokenCacheMaxEntries > 0 && config.tokenCacheMaxBytes > 0)
       this.tokenCache = new VerifiedTokenCache({
@@ -172,6 +175,7 @@ export class Pdp {
     if ('allowed' in outcome) {
       decision.dataActions = outcome.allowed.dataActions;
       if (outcome.allowed.compartment) decision.compartment = outcome.allowed.compartment;
+      if (outcome.allowed.queryAppend) decision.queryAppend = outcome.allowed.queryAppend;
     }
     if (trace) {
       decision.trace = trace.complete();
@@ -380,16 +384,22 @@ export class Pdp {
         return withMembership(direct, m);
       });
     };
-    const accessWith = (r: FhirRequest, g: GrantsOutcome): Allowed | Refusal =>
-      'refusal' in g ? g.refusal : decideAccess({ principal, request: r, grants: g.grants, policy: this.policy, membership: g.report, trace });
-    const decideOne = (r: FhirRequest): Allowed | Refusal | Promise<Allowed | Refusal> => {
+    // A narrowed search is offered only to a gateway that appends its parameters, and only for the
+    // request itself: a Bundle entry's query is not the gateway's to rewrite.
+    const narrow = this.narrowingGateways.size > 0 && input.gateway !== undefined && this.narrowingGateways.has(input.gateway);
+    const accessWith = (r: FhirRequest, g: GrantsOutcome, narrowHere: boolean): Allowed | Refusal =>
+      'refusal' in g
+        ? g.refusal
+        : decideAccess({ principal, request: r, grants: g.grants, policy: this.policy, membership: g.report, trace, narrow: narrowHere });
+    const decideEntry = (r: FhirRequest, narrowHere = false): Allowed | Refusal | Promise<Allowed | Refusal> => {
       const g = grantsFor(r);
-      return g instanceof Promise ? g.then((resolved) => accessWith(r, resolved)) : accessWith(r, g);
+      return g instanceof Promise ? g.then((resolved) => accessWith(r, resolved, narrowHere)) : accessWith(r, g, narrowHere);
     };
+    const decideOne = (r: FhirRequest): Allowed | Refusal | Promise<Allowed | Refusal> => decideEntry(r);
     const outcomeOf = (access: Allowed | Refusal): Outcome =>
       'reason' in access ? { refusal: access, identity, token, cacheHit } : { allowed: access, identity, token, cacheHit };
     let access: Allowed | Refusal | Promise<Allowed | Refusal>;
-    if (request.interaction !== 'batch') access = decideOne(request);
+    if (request.interaction !== 'batch') access = decideEntry(request, narrow);
     else if (input.bodyProblem !== undefined) access = refuse('action_not_permitted', `the bundle cannot be authorized: ${input.bodyProblem}`);
     else if (input.body !== undefined) access = this.decideBundle(input.body, request, decideOne);
     else if (this.config.unseenBundles === 'requireEveryAction') access = decideOne(request);
@@ -524,7 +534,7 @@ export class Pdp {
 
 type Outcome = (
   | { refusal: Refusal }
-  | { allowed: { dataActions: readonly DataAction[]; compartment?: string } }
+  | { allowed: { dataActions: readonly DataAction[]; compartment?: string; queryAppend?: string } }
 ) & { identity?: Identity; token?: VerifiedToken; cacheHit?: boolean };
 
 const REVOKED_MESSAGE = 'The token has been revoked.';

@@ -8,6 +8,12 @@ import type { DecisionKind, ReasonCode } from '../core/reasons.js';
 import type { TraceStep } from '../core/trace.js';
 import type { CredentialSources } from '../identity/extract.js';
 
+/**
+ * Which gateway asked, as far as SMART narrowing cares: nginx and Traefik are told apart by their
+ * forward-auth headers (X-Original-URI, X-Forwarded-Uri), Envoy by its path prefix.
+ */
+export type AskingGateway = 'nginx' | 'traefik' | 'envoy' | 'json' | 'authzen';
+
 export interface DecisionInput {
   readonly method: string;
   /** The original request target: path and query (or an absolute URL). */
@@ -15,6 +21,11 @@ export interface DecisionInput {
   readonly credentials: CredentialSources;
   /** How the question arrived, for the decision log. */
   readonly mode?: 'json' | 'forward-auth' | 'envoy' | 'explain' | 'authzen';
+  /**
+   * The gateway the answer goes to: a narrowed search (smartNarrowing) is offered only to one the
+   * configuration lists. Explain sets the gateway whose answer it explains. Absent: never narrowed.
+   */
+  readonly gateway?: AskingGateway;
   /** The request body, for batch/transaction Bundles (`POST /`): JSON mode's `body`, or the client's body Envoy sent. */
   readonly body?: unknown;
   /** Set instead of `body` when the body was sent but cannot be read (not JSON, repeated members). */
@@ -48,6 +59,8 @@ export interface Decision {
   readonly dataActions?: readonly DataAction[];
   /** `Patient/{id}` to enforce upstream (compartmentMode delegate). */
   readonly compartment?: string;
+  /** The `&`-joined, percent-encoded `param=value` pairs the gateway appends to the search (smartNarrowing). */
+  readonly queryAppend?: string;
   readonly durationMs: number;
   readonly cacheHit: boolean;
   readonly trace?: readonly TraceStep[];
@@ -72,6 +85,8 @@ export interface DecisionEvent {
   readonly path: string;
   readonly durationMs: number;
   readonly cacheHit: boolean;
+  /** The names (not the values) of the parameters a narrowed search's gateway appends, comma-joined. */
+  readonly narrowedBy?: string;
   /** The trace id of the question's traceparent: joins this line with the gateway's logs and trace. */
   readonly traceId?: string;
   /** The question's traceparent, for the decision's span (not written to the log line). */

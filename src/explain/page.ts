@@ -187,6 +187,7 @@ const SCRIPT = `
       if (parts.length) add(info, document.createTextNode('Principal '), el('span', null, parts.join(' · ')));
       if (d.dataActions) add(info, document.createTextNode('   Data actions '), el('span', null, d.dataActions.join(', ')));
       if (d.compartment) add(info, document.createTextNode('   Compartment '), el('span', null, d.compartment));
+      if (d.queryAppend) add(info, document.createTextNode('   Narrowed by '), el('span', null, d.queryAppend));
       add(verdict, info);
     }
 

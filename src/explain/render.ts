@@ -22,6 +22,8 @@ export interface DecisionSummary {
   readonly principal?: PrincipalSummary;
   readonly dataActions?: readonly string[];
   readonly compartment?: string;
+  /** The parameters the gateway appends to the search (SMART narrowing). */
+  readonly queryAppend?: string;
 }
 
 /** A NumericDate claim shown as a date and relative to the time of the decision. */
@@ -90,6 +92,7 @@ export function explanationOf(decision: Decision, request: ExplainRequest, rawTo
       ...(decision.principal ? { principal: decision.principal } : {}),
       ...(decision.dataActions ? { dataActions: decision.dataActions } : {}),
       ...(decision.compartment ? { compartment: decision.compartment } : {}),
+      ...(decision.queryAppend ? { queryAppend: decision.queryAppend } : {}),
     },
     ...(decision.hint ? { hint: decision.hint } : {}),
     ...(failed ? { failedStep: failed.id } : {}),
@@ -188,6 +191,7 @@ export function renderExplanation(e: Explanation, options: RenderOptions = {}): 
     if (d.principal) lines.push(`  principal: ${describePrincipal(d.principal)}`);
     if (d.dataActions) lines.push(`  data actions: ${d.dataActions.join(', ')}`);
     if (d.compartment) lines.push(`  compartment enforced upstream: ${d.compartment}`);
+    if (d.queryAppend) lines.push(`  narrowed: the gateway appends ${d.queryAppend}`);
   }
   lines.push('');
 

@@ -28,6 +28,7 @@
 import { ALL_BUT_SMART, type DataAction } from '../core/data-actions.js';
 import { MAX_SCOPES } from '../core/scope-limits.js';
 import { FHIR_ID, RESOURCE_TYPE } from './request.js';
+import { MAX_QUERY_APPEND, encodeQueryAppend, paramUse, type QueryAddition } from './narrowing.js';
 import { readScopeSpelling } from './scope-spellings.js';
 import type { FhirRequest, Interaction } from './types.js';
 
@@ -67,6 +68,11 @@ export type ScopeVerdict =
       readonly actions: Set<DataAction>;
       /** Set when the compartment could not be proven from the URL: `Patient/{id}` for the server to enforce. */
       readonly delegateCompartment?: string;
+      /**
+       * Set when the search is allowed only narrowed (ScopeEvaluationInput.narrow): the `&`-joined,
+       * percent-encoded `param=value` pairs the gateway must append to the query.
+       */
+      readonly queryAppend?: string;
     }
   | { readonly ok: false; readonly reason: 'insufficient_scope'; readonly hint: string };
 
@@ -353,12 +359,20 @@ interface Need {
   readonly primary: boolean;
   /** Extra words for a refusal hint (why this need exists). */
   readonly because?: string;
+  /** A GET type-level search whose query a gateway may extend with a scope's constraint (narrowing). */
+  readonly narrowable?: boolean;
 }
 
 type Compartment =
   | { readonly kind: 'inside' }
-  | { readonly kind: 'unprovable'; readonly why: string }
+  | { readonly kind: 'unprovable'; readonly why: string; readonly narrowBy?: CompartmentNarrowing }
   | { readonly kind: 'outside'; readonly why: string };
+
+/** The parameter that puts a GET type-level search inside the compartment, and the values of it that already do. */
+interface CompartmentNarrowing {
+  readonly addition: QueryAddition;
+  readonly accepts: (value: string) => boolean;
+}
 
 interface Plan {
   readonly needs: readonly Need[];
@@ -379,6 +393,12 @@ export interface ScopeEvaluationInput {
   /** True for a client-credentials (app-only) token; system/ scopes are valid only then. */
   readonly isAppToken: boolean;
   readonly compartmentMode: 'refuse' | 'delegate';
+  /**
+   * The asking gateway appends a verdict's `queryAppend` to the request (smartNarrowing): a GET
+   * type-level search refused only for lacking the compartment's patient parameter or a scope's
+   * constraint is then allowed with those parameters to add.
+   */
+  readonly narrow?: boolean;
 }
 
 /** What the token's SMART scopes allow for this request (to be intersected with the principal's rights). */
@@ -408,17 +428,27 @@ export function evaluateScopes(input: ScopeEvaluationInput): ScopeVerdict {
   const plan = planFor(request, context, patient);
   if ('hint' in plan) return plan;
 
+  const narrow = input.narrow === true;
   const used = new Set<SmartScope>();
+  let additions: QueryAddition[] | undefined;
   for (const need of plan.needs) {
-    const covered = cover(grants.scopes, need, request);
+    const covered = cover(grants.scopes, need, request, narrow);
     if (!covered.ok) return covered;
     if (need.primary) for (const s of covered.scopes) used.add(s);
+    if (covered.additions) (additions ??= []).push(...covered.additions);
   }
 
   let delegateCompartment: string | undefined;
   const compartment = plan.compartment;
   if (compartment && compartment.kind === 'outside') return refused(compartment.why);
-  if (compartment && compartment.kind === 'unprovable') {
+  // Narrowing into the compartment: the proving parameter, appended where the client does not use
+  // it; a client that names it otherwise (a modifier, a list of ids) is decided as without narrowing.
+  const intoCompartment =
+    narrow && compartment?.kind === 'unprovable' && compartment.narrowBy && paramUse(request.query, compartment.narrowBy.addition.param, compartment.narrowBy.accepts) === 'absent'
+      ? compartment.narrowBy.addition
+      : undefined;
+  if (intoCompartment) (additions ??= []).unshift(intoCompartment);
+  else if (compartment && compartment.kind === 'unprovable') {
     if (compartmentMode !== 'delegate') {
       return refused(
         `${compartment.why}, so it cannot be proven to stay in the compartment of Patient/${patient}; ` +
@@ -435,6 +465,13 @@ export function evaluateScopes(input: ScopeEvaluationInput): ScopeVerdict {
     for (const s of used) for (const i of s.interactions) interactions.add(i);
     actions = dataActionsFor(interactions);
     if (WRITE_INTERACTIONS.has(request.interaction)) for (const a of WRITE_EXTRAS) actions.add(a);
+  }
+  if (additions) {
+    const queryAppend = encodeQueryAppend(additions);
+    if (queryAppend.length > MAX_QUERY_APPEND) {
+      return refused(`narrowing this search would append ${queryAppend.length} characters to its query, more than the ${MAX_QUERY_APPEND} a gateway is offered; search with ${queryAppend.slice(0, 100)}…`);
+    }
+    return { ok: true, actions, queryAppend, ...(delegateCompartment === undefined ? {} : { delegateCompartment }) };
   }
   return { ok: true, actions, ...(delegateCompartment === undefined ? {} : { delegateCompartment }) };
 }
@@ -575,8 +612,11 @@ function planSearch(request: FhirRequest, patient: string | undefined): Plan | R
   } else {
     const t = request.resourceType;
     if (t === undefined) return refused('the request names no resource type');
-    needs.push({ type: t, interaction: 'search', queryChecks: true, primary: true });
-    compartment = searchCompartment(t, request.query, patient);
+    // Only a GET (or HEAD) type-level search can be narrowed: a POST search's parameters are in a
+    // body the gateway does not rewrite, and other interactions are not searches of their own.
+    const narrowable = request.method === 'GET' || request.method === 'HEAD';
+    needs.push({ type: t, interaction: 'search', queryChecks: true, primary: true, narrowable });
+    compartment = searchCompartment(t, request.query, patient, narrowable);
   }
 
   const reach = reachingParameters(request.query);
@@ -603,7 +643,7 @@ function planSearch(request: FhirRequest, patient: string | undefined): Plan | R
 }
 
 /** Whether a type-level search's query proves, disproves or leaves open that it stays in the patient's compartment. */
-function searchCompartment(type: string, query: FhirRequest['query'], patient: string | undefined): Compartment {
+function searchCompartment(type: string, query: FhirRequest['query'], patient: string | undefined, narrowable = false): Compartment {
   let outside: string | undefined;
   for (const [name, value] of query) {
     if (value.includes(',')) continue;
@@ -629,10 +669,22 @@ function searchCompartment(type: string, query: FhirRequest['query'], patient: s
         : TYPES_WITH_SUBJECT_PARAM.has(type)
           ? `subject=Patient/${patient}`
           : undefined;
-  return {
-    kind: 'unprovable',
-    why: how ? `a search of ${type} without ${how}` : `a search of ${type}, which has no patient search parameter in the FHIR R4 Patient compartment`,
-  };
+  const why = how ? `a search of ${type} without ${how}` : `a search of ${type}, which has no patient search parameter in the FHIR R4 Patient compartment`;
+  const narrowBy = narrowable && patient !== undefined ? compartmentNarrowing(type, patient) : undefined;
+  return narrowBy ? { kind: 'unprovable', why, narrowBy } : { kind: 'unprovable', why };
+}
+
+/**
+ * The parameter that the search would need to prove the compartment (the same ones
+ * searchCompartment accepts as proof), to append: `_id` on Patient, `patient` where the type has
+ * it, else `subject` with a Patient reference.
+ */
+function compartmentNarrowing(type: string, patient: string): CompartmentNarrowing | undefined {
+  const reference = `Patient/${patient}`;
+  if (type === 'Patient') return { addition: { param: '_id', values: [patient] }, accepts: (v) => v === patient };
+  if (TYPES_WITH_PATIENT_PARAM.has(type)) return { addition: { param: 'patient', values: [reference] }, accepts: (v) => v === reference || v === patient };
+  if (TYPES_WITH_SUBJECT_PARAM.has(type)) return { addition: { param: 'subject', values: [reference] }, accepts: (v) => v === reference };
+  return undefined;
 }
 
 interface Reach {
@@ -778,10 +830,13 @@ function planOperation(request: FhirRequest, context: SmartContextKind, patient:
   );
 }
 
-type Covered = { readonly ok: true; readonly scopes: readonly SmartScope[] } | Refused;
+type Covered = { readonly ok: true; readonly scopes: readonly SmartScope[]; readonly additions?: readonly QueryAddition[] } | Refused;
 
-/** The scopes that cover one need, their constraints proven from the URL, else a refusal. */
-function cover(scopes: readonly SmartScope[], need: Need, request: FhirRequest): Covered {
+/**
+ * The scopes that cover one need, their constraints proven from the URL (or, when `narrow` and the
+ * need is narrowable, added to it), else a refusal.
+ */
+function cover(scopes: readonly SmartScope[], need: Need, request: FhirRequest, narrow: boolean): Covered {
   const onType = scopes.filter((s) => s.resourceType === '*' || (need.type !== '*' && s.resourceType === need.type));
   const candidates = onType.filter((s) => s.interactions.has(need.interaction));
   const what = `${INTERACTION_WORD[need.interaction]} on ${need.type === '*' ? 'all resource types (*)' : need.type}`;
@@ -795,6 +850,12 @@ function cover(scopes: readonly SmartScope[], need: Need, request: FhirRequest):
   }
   const proven = candidates.filter((s) => s.constraints.size === 0 || (need.queryChecks && constraintsHold(s.constraints, request.query)));
   if (proven.length > 0) return { ok: true, scopes: proven };
+  let unnarrowed = '';
+  if (narrow && need.narrowable) {
+    const narrowed = narrowConstraints(candidates, request.query);
+    if ('additions' in narrowed) return { ok: true, scopes: candidates, additions: narrowed.additions };
+    unnarrowed = `; it cannot be narrowed instead: ${narrowed.why}`;
+  }
   // A constraint the request does not prove is refused in every compartmentMode: nothing carries it
   // to the FHIR server yet, and allowing the request without it would widen the scope.
   const first = candidates[0]!;
@@ -804,8 +865,39 @@ function cover(scopes: readonly SmartScope[], need: Need, request: FhirRequest):
     : `${need.type === '*' ? 'this request' : `this ${INTERACTION_WORD[need.interaction]} of ${need.type}`} cannot show it from the URL`;
   return refused(
     `scope ${list(candidates.map((s) => s.scope))} ${candidates.length === 1 ? 'allows' : 'allow'} ${what} only with ${required}${candidates.length > 1 ? ' (or the other scopes\' constraints)' : ''}, and ${why}${because}; ` +
-      `a constraint must be proven from the request's query (compartmentMode 'delegate' does not delegate constraints): search with ${required}`,
+      `a constraint must be proven from the request's query (compartmentMode 'delegate' does not delegate constraints): search with ${required}${unnarrowed}`,
   );
+}
+
+/**
+ * The parameters that, appended, make the search return exactly what the constrained scopes allow:
+ * one scope's constraints (each parameter with its values), or several scopes on one parameter
+ * each, whose union is that parameter with all their values ORed (`category=laboratory,vital-signs`).
+ * Scopes constraining different parameters have a union no list of ANDed parameters expresses,
+ * and a client that already uses a parameter otherwise than the scopes allow is not narrowed.
+ */
+function narrowConstraints(candidates: readonly SmartScope[], query: FhirRequest['query']): { additions: QueryAddition[] } | { why: string } {
+  let wanted: ReadonlyMap<string, readonly string[]>;
+  if (candidates.length === 1) wanted = candidates[0]!.constraints;
+  else {
+    const [param] = candidates[0]!.constraints.keys();
+    if (param === undefined || candidates.some((s) => s.constraints.size !== 1 || !s.constraints.has(param))) {
+      return { why: `the scopes ${list(candidates.map((s) => s.scope))} constrain different parameters, and their union is no one set of parameters` };
+    }
+    const values: string[] = [];
+    for (const s of candidates) for (const v of s.constraints.get(param)!) if (!values.includes(v)) values.push(v);
+    wanted = new Map([[param, values]]);
+  }
+  const additions: QueryAddition[] = [];
+  for (const [param, values] of wanted) {
+    const use = paramUse(query, param, (value) => {
+      const parts = splitOr(value);
+      return parts.length > 0 && parts.every((v) => v !== '' && values.includes(v));
+    });
+    if (use === 'conflict') return { why: `the request already uses ${param} otherwise than with ${values.join(',')}` };
+    if (use === 'absent') additions.push({ param, values });
+  }
+  return { additions };
 }
 
 /**

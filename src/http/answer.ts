@@ -28,6 +28,7 @@ export function decisionBody(d: Decision, admin: boolean): Record<string, unknow
     principal: d.principal,
     dataActions: d.dataActions,
     compartment: d.compartment || undefined,
+    queryAppend: d.queryAppend || undefined,
   };
 }
 
@@ -69,6 +70,7 @@ export function decisionJson(d: Decision, admin: boolean): string {
   if (d.principal !== undefined) text += `,"principal":${jsonOf(d.principal)}`;
   if (d.dataActions !== undefined) text += `,"dataActions":${JSON.stringify(d.dataActions)}`;
   if (d.compartment) text += `,"compartment":${JSON.stringify(d.compartment)}`;
+  if (d.queryAppend) text += `,"queryAppend":${JSON.stringify(d.queryAppend)}`;
   return `${text}}`;
 }
 
@@ -121,7 +123,9 @@ export function decisionLine(e: DecisionEvent, principal?: PrincipalSummary): st
   if (e.mode !== undefined) text += `,"mode":${JSON.stringify(e.mode)}`;
   if (e.traceId !== undefined) text += `,"traceId":${JSON.stringify(e.traceId)}`;
   if (identity !== '') text += `,${identity}`;
-  return `${text},"method":${JSON.stringify(e.method)},"path":${JSON.stringify(e.path)},"durationMs":${JSON.stringify(e.durationMs)},"cacheHit":${JSON.stringify(e.cacheHit)}}`;
+  text += `,"method":${JSON.stringify(e.method)},"path":${JSON.stringify(e.path)},"durationMs":${JSON.stringify(e.durationMs)},"cacheHit":${JSON.stringify(e.cacheHit)}`;
+  if (e.narrowedBy !== undefined) text += `,"narrowedBy":${JSON.stringify(e.narrowedBy)}`;
+  return `${text}}`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -168,6 +172,9 @@ export function wwwAuthenticate(d: Decision): string | undefined {
 
 const IDENTITY_HEADERS = ['x-auth-principal', 'x-auth-tenant', 'x-auth-application', 'x-auth-fhir-user', 'x-auth-scopes', 'x-auth-compartment'] as const;
 
+/** The forward-auth answer header that carries a narrowed search's parameters for nginx to append. */
+export const QUERY_APPEND_HEADER = 'x-auth-query-append';
+
 /** A gateway mode's answer: the status, X-Decision-*, X-Auth-* on an allow, WWW-Authenticate on a denial. */
 export function gatewayAnswer(d: Decision, options: AnswerOptions, mode: DecideMode = 'forward-auth'): PdpHttpResponse {
   const headers: Record<string, string> = { 'x-decision-id': d.decisionId, 'x-decision-reason': d.reason, 'cache-control': 'no-store' };
@@ -183,6 +190,8 @@ export function gatewayAnswer(d: Decision, options: AnswerOptions, mode: DecideM
     if (p?.fhirUser) headers['x-auth-fhir-user'] = p.fhirUser;
     if (p?.scopes?.length) headers['x-auth-scopes'] = p.scopes.join(' ');
     if (d.compartment) headers['x-auth-compartment'] = d.compartment;
+    // Only ever set for a gateway listed in smartNarrowing (the Pdp offers no narrowing to Traefik or Envoy).
+    if (d.queryAppend) headers[QUERY_APPEND_HEADER] = d.queryAppend;
     // Envoy's allowed_upstream_headers only overwrites headers fhir-pdp sends; a client's X-Auth-*
     // that fhir-pdp leaves unset would reach the upstream unless Envoy is told to remove it.
     if (mode === 'envoy') {

@@ -143,6 +143,7 @@ async function handleJson(pdp: Pdp, req: PdpHttpRequest, options: AnswerOptions)
       target,
       credentials: { authorization, token: q.token, queryToken: hasAccessTokenParam(target) },
       mode: 'json',
+      gateway: 'json',
       body: q.body,
       ...(override ? { ambiguity: override } : {}),
     },
@@ -179,6 +180,9 @@ function forwardAuthInput(req: PdpHttpRequest): DecisionInput {
     target,
     credentials: credentialsOf(req, target),
     mode: 'forward-auth',
+    // X-Original-URI is what the nginx snippet sends; Traefik sends X-Forwarded-Uri and cannot
+    // rewrite the query, so it is never offered a narrowed search.
+    gateway: original && !forwarded ? 'nginx' : 'traefik',
     ...(incomplete ? { incomplete } : ambiguity ? { ambiguity } : {}),
   };
 }
@@ -213,6 +217,7 @@ function envoyInput(req: PdpHttpRequest, path: string, query: string): DecisionI
     target,
     credentials: credentialsOf(req, target),
     mode: 'envoy',
+    gateway: 'envoy',
     ...envoyBody(req),
     ...(ambiguity ? { ambiguity } : {}),
   };

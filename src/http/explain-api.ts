@@ -34,7 +34,7 @@ export async function explainQuestionWith(pdp: Pdp, q: ExplainQuestion, now: () 
   const token = stripBearer(q.token);
   const method = q.method.toUpperCase();
   const decision = await pdp.decide(
-    { method, target: q.path, credentials: { authorization: [], token }, mode: 'explain' },
+    { method, target: q.path, credentials: { authorization: [], token }, mode: 'explain', gateway: 'json' },
     { trace: true },
   );
   return explanationOf(decision, { method, path: q.path }, token, now());

@@ -171,6 +171,8 @@ export interface AccessInput {
   readonly policy: CompiledPolicy;
   readonly membership?: MembershipReport;
   readonly trace?: Trace;
+  /** The asking gateway applies a narrowed search's `queryAppend` (smartNarrowing); never for a Bundle entry. */
+  readonly narrow?: boolean;
 }
 
 export interface Allowed {
@@ -178,6 +180,8 @@ export interface Allowed {
   readonly dataActions: readonly DataAction[];
   /** `Patient/{id}` when the compartment is delegated to the upstream (compartmentMode delegate). */
   readonly compartment?: string;
+  /** The encoded `param=value` pairs the gateway appends to the search's query (smartNarrowing). */
+  readonly queryAppend?: string;
 }
 
 function describeNeed(need: ActionRequirement): string {
@@ -200,6 +204,7 @@ export function decideAccess(input: AccessInput): Allowed | Refusal {
 
   let effective: ReadonlySet<DataAction> = grants.actions;
   let compartment: string | undefined;
+  let queryAppend: string | undefined;
   // SMART: a SMART provider's application, or an Entra principal holding the `smart` action
   // (the FHIR SMART User role), gets only what its scopes allow (rights ∩ scopes).
   const smart = principal.kind === 'smart' || grants.actions.has('smart');
@@ -224,6 +229,7 @@ export function decideAccess(input: AccessInput): Allowed | Refusal {
       ...(context.patient ? { patientContext: context.patient } : {}),
       isAppToken: principal.isAppToken,
       compartmentMode: policy.compartmentMode,
+      narrow: input.narrow === true,
     });
     if (!verdict.ok) {
       const r = refuse('insufficient_scope', verdict.hint);
@@ -232,9 +238,19 @@ export function decideAccess(input: AccessInput): Allowed | Refusal {
     }
     effective = intersectScopeActions(grants.actions, verdict.actions);
     compartment = verdict.delegateCompartment;
+    queryAppend = verdict.queryAppend;
     trace?.pass('scopes', `${principal.scopes.join(' ')} allow [${[...verdict.actions].join(', ')}]`);
     if (context.patient)
-      trace?.pass('compartment', verdict.delegateCompartment ? `delegated to the upstream: ${verdict.delegateCompartment}` : `inside Patient/${context.patient}`);
+      trace?.pass(
+        'compartment',
+        verdict.delegateCompartment
+          ? `delegated to the upstream: ${verdict.delegateCompartment}`
+          : queryAppend
+            ? `Patient/${context.patient}, if the gateway appends the narrowing below`
+            : `inside Patient/${context.patient}`,
+      );
+    if (queryAppend) trace?.pass('narrowing', `the gateway appends ${queryAppend} to the query`);
+    else if (input.narrow) trace?.skip('narrowing', 'not needed: the request proves what the scopes require');
   }
 
   if (!satisfies(effective, request.requires)) {
@@ -246,12 +262,13 @@ export function decideAccess(input: AccessInput): Allowed | Refusal {
     return r;
   }
   trace?.pass('dataAction', `${describeNeed(request.requires)} granted`);
-  const allowed: { ok: true; dataActions: readonly DataAction[]; compartment?: string } = {
+  const allowed: { ok: true; dataActions: readonly DataAction[]; compartment?: string; queryAppend?: string } = {
     ok: true,
     // Unnarrowed grants were sorted when they were made (once per cached principal: the Pdp memoises them).
     dataActions: effective === grants.actions && grants.sorted ? grants.sorted : [...effective].sort(),
   };
   if (compartment) allowed.compartment = compartment;
+  if (queryAppend) allowed.queryAppend = queryAppend;
   return allowed;
 }
 

@@ -17,6 +17,7 @@ import { delimiter, join } from 'node:path';
 import smart from 'fhirclient';
 import type * as FhirClientClass from 'fhirclient/lib/FhirClient.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Bundle, Resource } from '@medplum/fhirtypes';
 import type { StartedHost } from '../../src/host/main.js';
 import { DEV_APP_ID, DEV_OBJECT_ID, DEV_TENANT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
 import { startFhirUpstream, type FhirUpstream } from '../../testkit/fhir-upstream.js';
@@ -29,6 +30,8 @@ const DELETER_OID = '6e5d4c3b-2a19-4f8e-8d7c-6b5a4f3e2d1c';
 /** A second principal granted `export` only, and a third granted `read` only. */
 const EXPORTER_OID = '5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a';
 const READER_OID = '7e6d5c4b-3a2f-4e1d-9c8b-7a6f5e4d3c2b';
+/** Granted read and `smart`: narrowed by the SMART scopes of its token. */
+const SMART_OID = '8f7e6d5c-4b3a-4f2e-9d1c-0b9a8f7e6d5c';
 const SMART_AUTHORIZE = 'https://login.example.test/authorize';
 const SMART_TOKEN = 'https://login.example.test/token';
 const API_KEY = `nginx-e2e-${randomUUID()}`;
@@ -211,7 +214,9 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
           { objectId: EXPORTER_OID, dataActions: ['export'] },
           { objectId: DELETER_OID, dataActions: ['read', 'write', 'delete'] },
           { objectId: READER_OID, dataActions: ['read'] },
+          { objectId: SMART_OID, dataActions: ['read', 'smart'] },
         ],
+        smartNarrowing: { gateways: ['nginx'] },
         decisionBudgetMs: 750,
         fetchTimeoutMs: 5000,
         // Served only through smartNginx; the main snippet leaves discovery to the FHIR server.
@@ -597,6 +602,73 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
           await new Promise<void>((resolve) => functionsHost.close(() => resolve()));
         }
       }
+    });
+  });
+
+  describe('SMART search narrowing (X-Auth-Query-Append appended by the snippet)', () => {
+    const CATEGORY = 'http://terminology.hl7.org/CodeSystem/observation-category';
+    const observation = (id: string, patient: string, category: string): Resource => ({
+      resourceType: 'Observation',
+      id,
+      status: 'final',
+      category: [{ coding: [{ system: CATEGORY, code: category }] }],
+      code: { text: category },
+      subject: { reference: `Patient/${patient}` },
+    });
+    const seeded: Resource[] = [
+      { resourceType: 'Patient', id: 'pa', name: [{ family: 'Alpha' }] },
+      { resourceType: 'Patient', id: 'pb', name: [{ family: 'Beta' }] },
+      observation('pa-lab-1', 'pa', 'laboratory'),
+      observation('pa-lab-2', 'pa', 'laboratory'),
+      observation('pa-vitals', 'pa', 'vital-signs'),
+      observation('pb-lab', 'pb', 'laboratory'),
+      observation('pb-vitals', 'pb', 'vital-signs'),
+    ];
+    /** A patient-launch token for Patient/pa allowing only its laboratory Observations. */
+    const labToken = () =>
+      bearer({ oid: SMART_OID, scp: 'launch/patient patient/Observation.rs?category=laboratory', extraClaims: { patient: 'pa' } });
+    const ids = (body: string) => ((JSON.parse(body) as Bundle).entry ?? []).map((e) => e.resource?.id).sort();
+
+    beforeAll(async () => {
+      for (const r of seeded) await fhir.repository.createResource(r);
+    });
+
+    afterAll(async () => {
+      for (const r of seeded) await fhir.repository.deleteResource(r.resourceType, r.id!);
+    });
+
+    it("a search without the patient gets exactly the patient's laboratory Observations", async () => {
+      const { res, upstream } = await throughGateway('/Observation', { headers: { authorization: await labToken() } });
+      expect(res.status).toBe(200);
+      expect(ids(res.body)).toEqual(['pa-lab-1', 'pa-lab-2']);
+      expect(upstream.map((r) => r.url)).toEqual(['/Observation?patient=Patient/pa&category=laboratory']);
+      // The append travels from fhir-pdp to nginx only.
+      expect(upstream[0]!.headers['x-auth-query-append']).toBeUndefined();
+    });
+
+    it.each([
+      ['/Observation?', '/Observation?patient=Patient/pa&category=laboratory'],
+      ['/Observation?_count=50&status=final', '/Observation?_count=50&status=final&patient=Patient/pa&category=laboratory'],
+      ['/Observation?patient=Patient/pa', '/Observation?patient=Patient/pa&category=laboratory'],
+      ['/Observation?category=laboratory&patient=Patient/pa', '/Observation?category=laboratory&patient=Patient/pa'],
+    ])('%s reaches the FHIR server as %s and finds only those', async (path, seen) => {
+      const { res, upstream } = await throughGateway(path, { headers: { authorization: await labToken() } });
+      expect(res.status).toBe(200);
+      expect(ids(res.body)).toEqual(['pa-lab-1', 'pa-lab-2']);
+      expect(upstream.map((r) => r.url)).toEqual([seen]);
+    });
+
+    it.each([
+      ['another patient', '/Observation?patient=Patient/pb'],
+      ['another category', '/Observation?category=vital-signs'],
+      ['a category modifier', '/Observation?category:not=laboratory'],
+      ['an _include', '/Observation?_include=Observation:subject'],
+      ['a read by id', '/Observation/pa-lab-1'],
+    ])('refuses %s (403 insufficient_scope) before the FHIR server', async (_name, path) => {
+      const { res, upstream } = await throughGateway(path, { headers: { authorization: await labToken() } });
+      expect(res.status).toBe(403);
+      expect(res.headers['x-decision-reason']).toBe('insufficient_scope');
+      expect(upstream).toEqual([]);
     });
   });
 

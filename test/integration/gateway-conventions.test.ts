@@ -129,7 +129,9 @@ describe('gateway conventions', () => {
     it('decides on the raw request URI and forwards that same URI', () => {
       expect(nginx).toMatch(/proxy_set_header X-Original-URI\s+\$request_uri;/);
       expect(nginx).toMatch(/proxy_set_header X-Original-Method\s+\$request_method;/);
-      expect(nginx).toMatch(/proxy_pass http:\/\/fhir_server;/);
+      expect(nginx).toMatch(/proxy_pass http:\/\/fhir_server\$pdp_upstream_uri;/);
+      expect(nginx).toMatch(/auth_request_set \$pdp_query_append \$upstream_http_x_auth_query_append;/);
+      expect(nginx).toMatch(/map "\$pdp_query_append \$request_uri" \$pdp_upstream_uri \{/);
       expect(nginx).toMatch(/proxy_pass http:\/\/fhir_pdp\/api\/decide;/);
       expect(nginx).toMatch(/error_page 500 = @fhir_pdp_unavailable;/);
     });
@@ -442,12 +444,46 @@ describe('gateway conventions', () => {
         principal: { issuer: 'https://idp.example', objectId: DEV_OBJECT_ID, tenantId: DEV_TENANT_ID, applicationId: DEV_APP_ID, fhirUser: 'Patient/1', scopes: ['patient/*.rs'] },
         dataActions: ['read'],
         compartment: 'Patient/1',
+        queryAppend: 'patient=Patient/1',
         durationMs: 1,
         cacheHit: false,
       };
       const answer = decisionBody(full, false);
       expect(readPaths.length).toBeGreaterThanOrEqual(10);
       expect(readPaths.filter((p) => resolve(answer, p) === undefined)).toEqual([]);
+    });
+
+    it('rewrites a narrowed search to the decided path and query with queryAppend after it, and no parameter twice', () => {
+      const rewrite = /<rewrite-uri copy-unmatched-params="false" template="@\{([\s\S]*?)\}" \/>/.exec(policy);
+      expect(rewrite).not.toBeNull();
+      expect(policy).toMatch(/SelectToken\("queryAppend"\) != null\)">\s*<rewrite-uri/);
+      // The C# of the template, transcribed line by line.
+      const lines = rewrite![1]!.trim().split('\n').map((l) => l.trim());
+      expect(lines).toEqual([
+        'var path = context.Request.OriginalUrl.Path;',
+        'var apiPath = "/" + context.Api.Path.Trim(\'/\');',
+        'if (apiPath.Length > 1) {',
+        'if (path.StartsWith(apiPath + "/", StringComparison.OrdinalIgnoreCase)) { path = path.Substring(apiPath.Length); }',
+        'else if (string.Equals(path, apiPath, StringComparison.OrdinalIgnoreCase)) { path = "/"; }',
+        '}',
+        'var query = context.Request.OriginalUrl.QueryString ?? "";',
+        'if (query.StartsWith("?")) { query = query.Substring(1); }',
+        'var append = (string)((JObject)context.Variables["pdpDecision"]).SelectToken("queryAppend");',
+        'return path + "?" + (query.Length > 0 ? query + "&" : "") + append;',
+      ]);
+      const template = (originalPath: string, apiPath: string, queryString: string, append: string): string => {
+        let path = originalPath;
+        const api = `/${apiPath.replace(/^\/+|\/+$/g, '')}`;
+        if (api.length > 1) {
+          if (path.toLowerCase().startsWith(`${api.toLowerCase()}/`)) path = path.slice(api.length);
+          else if (path.toLowerCase() === api.toLowerCase()) path = '/';
+        }
+        let query = queryString;
+        if (query.startsWith('?')) query = query.slice(1);
+        return `${path}?${query.length > 0 ? `${query}&` : ''}${append}`;
+      };
+      expect(template('/fhir/Observation', 'fhir', '', 'patient=Patient/1')).toBe('/Observation?patient=Patient/1');
+      expect(template('/fhir/Observation', 'fhir', '?_count=5', 'patient=Patient/1&category=laboratory')).toBe('/Observation?_count=5&patient=Patient/1&category=laboratory');
     });
 
     it('removes every identity header before setting fhir-pdp values', () => {

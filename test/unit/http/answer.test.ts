@@ -61,6 +61,8 @@ describe('decisionJson', () => {
       if (rnd() < 0.6) d.dataActions = NASTY.filter(() => rnd() < 0.3);
       const compartment = maybe();
       if (compartment !== undefined) d.compartment = compartment;
+      const queryAppend = maybe();
+      if (queryAppend !== undefined) d.queryAppend = queryAppend;
       const decision = d as unknown as Decision;
       for (const admin of [false, true]) expect(decisionJson(decision, admin)).toBe(JSON.stringify(decisionBody(decision, admin)));
     }
@@ -108,6 +110,7 @@ describe('decisionLine', () => {
         path: pick(NASTY),
         durationMs: pick([0, 0.001, 0.412, 12.5, 1000, Math.round(rnd() * 1e6) / 1000]),
         cacheHit: rnd() < 0.5,
+        ...(rnd() < 0.3 ? { narrowedBy: pick(NASTY) } : {}),
       };
       const expected = JSON.stringify({ type: 'decision', ...event });
       expect(decisionLine(event, p)).toBe(expected);
