@@ -19,6 +19,7 @@ export const TRACE_STEPS = [
   ['dataAction', 'Data action for this request'],
   ['scopes', 'SMART scopes'],
   ['compartment', 'Patient compartment'],
+  ['compartmentLookup', 'Compartment found by the FHIR server'],
 ] as const;
 
 export type TraceStepId = (typeof TRACE_STEPS)[number][0];

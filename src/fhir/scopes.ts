@@ -25,6 +25,7 @@
  *   scopes, as for the kick-off; which job is the caller's, the server decides.
  * - Batches are refused here: the caller decides each entry as its own request.
  */
+import type { CompartmentQuestion } from '../core/compartment-question.js';
 import { ALL_BUT_SMART, type DataAction } from '../core/data-actions.js';
 import { MAX_SCOPES } from '../core/scope-limits.js';
 import { FHIR_ID, RESOURCE_TYPE } from './request.js';
@@ -67,6 +68,11 @@ export type ScopeVerdict =
       readonly actions: Set<DataAction>;
       /** Set when the compartment could not be proven from the URL: `Patient/{id}` for the server to enforce. */
       readonly delegateCompartment?: string;
+      /**
+       * Set instead (with `compartmentLookup`) for a read by id the URL cannot place: the request is
+       * allowed only if the FHIR server, asked this question, finds the resource in the compartment.
+       */
+      readonly lookupCompartment?: CompartmentQuestion;
     }
   | { readonly ok: false; readonly reason: 'insufficient_scope'; readonly hint: string };
 
@@ -357,7 +363,7 @@ interface Need {
 
 type Compartment =
   | { readonly kind: 'inside' }
-  | { readonly kind: 'unprovable'; readonly why: string }
+  | { readonly kind: 'unprovable'; readonly why: string; readonly lookup?: CompartmentQuestion }
   | { readonly kind: 'outside'; readonly why: string };
 
 interface Plan {
@@ -379,6 +385,8 @@ export interface ScopeEvaluationInput {
   /** True for a client-credentials (app-only) token; system/ scopes are valid only then. */
   readonly isAppToken: boolean;
   readonly compartmentMode: 'refuse' | 'delegate';
+  /** Whether a read by id the URL cannot place may be proven by asking the FHIR server (compartmentLookup). */
+  readonly compartmentLookup?: boolean;
 }
 
 /** What the token's SMART scopes allow for this request (to be intersected with the principal's rights). */
@@ -416,9 +424,13 @@ export function evaluateScopes(input: ScopeEvaluationInput): ScopeVerdict {
   }
 
   let delegateCompartment: string | undefined;
+  let lookupCompartment: CompartmentQuestion | undefined;
   const compartment = plan.compartment;
   if (compartment && compartment.kind === 'outside') return refused(compartment.why);
-  if (compartment && compartment.kind === 'unprovable') {
+  // Proven by the FHIR server beats delegated to it: with a lookup configured, a read by id is
+  // allowed only when the server finds the resource in the compartment.
+  if (compartment && compartment.kind === 'unprovable' && compartment.lookup && input.compartmentLookup) lookupCompartment = compartment.lookup;
+  else if (compartment && compartment.kind === 'unprovable') {
     if (compartmentMode !== 'delegate') {
       return refused(
         `${compartment.why}, so it cannot be proven to stay in the compartment of Patient/${patient}; ` +
@@ -436,6 +448,7 @@ export function evaluateScopes(input: ScopeEvaluationInput): ScopeVerdict {
     actions = dataActionsFor(interactions);
     if (WRITE_INTERACTIONS.has(request.interaction)) for (const a of WRITE_EXTRAS) actions.add(a);
   }
+  if (lookupCompartment) return { ok: true, actions, lookupCompartment };
   return { ok: true, actions, ...(delegateCompartment === undefined ? {} : { delegateCompartment }) };
 }
 
@@ -479,9 +492,13 @@ function planFor(request: FhirRequest, context: SmartContextKind, patient: strin
     case 'history-instance': {
       const t = needType();
       if (typeof t !== 'string') return t;
+      const compartment = instanceCompartment(patient, t, id, `a read by id of ${t}`);
+      // A history lists every version, and an earlier one may have been in another compartment: only
+      // read and vread are put to the FHIR server (the lookup finds the current version).
+      const lookup = request.interaction !== 'history-instance' && compartment.kind === 'unprovable' ? compartmentQuestion(t, id, patient) : undefined;
       return {
         needs: [{ type: t, interaction: 'readById', queryChecks: false, primary: true }],
-        ...compartmentOf(patient, instanceCompartment(patient, t, id, `a read by id of ${t}`)),
+        ...compartmentOf(patient, lookup && compartment.kind === 'unprovable' ? { ...compartment, lookup } : compartment),
       };
     }
     case 'search-type':
@@ -547,6 +564,17 @@ function planFor(request: FhirRequest, context: SmartContextKind, patient: strin
 
 function compartmentOf(patient: string | undefined, compartment: Compartment): { compartment?: Compartment } {
   return patient === undefined ? {} : { compartment };
+}
+
+/**
+ * The lookup question for a read by id of `type`: the type's search parameter that references the
+ * patient (`patient`, else `subject` with a Patient reference), the ones searchCompartment accepts
+ * as proof. A type with neither cannot be asked about.
+ */
+function compartmentQuestion(type: string, id: string | undefined, patient: string | undefined): CompartmentQuestion | undefined {
+  if (id === undefined || patient === undefined || !FHIR_ID.test(id)) return undefined;
+  const parameter = TYPES_WITH_PATIENT_PARAM.has(type) ? 'patient' : TYPES_WITH_SUBJECT_PARAM.has(type) ? 'subject' : undefined;
+  return parameter ? { resourceType: type, id, parameter, patient } : undefined;
 }
 
 function instanceCompartment(patient: string | undefined, type: string, id: string | undefined, what: string): Compartment {

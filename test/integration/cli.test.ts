@@ -254,7 +254,7 @@ describe('fhir-pdp explain', () => {
     const lines = run.stdout.split('\n');
     expect(lines[0]).toBe(`${f.method ?? 'GET'} /Patient/123  ->  ${f.verdict}`);
     const steps = lines.filter((l) => /^ {2}(pass|FAIL|skip) /.test(l));
-    expect(steps).toHaveLength(13);
+    expect(steps).toHaveLength(14);
     const failing = steps.filter((l) => l.startsWith('  FAIL'));
     if (!f.failing) {
       expect(failing).toEqual([]);

@@ -184,7 +184,7 @@ describe('renderExplanation', () => {
   it('lists every step in order, expanding only the failing one with expected, found and fix', () => {
     const stepLines = lines.filter((l) => /^ {2}(pass|FAIL|skip) /.test(l));
     expect(stepLines).toHaveLength(TRACE_STEPS.length);
-    expect(stepLines.map((l) => l.slice(2, 6))).toEqual(['pass', 'pass', 'pass', 'pass', 'FAIL', ...Array(8).fill('skip')]);
+    expect(stepLines.map((l) => l.slice(2, 6))).toEqual(['pass', 'pass', 'pass', 'pass', 'FAIL', ...Array(9).fill('skip')]);
     const fail = lines.findIndex((l) => l.startsWith('  FAIL'));
     expect(lines[fail]).toMatch(/Lifetime \(exp, nbf, iat\) +token_expired$/);
     expect(lines.slice(fail + 1, fail + 4)).toEqual([
