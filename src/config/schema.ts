@@ -169,7 +169,7 @@ const lookupCredential = z
       .strict(),
     z.object({ kind: z.literal('none') }).strict(),
   ])
-  .describe('How fhir-pdp authenticates to the FHIR server: `{ "kind": "managedIdentity" }` (an Entra token from @azure/identity), or `{ "kind": "none" }` (no Authorization header; only for a loopback fhirBaseUrl, for local development and tests).');
+  .describe('How fhir-pdp authenticates to the FHIR server (its own identity, never the caller\'s token; no secret in this JSON): `{ "kind": "managedIdentity", "clientId"?, "scope"? }`, an Entra token from @azure/identity for `scope` (default `{fhirBaseUrl}/.default`), from the user-assigned identity `clientId` (ManagedIdentityCredential only) or, without one, DefaultAzureCredential; or `{ "kind": "none" }`, no Authorization header, accepted only for a loopback fhirBaseUrl (local development and tests).');
 
 const compartmentLookup = z
   .object({

@@ -11,6 +11,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PdpConfigInput } from '../../src/config/schema.js';
+import { FhirCompartmentLookup } from '../../src/lookup/fhir-lookup.js';
 import { DevIdentityProvider } from '../../testkit/dev-idp.js';
 import { startFhirUpstream, type FhirUpstream } from '../../testkit/fhir-upstream.js';
 import { E2E_AUDIENCE, outcome, startE2ePdp, type E2ePdp } from '../../testkit/service.js';
@@ -143,6 +144,35 @@ describe('a read by id, proven by asking the FHIR server', () => {
     expect(outcome(await pdp.ask({ path: '/Observation?patient=A', token }))).toEqual({ reason: 'allowed', status: 200 });
     expect(outcome(await pdp.ask({ path: '/Condition/c1', token }))).toEqual({ reason: 'insufficient_scope', status: 403 });
     expect(lookups()).toEqual([]);
+  });
+});
+
+describe('the lookup edge on its own', () => {
+  it('shares one request between identical lookups in flight, and keys by patient', async () => {
+    upstream.clearRequests();
+    const outcomes: string[] = [];
+    const lookup = new FhirCompartmentLookup({ baseUrl: upstream.origin, timeoutMs: 2000, cacheSeconds: 60, maxEntries: 10, maxResponseBytes: 4096, onLookup: (o) => outcomes.push(o) });
+    const q = { resourceType: 'Observation', id: 'obs-a', parameter: 'patient' as const, patient: 'A' };
+    const first = lookup.check(q);
+    const second = lookup.check(q);
+    expect(second).toBe(first);
+    const other = lookup.check({ ...q, patient: 'B' });
+    expect(await Promise.all([first, second, other])).toEqual([
+      { found: true, source: 'server' },
+      { found: true, source: 'server' },
+      { found: false, source: 'server' },
+    ]);
+    expect(lookups()).toEqual(['/Observation?_id=obs-a&patient=Patient/A&_summary=count', '/Observation?_id=obs-a&patient=Patient/B&_summary=count']);
+    // Answered from memory now: a value, not a promise.
+    expect(lookup.check(q)).toEqual({ found: true, source: 'cache' });
+    expect(outcomes.sort()).toEqual(['cache_hit', 'found', 'not_found']);
+  });
+
+  it('asks by subject for a type whose patient parameter is subject only', async () => {
+    upstream.clearRequests();
+    const lookup = new FhirCompartmentLookup({ baseUrl: upstream.origin, timeoutMs: 2000, cacheSeconds: 0, maxEntries: 10, maxResponseBytes: 4096 });
+    expect(await lookup.check({ resourceType: 'Observation', id: 'obs-a', parameter: 'subject', patient: 'A' })).toEqual({ found: true, source: 'server' });
+    expect(lookups()).toEqual(['/Observation?_id=obs-a&subject=Patient/A&_summary=count']);
   });
 });
 
