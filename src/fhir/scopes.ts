@@ -413,7 +413,7 @@ export function evaluateScopes(input: ScopeEvaluationInput): ScopeVerdict {
     return refused('a batch or transaction bundle is decided entry by entry: ask about each entry as its own request');
   }
 
-  const plan = planFor(request, context, patient);
+  const plan = planFor(request, context, patient, input.compartmentLookup === true);
   if ('hint' in plan) return plan;
 
   const used = new Set<SmartScope>();
@@ -429,7 +429,7 @@ export function evaluateScopes(input: ScopeEvaluationInput): ScopeVerdict {
   if (compartment && compartment.kind === 'outside') return refused(compartment.why);
   // Proven by the FHIR server beats delegated to it: with a lookup configured, a read by id is
   // allowed only when the server finds the resource in the compartment.
-  if (compartment && compartment.kind === 'unprovable' && compartment.lookup && input.compartmentLookup) lookupCompartment = compartment.lookup;
+  if (compartment && compartment.kind === 'unprovable' && compartment.lookup) lookupCompartment = compartment.lookup;
   else if (compartment && compartment.kind === 'unprovable') {
     if (compartmentMode !== 'delegate') {
       return refused(
@@ -481,7 +481,8 @@ export function intersectScopeActions(granted: ReadonlySet<DataAction>, allowed:
   return out;
 }
 
-function planFor(request: FhirRequest, context: SmartContextKind, patient: string | undefined): Plan | Refused {
+/** `lookup`: whether compartmentLookup is configured (the question is made only then). */
+function planFor(request: FhirRequest, context: SmartContextKind, patient: string | undefined, lookup: boolean): Plan | Refused {
   const type = request.resourceType;
   const id = request.id;
   const needType = (): string | Refused => (type === undefined ? refused('the request names no resource type') : type);
@@ -495,10 +496,10 @@ function planFor(request: FhirRequest, context: SmartContextKind, patient: strin
       const compartment = instanceCompartment(patient, t, id, `a read by id of ${t}`);
       // A history lists every version, and an earlier one may have been in another compartment: only
       // read and vread are put to the FHIR server (the lookup finds the current version).
-      const lookup = request.interaction !== 'history-instance' && compartment.kind === 'unprovable' ? compartmentQuestion(t, id, patient) : undefined;
+      const question = lookup && request.interaction !== 'history-instance' && compartment.kind === 'unprovable' ? compartmentQuestion(t, id, patient) : undefined;
       return {
         needs: [{ type: t, interaction: 'readById', queryChecks: false, primary: true }],
-        ...compartmentOf(patient, lookup && compartment.kind === 'unprovable' ? { ...compartment, lookup } : compartment),
+        ...compartmentOf(patient, question && compartment.kind === 'unprovable' ? { ...compartment, lookup: question } : compartment),
       };
     }
     case 'search-type':
