@@ -289,7 +289,7 @@ describe('fhir-pdp explain', () => {
     expect(e.request).toEqual({ method: 'GET', path: '/Patient/123' });
     expect(e.decision).toMatchObject({ decision: 'deny', status: 401, reason: 'audience_mismatch' });
     expect(e.failedStep).toBe('audience');
-    expect(e.trace.map((s) => s.outcome)).toEqual(['pass', 'pass', 'pass', 'pass', 'pass', 'fail', ...Array(7).fill('skipped')]);
+    expect(e.trace.map((s) => s.outcome)).toEqual(['pass', 'pass', 'pass', 'pass', 'pass', 'fail', ...Array(8).fill('skipped')]);
     expect(e.trace[5]).toMatchObject({ id: 'audience', found: DEV_APP_ID, expected: FHIR, reason: 'audience_mismatch' });
     expect(e.token).toMatchObject({ verified: false, header: { alg: 'RS256' }, claims: { aud: DEV_APP_ID, oid: ALICE } });
     expect(e.token?.times.map((t) => t.claim)).toEqual(['iat', 'nbf', 'exp']);
