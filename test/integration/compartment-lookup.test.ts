@@ -136,6 +136,22 @@ describe('a read by id, proven by asking the FHIR server', () => {
     expect(first.trace!.find((s) => s.id === 'compartment')!.found).toMatch(/to be proven by the FHIR server/);
   });
 
+  it('a managed identity endpoint that refuses fhir-pdp is a 503, and the FHIR server is not asked', async () => {
+    // Another identity: @azure/identity keeps managed identity tokens in a cache shared by the process.
+    const refused = await startE2ePdp(configWith({ fhirBaseUrl: upstream.origin, credential: { kind: 'managedIdentity', clientId: '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d' } }));
+    identity.refuse = true;
+    try {
+      upstream.clearRequests();
+      const a = await refused.ask({ path: '/Observation/obs-a', token: await patientToken() });
+      expect(outcome(a)).toEqual({ reason: 'directory_unavailable', status: 503 });
+      expect(a.body.hint).toMatch(/failed \(lookup_credential\): no token for the FHIR server/);
+      expect(lookups()).toEqual([]);
+    } finally {
+      identity.refuse = false;
+      await refused.close();
+    }
+  });
+
   it('asks nothing for what the URL decides: the patient itself, a search naming the patient, another type', async () => {
     upstream.clearRequests();
     const token = await patientToken('A', 'launch/patient patient/Observation.rs patient/Patient.rs');
@@ -368,6 +384,8 @@ interface TokenRequest {
 class IdentityEndpoint {
   readonly requests: TokenRequest[] = [];
   readonly issued: string[] = [];
+  /** Answer every request 401, as the endpoint does for an identity not assigned to the app. */
+  refuse = false;
   private constructor(
     private readonly server: Server,
     readonly url: string,
@@ -387,7 +405,7 @@ class IdentityEndpoint {
     const url = new URL(req.url ?? '/', 'http://127.0.0.1');
     const request = { resource: url.searchParams.get('resource'), clientId: url.searchParams.get('client_id'), identityHeaderOk: req.headers['x-identity-header'] === IDENTITY_HEADER };
     this.requests.push(request);
-    if (!request.identityHeaderOk) {
+    if (!request.identityHeaderOk || this.refuse) {
       res.writeHead(401, { 'content-type': 'application/json' }).end('{"error":"invalid header"}');
       return;
     }
