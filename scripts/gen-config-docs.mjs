@@ -23,6 +23,7 @@ const smartConfiguration = nested('smartConfiguration');
 const revocation = nested('revocation');
 
 const smartNarrowing = nested('smartNarrowing');
+const compartmentLookup = nested('compartmentLookup');
 const settings = Object.entries(SETTINGS).map(([k, v]) => `| \`${k}\` | ${v.description.replace(/\|/g, '\\|')} |`);
 const text = `# Configuration
 
@@ -64,6 +65,17 @@ ${revocation.join('\n')}
 | key | default | description |
 |---|---|---|
 ${smartNarrowing.join('\n')}
+\`compartmentLookup\` (reads by id under \`patient/\` scopes proven by asking the FHIR server; see
+[security.md](security.md#authorization-srcpolicy-srcfhir), step 25):
+
+| key | default | description |
+|---|---|---|
+${compartmentLookup.join('\n')}
+
+For Azure Health Data Services: \`{ "fhirBaseUrl": "https://<workspace>-<fhir>.fhir.azurehealthcareapis.com",
+"credential": { "kind": "managedIdentity", "clientId": "<user-assigned identity's client id>" } }\`, the
+identity holding *FHIR Data Reader* on the service. Locally, against a FHIR server on loopback:
+\`{ "fhirBaseUrl": "http://127.0.0.1:8080/fhir", "credential": { "kind": "none" } }\`.
 
 ## App settings (environment)
 

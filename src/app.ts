@@ -18,6 +18,7 @@ import { Telemetry } from './telemetry/metrics.js';
 import type { PrometheusMetrics } from './telemetry/prometheus.js';
 import type { TelemetrySetup } from './telemetry/start.js';
 import { LazyBlobStore, LazyGraphEdges } from './lazy-edges.js';
+import { FhirCompartmentLookup } from './lookup/fhir-lookup.js';
 import { assertNoBlobIdentitySettings, blobStoreSettingsFrom, missingAccountMessage } from './state/blob-settings.js';
 import { newRevision } from './state/codec.js';
 import {
@@ -126,6 +127,8 @@ export class PdpService {
   private readonly maxStaleMs: number;
   private readonly expander?: GroupExpander;
   private readonly graphEdges?: LazyGraphEdges;
+  /** The compartment lookup's token source, loaded (with @azure/identity) only when it needs one. */
+  private readonly lookupToken?: Promise<() => Promise<string>>;
   private readonly follower?: SnapshotFollower;
   private readonly onSnapshotApplied?: (event: SnapshotAppliedEvent) => void;
   private current?: { data: SnapshotData; etag?: string };
@@ -187,6 +190,34 @@ export class PdpService {
       this.expander = membership;
       this.graphEdges = membership;
     }
+    const lookupConfig = options.config.compartmentLookup;
+    let compartmentLookup: FhirCompartmentLookup | undefined;
+    if (lookupConfig) {
+      const credential = lookupConfig.credential;
+      if (credential.kind === 'managedIdentity') {
+        const tokenSource = import('./lookup/credential.js').then(({ managedIdentityToken }) =>
+          managedIdentityToken({
+            scope: credential.scope ?? `${lookupConfig.fhirBaseUrl}/.default`,
+            ...(credential.clientId ? { clientId: credential.clientId } : {}),
+          }),
+        );
+        // Settled by prepare(), which hosts await at start-up; until then nothing may go unhandled.
+        tokenSource.catch(() => undefined);
+        this.lookupToken = tokenSource;
+      }
+      const tokenSource = this.lookupToken;
+      compartmentLookup = new FhirCompartmentLookup({
+        baseUrl: lookupConfig.fhirBaseUrl,
+        timeoutMs: lookupConfig.timeoutMs,
+        cacheSeconds: lookupConfig.cacheSeconds,
+        maxEntries: lookupConfig.maxEntries,
+        maxResponseBytes: lookupConfig.maxResponseBytes,
+        clock: this.clock,
+        ...(options.fetch ? { fetch: options.fetch } : {}),
+        ...(tokenSource ? { token: () => tokenSource.then((token) => token()) } : {}),
+        onLookup: (outcome) => telemetry.compartmentLookup(outcome),
+      });
+    }
     this.pdp = new Pdp(options.config, {
       clock: this.clock,
       counters,
@@ -195,6 +226,7 @@ export class PdpService {
       onKeyFetch: (kind, outcome, authority, durationMs) => telemetry.keyFetch(authority, kind, outcome, durationMs),
       onUnknownKid: (authority, outcome) => telemetry.unknownKid(authority, outcome),
       ...(membership ? { membership } : {}),
+      ...(compartmentLookup ? { compartmentLookup } : {}),
     });
     this.decide = this.pdp.decide.bind(this.pdp);
     if (options.onSnapshotApplied) this.onSnapshotApplied = options.onSnapshotApplied;
@@ -249,6 +281,7 @@ export class PdpService {
       }
     }
     await this.graphEdges?.load();
+    await this.lookupToken;
     if (this.store instanceof LazyBlobStore) await this.store.load();
   }
 

@@ -159,6 +159,58 @@ const smartNarrowing = z
       ),
   })
   .strict();
+/** A FHIR server fhir-pdp itself calls: https, or http on a loopback host; no query, fragment or credentials. */
+const lookupBaseUrl = z
+  .string()
+  .trim()
+  .superRefine((value, ctx) => {
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `not an absolute URL: "${value}"` });
+      return;
+    }
+    if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname)))
+      ctx.addIssue({ code: 'custom', message: `must use https (plain http is accepted only for loopback hosts): "${value}"` });
+    if (url.search || url.hash || url.username || url.password || value.includes('?') || value.includes('#'))
+      ctx.addIssue({ code: 'custom', message: `must not carry a query, fragment or credentials: "${value}"` });
+  })
+  .transform((value) => value.replace(/\/+$/, ''));
+
+const lookupCredential = z
+  .discriminatedUnion('kind', [
+    z
+      .object({
+        kind: z.literal('managedIdentity'),
+        clientId: objectId
+          .optional()
+          .describe('Client id of a user-assigned managed identity (ManagedIdentityCredential, nothing else); omitted: DefaultAzureCredential (environment, workload identity, managed identity, then developer sign-ins).'),
+        scope: z
+          .string()
+          .regex(/^[\x21-\x7e]{1,400}$/, 'one scope, printable ASCII without spaces')
+          .optional()
+          .describe('The token scope; omitted: `{fhirBaseUrl}/.default` (Azure Health Data Services and Azure API for FHIR take the service URL as the audience).'),
+      })
+      .strict(),
+    z.object({ kind: z.literal('none') }).strict(),
+  ])
+  .describe('How fhir-pdp authenticates to the FHIR server (its own identity, never the caller\'s token; no secret in this JSON): `{ "kind": "managedIdentity", "clientId"?, "scope"? }`, an Entra token from @azure/identity for `scope` (default `{fhirBaseUrl}/.default`), from the user-assigned identity `clientId` (ManagedIdentityCredential only) or, without one, DefaultAzureCredential; or `{ "kind": "none" }`, no Authorization header, accepted only for a loopback fhirBaseUrl (local development and tests).');
+
+const compartmentLookup = z
+  .object({
+    fhirBaseUrl: lookupBaseUrl.describe('Base URL of the FHIR server fhir-pdp asks (it may be an internal address; https, or http for a loopback host).'),
+    credential: lookupCredential,
+    timeoutMs: z.number().int().min(100).max(30000).default(2000).describe('Timeout of one lookup request (the decision\'s decisionBudgetMs bounds it too).'),
+    cacheSeconds: z.number().int().min(0).max(3600).default(60).describe('How long an answer (found or not found) is reused; 0 asks every time. Failures are never cached.'),
+    maxEntries: z.number().int().min(0).max(1_000_000).default(10_000).describe('Most cached answers (least recently used first out); 0 disables the cache.'),
+    maxResponseBytes: z.number().int().min(256).max(1024 * 1024).default(64 * 1024).describe('Largest lookup answer read; a longer one is a failed lookup (503).'),
+  })
+  .strict()
+  .superRefine((cfg, ctx) => {
+    if (cfg.credential.kind === 'none' && !isLoopbackHost(new URL(cfg.fhirBaseUrl).hostname))
+      ctx.addIssue({ code: 'custom', path: ['credential'], message: 'kind "none" is accepted only for a loopback fhirBaseUrl (127.0.0.1, ::1, localhost); a FHIR server elsewhere is reached with a token' });
+  });
 
 const seconds = (def: number, max: number) => z.number().int().min(0).max(max).default(def);
 
@@ -193,6 +245,9 @@ export const configSchema = z
       .describe(
         'SMART search narrowing: a GET type-level search that the scopes allow only inside the patient compartment or only with a constraint (patient/Observation.rs?category=laboratory) is allowed with the parameters to append (patient=Patient/{id}, category=laboratory), for the gateways listed, which must append them; refused for every other gateway.',
       ),
+    compartmentLookup: compartmentLookup
+      .optional()
+      .describe('Reads by id (read, vread) under patient/ scopes that the URL cannot place in the patient\'s compartment are decided by asking this FHIR server, with fhir-pdp\'s own credential, `{type}?_id={id}&patient=Patient/{patient}&_summary=count` (or `subject=`): allowed when it finds one, refused when none, 503 when the lookup fails. Omitted: compartmentMode decides them.'),
     unseenBundles: z
       .enum(['refuse', 'requireEveryAction'])
       .default('refuse')

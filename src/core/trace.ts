@@ -20,6 +20,7 @@ export const TRACE_STEPS = [
   ['dataAction', 'Data action for this request'],
   ['scopes', 'SMART scopes'],
   ['compartment', 'Patient compartment'],
+  ['compartmentLookup', 'Compartment found by the FHIR server'],
   ['narrowing', 'SMART search narrowing'],
 ] as const;
 

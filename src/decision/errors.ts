@@ -5,9 +5,10 @@
  */
 import { refuse, type Refusal } from '../core/reasons.js';
 import { DirectoryUnavailableError } from '../directory/types.js';
+import { CompartmentLookupError } from '../lookup/types.js';
 
 /** The edges a decision waits on within its budget. */
-export type WaitedEdge = 'identity' | 'directory';
+export type WaitedEdge = 'identity' | 'directory' | 'compartment lookup';
 
 /** Thrown by the budget when a decision's time is up while it waits on `edge`. */
 export class BudgetExceeded extends Error {
@@ -43,15 +44,29 @@ export class EdgeFailure extends Error {
  */
 export function indeterminateFor(err: unknown, budgetMs: number): Refusal {
   if (err instanceof BudgetExceeded)
-    return refuse(
-      err.edge === 'directory' ? 'directory_unavailable' : 'issuer_unavailable',
-      `the decision took longer than decisionBudgetMs (${budgetMs} ms) during ${err.edge}`,
-    );
-  if (err instanceof EdgeFailure)
-    return refuse(err.edge === 'directory' ? 'directory_unavailable' : 'issuer_unavailable', `internal error during ${err.edge}: ${err.message}`);
+    return refuse(reasonOf(err.edge), `the decision took longer than decisionBudgetMs (${budgetMs} ms) during ${err.edge}`);
+  if (err instanceof EdgeFailure) {
+    if (err.cause instanceof CompartmentLookupError) return lookupFailed(err.cause);
+    return refuse(reasonOf(err.edge), `internal error during ${err.edge}: ${err.message}`);
+  }
   if (err instanceof DirectoryUnavailableError) return refuse('directory_unavailable', `Microsoft Graph did not answer: ${err.message}`);
+  if (err instanceof CompartmentLookupError) return lookupFailed(err);
   return refuse(
     'directory_unavailable',
     `internal error (a bug in fhir-pdp, not an outage of the issuer or the directory): ${err instanceof Error ? `${err.name}: ${err.message}` : 'unknown error'}`,
   );
+}
+
+/**
+ * The FHIR server is asked in the place of a policy information point, and the contract has no
+ * reason for it: directory_unavailable is the 503 for "a source of facts the decision needs did
+ * not answer", and the hint names the lookup.
+ */
+function reasonOf(edge: WaitedEdge): Refusal['reason'] {
+  return edge === 'identity' ? 'issuer_unavailable' : 'directory_unavailable';
+}
+
+/** A compartment lookup that failed: indeterminate (503), whatever the lookup was about. */
+export function lookupFailed(err: CompartmentLookupError): Refusal {
+  return refuse('directory_unavailable', `the compartment lookup at the FHIR server (compartmentLookup) failed (${err.code}): ${err.message}`);
 }

@@ -9,7 +9,8 @@
 import type { PdpConfig } from '../config/schema.js';
 import { newDecisionId } from '../core/decision-id.js';
 import { DirectoryUnavailableError, type GroupMembershipResolver } from '../directory/types.js';
-import { BudgetExceeded, EdgeFailure, indeterminateFor, type WaitedEdge } from './errors.js';
+import { BudgetExceeded, EdgeFailure, indeterminateFor, lookupFailed, type WaitedEdge } from './errors.js';
+import { CompartmentLookupError, type CompartmentAnswer, type CompartmentLookup } from '../lookup/types.js';
 import { eventFor, pathOnly } from './event.js';
 import { publicDiscovery } from '../fhir/public.js';
 import { readBundle } from '../fhir/bundle.js';
@@ -32,6 +33,7 @@ import {
   withGroupGrants,
   type Allowed,
   type CompiledPolicy,
+  type LookupNeeded,
   type Grants,
   type MembershipReport,
 } from '../policy/decide.js';
@@ -48,6 +50,8 @@ export interface PdpDependencies {
   readonly fetch?: typeof fetch;
   readonly logger?: DecisionLogger;
   readonly membership?: GroupMembershipResolver;
+  /** The FHIR server asked about reads by id the URL cannot place (config.compartmentLookup). */
+  readonly compartmentLookup?: CompartmentLookup;
   readonly counters?: Counters;
   /** Told of every discovery/JWKS fetch and unknown-kid refetch (src/telemetry). */
   readonly onKeyFetch?: IssuerRegistryOptions['onFetch'];
@@ -387,10 +391,11 @@ export class Pdp {
     // A narrowed search is offered only to a gateway that appends its parameters, and only for the
     // request itself: a Bundle entry's query is not the gateway's to rewrite.
     const narrow = this.narrowingGateways.size > 0 && input.gateway !== undefined && this.narrowingGateways.has(input.gateway);
-    const accessWith = (r: FhirRequest, g: GrantsOutcome, narrowHere: boolean): Allowed | Refusal =>
-      'refusal' in g
-        ? g.refusal
-        : decideAccess({ principal, request: r, grants: g.grants, policy: this.policy, membership: g.report, trace, narrow: narrowHere });
+    const accessWith = (r: FhirRequest, g: GrantsOutcome, narrowHere: boolean): Allowed | Refusal | Promise<Allowed | Refusal> => {
+      if ('refusal' in g) return g.refusal;
+      const access = decideAccess({ principal, request: r, grants: g.grants, policy: this.policy, membership: g.report, trace, narrow: narrowHere });
+      return 'question' in access ? this.lookupCompartment(access, budget, trace) : access;
+    };
     const decideEntry = (r: FhirRequest, narrowHere = false): Allowed | Refusal | Promise<Allowed | Refusal> => {
       const g = grantsFor(r);
       return g instanceof Promise ? g.then((resolved) => accessWith(r, resolved, narrowHere)) : accessWith(r, g, narrowHere);
@@ -411,6 +416,55 @@ export class Pdp {
       access = r;
     }
     return access instanceof Promise ? access.then(outcomeOf) : outcomeOf(access);
+  }
+
+  /**
+   * The FHIR server's answer to a read by id the URL could not place: allowed when it finds the
+   * resource in the compartment, refused when not, indeterminate when it cannot say. A cached
+   * answer is a value; only a request to the server is waited for, within the decision's budget.
+   */
+  private lookupCompartment(need: LookupNeeded, budget: Budget, trace: Trace | undefined): Allowed | Refusal | Promise<Allowed | Refusal> {
+    const lookup = this.deps.compartmentLookup;
+    if (!lookup) throw new Error('compartmentLookup is configured, and the service was built without its lookup edge');
+    let answer: CompartmentAnswer | Promise<CompartmentAnswer>;
+    try {
+      answer = lookup.check(need.question);
+    } catch (err) {
+      return this.lookupFailure(err, trace);
+    }
+    if (!(answer instanceof Promise)) return this.lookupVerdict(need, answer, trace);
+    return budget.wait('compartment lookup', answer).then(
+      (a) => this.lookupVerdict(need, a, trace),
+      (err: unknown) => this.lookupFailure(err, trace),
+    );
+  }
+
+  private lookupVerdict(need: LookupNeeded, answer: CompartmentAnswer, trace: Trace | undefined): Allowed | Refusal {
+    const q = need.question;
+    const asked = `${q.resourceType}?_id=${q.id}&${q.parameter}=Patient/${q.patient}`;
+    const from = answer.source === 'cache' ? 'the cached answer of the FHIR server' : 'the FHIR server';
+    if (answer.found) {
+      trace?.pass('compartmentLookup', `${from} finds ${q.resourceType}/${q.id} in the compartment of Patient/${q.patient} (${asked})`);
+      return need.allowed;
+    }
+    const r = refuse(
+      'insufficient_scope',
+      `${from} does not find ${q.resourceType}/${q.id} in the compartment of Patient/${q.patient} (${asked} counts 0): it is another patient's, or does not exist; patient/ scopes allow reads inside the patient's own compartment only`,
+    );
+    trace?.fail('compartmentLookup', r);
+    return r;
+  }
+
+  /** A lookup error becomes a 503 with its own hint; a budget timeout or a bug goes to indeterminateFor. */
+  private lookupFailure(err: unknown, trace: Trace | undefined): Refusal {
+    const cause = err instanceof EdgeFailure ? err.cause : err;
+    if (!(cause instanceof CompartmentLookupError)) {
+      if (err instanceof BudgetExceeded) trace?.fail('compartmentLookup', indeterminateFor(err, this.config.decisionBudgetMs));
+      throw err;
+    }
+    const r = lookupFailed(cause);
+    trace?.fail('compartmentLookup', r);
+    return r;
   }
 
   /** Group membership, waited for within the decision's budget. */

@@ -25,6 +25,7 @@
  *   scopes, as for the kick-off; which job is the caller's, the server decides.
  * - Batches are refused here: the caller decides each entry as its own request.
  */
+import type { CompartmentQuestion } from '../core/compartment-question.js';
 import { ALL_BUT_SMART, type DataAction } from '../core/data-actions.js';
 import { MAX_SCOPES } from '../core/scope-limits.js';
 import { FHIR_ID, RESOURCE_TYPE } from './request.js';
@@ -73,6 +74,11 @@ export type ScopeVerdict =
        * percent-encoded `param=value` pairs the gateway must append to the query.
        */
       readonly queryAppend?: string;
+      /**
+       * Set instead (with `compartmentLookup`) for a read by id the URL cannot place: the request is
+       * allowed only if the FHIR server, asked this question, finds the resource in the compartment.
+       */
+      readonly lookupCompartment?: CompartmentQuestion;
     }
   | { readonly ok: false; readonly reason: 'insufficient_scope'; readonly hint: string };
 
@@ -365,7 +371,7 @@ interface Need {
 
 type Compartment =
   | { readonly kind: 'inside' }
-  | { readonly kind: 'unprovable'; readonly why: string; readonly narrowBy?: CompartmentNarrowing }
+  | { readonly kind: 'unprovable'; readonly why: string; readonly narrowBy?: CompartmentNarrowing; readonly lookup?: CompartmentQuestion }
   | { readonly kind: 'outside'; readonly why: string };
 
 /** The parameter that puts a GET type-level search inside the compartment, and the values of it that already do. */
@@ -399,6 +405,8 @@ export interface ScopeEvaluationInput {
    * constraint is then allowed with those parameters to add.
    */
   readonly narrow?: boolean;
+  /** Whether a read by id the URL cannot place may be proven by asking the FHIR server (compartmentLookup). */
+  readonly compartmentLookup?: boolean;
 }
 
 /** What the token's SMART scopes allow for this request (to be intersected with the principal's rights). */
@@ -425,7 +433,7 @@ export function evaluateScopes(input: ScopeEvaluationInput): ScopeVerdict {
     return refused('a batch or transaction bundle is decided entry by entry: ask about each entry as its own request');
   }
 
-  const plan = planFor(request, context, patient);
+  const plan = planFor(request, context, patient, input.compartmentLookup === true);
   if ('hint' in plan) return plan;
 
   const narrow = input.narrow === true;
@@ -439,6 +447,7 @@ export function evaluateScopes(input: ScopeEvaluationInput): ScopeVerdict {
   }
 
   let delegateCompartment: string | undefined;
+  let lookupCompartment: CompartmentQuestion | undefined;
   const compartment = plan.compartment;
   if (compartment && compartment.kind === 'outside') return refused(compartment.why);
   // Narrowing into the compartment: the proving parameter, appended where the client does not use
@@ -448,6 +457,9 @@ export function evaluateScopes(input: ScopeEvaluationInput): ScopeVerdict {
       ? compartment.narrowBy.addition
       : undefined;
   if (intoCompartment) (additions ??= []).unshift(intoCompartment);
+  // Proven by the FHIR server beats delegated to it: with a lookup configured, a read by id is
+  // allowed only when the server finds the resource in the compartment.
+  else if (compartment && compartment.kind === 'unprovable' && compartment.lookup) lookupCompartment = compartment.lookup;
   else if (compartment && compartment.kind === 'unprovable') {
     if (compartmentMode !== 'delegate') {
       return refused(
@@ -471,8 +483,15 @@ export function evaluateScopes(input: ScopeEvaluationInput): ScopeVerdict {
     if (queryAppend.length > MAX_QUERY_APPEND) {
       return refused(`narrowing this search would append ${queryAppend.length} characters to its query, more than the ${MAX_QUERY_APPEND} a gateway is offered; search with ${queryAppend.slice(0, 100)}…`);
     }
-    return { ok: true, actions, queryAppend, ...(delegateCompartment === undefined ? {} : { delegateCompartment }) };
+    return {
+      ok: true,
+      actions,
+      queryAppend,
+      ...(delegateCompartment === undefined ? {} : { delegateCompartment }),
+      ...(lookupCompartment === undefined ? {} : { lookupCompartment }),
+    };
   }
+  if (lookupCompartment) return { ok: true, actions, lookupCompartment };
   return { ok: true, actions, ...(delegateCompartment === undefined ? {} : { delegateCompartment }) };
 }
 
@@ -505,7 +524,8 @@ export function intersectScopeActions(granted: ReadonlySet<DataAction>, allowed:
   return out;
 }
 
-function planFor(request: FhirRequest, context: SmartContextKind, patient: string | undefined): Plan | Refused {
+/** `lookup`: whether compartmentLookup is configured (the question is made only then). */
+function planFor(request: FhirRequest, context: SmartContextKind, patient: string | undefined, lookup: boolean): Plan | Refused {
   const type = request.resourceType;
   const id = request.id;
   const needType = (): string | Refused => (type === undefined ? refused('the request names no resource type') : type);
@@ -516,9 +536,13 @@ function planFor(request: FhirRequest, context: SmartContextKind, patient: strin
     case 'history-instance': {
       const t = needType();
       if (typeof t !== 'string') return t;
+      const compartment = instanceCompartment(patient, t, id, `a read by id of ${t}`);
+      // A history lists every version, and an earlier one may have been in another compartment: only
+      // read and vread are put to the FHIR server (the lookup finds the current version).
+      const question = lookup && request.interaction !== 'history-instance' && compartment.kind === 'unprovable' ? compartmentQuestion(t, id, patient) : undefined;
       return {
         needs: [{ type: t, interaction: 'readById', queryChecks: false, primary: true }],
-        ...compartmentOf(patient, instanceCompartment(patient, t, id, `a read by id of ${t}`)),
+        ...compartmentOf(patient, question && compartment.kind === 'unprovable' ? { ...compartment, lookup: question } : compartment),
       };
     }
     case 'search-type':
@@ -584,6 +608,17 @@ function planFor(request: FhirRequest, context: SmartContextKind, patient: strin
 
 function compartmentOf(patient: string | undefined, compartment: Compartment): { compartment?: Compartment } {
   return patient === undefined ? {} : { compartment };
+}
+
+/**
+ * The lookup question for a read by id of `type`: the type's search parameter that references the
+ * patient (`patient`, else `subject` with a Patient reference), the ones searchCompartment accepts
+ * as proof. A type with neither cannot be asked about.
+ */
+function compartmentQuestion(type: string, id: string | undefined, patient: string | undefined): CompartmentQuestion | undefined {
+  if (id === undefined || patient === undefined || !FHIR_ID.test(id)) return undefined;
+  const parameter = TYPES_WITH_PATIENT_PARAM.has(type) ? 'patient' : TYPES_WITH_SUBJECT_PARAM.has(type) ? 'subject' : undefined;
+  return parameter ? { resourceType: type, id, parameter, patient } : undefined;
 }
 
 function instanceCompartment(patient: string | undefined, type: string, id: string | undefined, what: string): Compartment {

@@ -6,6 +6,7 @@
 import type { PdpConfig } from '../config/schema.js';
 import { evaluateScopes, intersectScopeActions, parseSmartScopes, patientContextFrom } from '../fhir/scopes.js';
 import type { FhirRequest } from '../fhir/types.js';
+import type { CompartmentQuestion } from '../core/compartment-question.js';
 import type { MembershipSource, Principal, SmartApplication } from '../core/principal.js';
 import { expandDataActions, satisfies, type ActionRequirement, type DataAction } from '../core/data-actions.js';
 import { refuse, type Refusal } from '../core/reasons.js';
@@ -27,6 +28,8 @@ export interface CompiledPolicy {
   /** Audiences a token of each authority may carry: the primary's, and each SMART provider's applications'. */
   readonly audiencesByAuthority: ReadonlyMap<string, readonly string[]>;
   readonly compartmentMode: 'refuse' | 'delegate';
+  /** Whether reads by id the URL cannot place are put to the FHIR server (compartmentLookup is configured). */
+  readonly compartmentLookup: boolean;
   /** Audiences, for SMART scopes written with an `{aud}/` prefix (Entra). */
   readonly audiences: readonly string[];
 }
@@ -63,6 +66,7 @@ export function compilePolicy(config: PdpConfig): CompiledPolicy {
     applicationsByAuthority,
     audiencesByAuthority,
     compartmentMode: config.compartmentMode,
+    compartmentLookup: config.compartmentLookup !== undefined,
     audiences,
   };
 }
@@ -184,6 +188,17 @@ export interface Allowed {
   readonly queryAppend?: string;
 }
 
+/**
+ * Allowed if the FHIR server finds the resource in the patient's compartment: every other check
+ * passed, and only this one is left. Not an Allowed (no `ok: true`), so no caller can take it for one.
+ */
+export interface LookupNeeded {
+  readonly ok: 'lookup';
+  readonly question: CompartmentQuestion;
+  /** The decision when the server finds it. */
+  readonly allowed: Allowed;
+}
+
 function describeNeed(need: ActionRequirement): string {
   if (need.length === 0) return 'an action that is never granted (unknown operation)';
   return need.map((g) => (g.length === 1 ? g[0] : `one of [${g.join(', ')}]`)).join(' and ');
@@ -193,7 +208,7 @@ function describeRequest(r: FhirRequest): string {
   return `${r.method} ${r.path}${r.operation && !r.path.includes(r.operation) ? ` (${r.operation})` : ''}`;
 }
 
-export function decideAccess(input: AccessInput): Allowed | Refusal {
+export function decideAccess(input: AccessInput): Allowed | Refusal | LookupNeeded {
   const { principal, request, grants, policy, trace } = input;
   if (grants.actions.size === 0) {
     const r = refuse('principal_not_allowed', notAllowedHint(principal, policy, input.membership));
@@ -205,6 +220,7 @@ export function decideAccess(input: AccessInput): Allowed | Refusal {
   let effective: ReadonlySet<DataAction> = grants.actions;
   let compartment: string | undefined;
   let queryAppend: string | undefined;
+  let lookup: CompartmentQuestion | undefined;
   // SMART: a SMART provider's application, or an Entra principal holding the `smart` action
   // (the FHIR SMART User role), gets only what its scopes allow (rights ∩ scopes).
   const smart = principal.kind === 'smart' || grants.actions.has('smart');
@@ -230,6 +246,7 @@ export function decideAccess(input: AccessInput): Allowed | Refusal {
       isAppToken: principal.isAppToken,
       compartmentMode: policy.compartmentMode,
       narrow: input.narrow === true,
+      compartmentLookup: policy.compartmentLookup,
     });
     if (!verdict.ok) {
       const r = refuse('insufficient_scope', verdict.hint);
@@ -239,15 +256,18 @@ export function decideAccess(input: AccessInput): Allowed | Refusal {
     effective = intersectScopeActions(grants.actions, verdict.actions);
     compartment = verdict.delegateCompartment;
     queryAppend = verdict.queryAppend;
+    lookup = verdict.lookupCompartment;
     trace?.pass('scopes', `${principal.scopes.join(' ')} allow [${[...verdict.actions].join(', ')}]`);
     if (context.patient)
       trace?.pass(
         'compartment',
-        verdict.delegateCompartment
-          ? `delegated to the upstream: ${verdict.delegateCompartment}`
-          : queryAppend
-            ? `Patient/${context.patient}, if the gateway appends the narrowing below`
-            : `inside Patient/${context.patient}`,
+        lookup
+          ? `to be proven by the FHIR server (compartmentLookup): ${lookup.resourceType}/${lookup.id} with ${lookup.parameter}=Patient/${lookup.patient}`
+          : verdict.delegateCompartment
+            ? `delegated to the upstream: ${verdict.delegateCompartment}`
+            : queryAppend
+              ? `Patient/${context.patient}, if the gateway appends the narrowing below`
+              : `inside Patient/${context.patient}`,
       );
     if (queryAppend) trace?.pass('narrowing', `the gateway appends ${queryAppend} to the query`);
     else if (input.narrow) trace?.skip('narrowing', 'not needed: the request proves what the scopes require');
@@ -269,6 +289,7 @@ export function decideAccess(input: AccessInput): Allowed | Refusal {
   };
   if (compartment) allowed.compartment = compartment;
   if (queryAppend) allowed.queryAppend = queryAppend;
+  if (lookup) return { ok: 'lookup', question: lookup, allowed };
   return allowed;
 }
 

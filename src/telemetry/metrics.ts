@@ -25,6 +25,7 @@ export const METRICS = {
   fhir_pdp_issuer_keys_stale: '1 when keys of the authority are older than maxStaleSeconds (decisions for it are refused), else 0.',
   fhir_pdp_graph_calls_total: 'Microsoft Graph HTTP calls by outcome (ok, throttled, failed, short_circuited).',
   fhir_pdp_graph_retry_after_seconds_total: 'Seconds of Retry-After that Graph asked for (and fhir-pdp honoured by waiting or failing over).',
+  fhir_pdp_compartment_lookups_total: 'Compartment lookups at the FHIR server (compartmentLookup) by outcome (found, not_found, failed, cache_hit).',
   fhir_pdp_ready: '1 when every authority has usable keys (what /api/health answers 200 for), else 0.',
   fhir_pdp_snapshot_age_seconds: 'Age of the served snapshot (absent before the first snapshot).',
   fhir_pdp_refresh_last_duration_seconds: "Duration of this instance's last refresh.",
@@ -38,6 +39,7 @@ export type MetricName = keyof typeof METRICS;
 export const MODES = ['json', 'forward-auth', 'envoy', 'explain', 'authzen'] as const;
 export const KEY_FETCH_OUTCOMES = ['ok', 'failed', 'refused_oversized', 'timeout'] as const;
 export const GRAPH_OUTCOMES = ['ok', 'throttled', 'failed', 'short_circuited'] as const;
+export const COMPARTMENT_LOOKUP_OUTCOMES = ['found', 'not_found', 'failed', 'cache_hit'] as const;
 export const POLL_OUTCOMES = ['changed', 'not-modified', 'empty', 'rejected', 'failed'] as const;
 export const REFRESH_OUTCOMES = ['ok', 'partial', 'failed'] as const;
 /** Label value of a decision without a verified principal (no token, a bad token). */
@@ -48,6 +50,7 @@ export const OTHER = 'other';
 export type KeyFetchOutcome = (typeof KEY_FETCH_OUTCOMES)[number];
 export type GraphOutcome = (typeof GRAPH_OUTCOMES)[number];
 export type PollOutcome = (typeof POLL_OUTCOMES)[number];
+export type CompartmentLookupOutcome = (typeof COMPARTMENT_LOOKUP_OUTCOMES)[number];
 
 /**
  * Seconds. A decision answered from memory takes tens of microseconds; one that fetches keys or
@@ -109,6 +112,7 @@ export class Telemetry {
   private readonly keyFetches = new Map<string, { count: number; readonly attributes: Attributes }>();
   private readonly kidRefetches = new Map<string, { count: number; readonly attributes: Attributes }>();
   private readonly graphCalls = new Map<GraphOutcome, number>(GRAPH_OUTCOMES.map((o) => [o, 0]));
+  private readonly compartmentLookups = new Map<CompartmentLookupOutcome, number>(COMPARTMENT_LOOKUP_OUTCOMES.map((o) => [o, 0]));
   private graphRetryAfterSeconds = 0;
   private readonly polls = new Map<PollOutcome, number>(POLL_OUTCOMES.map((o) => [o, 0]));
   private readonly recordDuration: (seconds: number) => void;
@@ -149,6 +153,9 @@ export class Telemetry {
     meter
       .createObservableCounter('fhir_pdp_graph_calls', { description: METRICS.fhir_pdp_graph_calls_total })
       .addCallback((result) => this.graphCalls.forEach((n, outcome) => result.observe(n, { outcome })));
+    meter
+      .createObservableCounter('fhir_pdp_compartment_lookups', { description: METRICS.fhir_pdp_compartment_lookups_total })
+      .addCallback((result) => this.compartmentLookups.forEach((n, outcome) => result.observe(n, { outcome })));
     meter
       .createObservableCounter('fhir_pdp_graph_retry_after_seconds', { description: METRICS.fhir_pdp_graph_retry_after_seconds_total, unit: 's' })
       .addCallback((result) => result.observe(this.graphRetryAfterSeconds));
@@ -251,6 +258,11 @@ export class Telemetry {
   }
 
   /** One Microsoft Graph HTTP call; `retryAfterMs` when Graph answered with Retry-After. */
+  /** One compartment lookup (a cached answer counts as cache_hit). */
+  compartmentLookup(outcome: CompartmentLookupOutcome): void {
+    this.compartmentLookups.set(outcome, (this.compartmentLookups.get(outcome) ?? 0) + 1);
+  }
+
   graphCall(outcome: GraphOutcome, retryAfterMs?: number): void {
     this.graphCalls.set(outcome, (this.graphCalls.get(outcome) ?? 0) + 1);
     if (retryAfterMs !== undefined && retryAfterMs > 0) this.graphRetryAfterSeconds += retryAfterMs / 1000;

@@ -32,6 +32,8 @@ const EXPORTER_OID = '5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a';
 const READER_OID = '7e6d5c4b-3a2f-4e1d-9c8b-7a6f5e4d3c2b';
 /** Granted read and `smart`: narrowed by the SMART scopes of its token. */
 const SMART_OID = '8f7e6d5c-4b3a-4f2e-9d1c-0b9a8f7e6d5c';
+/** A patient-scoped SMART user (the FHIR SMART User role's `smart`), patient p1. */
+const PATIENT_OID = '8f7e6d5c-4b3a-4f2e-8d1c-9b8a7f6e5d4c';
 const SMART_AUTHORIZE = 'https://login.example.test/authorize';
 const SMART_TOKEN = 'https://login.example.test/token';
 const API_KEY = `nginx-e2e-${randomUUID()}`;
@@ -202,7 +204,11 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
     if (NGINX === undefined) throw new Error('CI is set but nginx is not installed: .ci/run installs it with apt-get install -y nginx');
     idp = await DevIdentityProvider.start();
     fhir = await startFhirUpstream({
-      seed: [{ resourceType: 'Patient', id: 'p1', name: [{ family: 'Doe', given: ['Jane'] }] }],
+      seed: [
+        { resourceType: 'Patient', id: 'p1', name: [{ family: 'Doe', given: ['Jane'] }] },
+        { resourceType: 'Observation', id: 'obs-p1', status: 'final', code: { text: 'glucose' }, subject: { reference: 'Patient/p1' } },
+        { resourceType: 'Observation', id: 'obs-p2', status: 'final', code: { text: 'glucose' }, subject: { reference: 'Patient/p2' } },
+      ],
       smart: { authorizationEndpoint: SMART_AUTHORIZE, tokenEndpoint: SMART_TOKEN },
     });
     pdp = await startPdpHost({
@@ -217,6 +223,10 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
           { objectId: SMART_OID, dataActions: ['read', 'smart'] },
         ],
         smartNarrowing: { gateways: ['nginx'] },
+          { objectId: PATIENT_OID, dataActions: ['read', 'smart'] },
+        ],
+        // fhir-pdp asks the FHIR server itself (loopback: no credential) about reads by id under patient/ scopes.
+        compartmentLookup: { fhirBaseUrl: fhir.origin, credential: { kind: 'none' } },
         decisionBudgetMs: 750,
         fetchTimeoutMs: 5000,
         // Served only through smartNginx; the main snippet leaves discovery to the FHIR server.
@@ -259,6 +269,30 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
     // Nothing fhir-pdp did not set for this caller.
     expect(seen.headers['x-auth-fhir-user']).toBeUndefined();
     expect(seen.headers['x-auth-compartment']).toBeUndefined();
+  });
+
+  it("lets a patient-scoped client read its own Observation by id, after fhir-pdp asked the FHIR server, and refuses another patient's", async () => {
+    const authorization = await bearer({ oid: PATIENT_OID, scp: 'launch/patient patient/Observation.rs', fhirUser: 'Patient/p1' });
+    const own = await throughGateway('/Observation/obs-p1', { headers: { authorization } });
+    expect(own.res.status).toBe(200);
+    expect(JSON.parse(own.res.body)).toMatchObject({ resourceType: 'Observation', id: 'obs-p1' });
+    // First fhir-pdp's lookup (no X-Auth-*: it is fhir-pdp asking), then the client's read through nginx.
+    expect(own.upstream.map((r) => r.url)).toEqual(['/Observation?_id=obs-p1&patient=Patient/p1&_summary=count', '/Observation/obs-p1']);
+    expect(own.upstream[0]!.headers['x-auth-principal']).toBeUndefined();
+    expect(own.upstream[1]!.headers['x-auth-principal']).toEqual([PATIENT_OID]);
+    // Proven, so nothing is delegated to the FHIR server.
+    expect(own.upstream[1]!.headers['x-auth-compartment']).toBeUndefined();
+
+    const other = await throughGateway('/Observation/obs-p2', { headers: { authorization } });
+    expect(other.res.status).toBe(403);
+    expect(other.res.headers['x-decision-reason']).toBe('insufficient_scope');
+    // Only the lookup reached the FHIR server; the read never did.
+    expect(other.upstream.map((r) => r.url)).toEqual(['/Observation?_id=obs-p2&patient=Patient/p1&_summary=count']);
+
+    // Answered again from the cache: the read goes straight through.
+    const again = await throughGateway('/Observation/obs-p1', { headers: { authorization } });
+    expect(again.res.status).toBe(200);
+    expect(again.upstream.map((r) => r.url)).toEqual(['/Observation/obs-p1']);
   });
 
   it('lets a large token through to fhir-pdp (an Entra token with 200 groups)', async () => {

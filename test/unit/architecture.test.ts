@@ -21,18 +21,20 @@ const MAY_IMPORT: Readonly<Record<string, readonly string[]>> = {
   identity: ['core'],
   directory: ['core'],
   state: ['core'],
-  decision: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state'],
+  /** The compartment lookup: an edge that asks the FHIR server, like directory asks Graph. */
+  lookup: ['core'],
+  decision: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'lookup'],
   /** The AuthZEN 1.0 request and answer spelled in the decision's vocabulary (pure). */
   authzen: ['core', 'decision'],
   // Metrics and traces: an edge like identity, which also reads app settings (PDP_METRICS,
   // APPLICATIONINSIGHTS_CONNECTION_STRING). The pipeline and the edges never import it: app.ts
   // feeds it through their callbacks (decision logger, onKeyFetch, Graph observer, onPoll).
   telemetry: ['core', 'config'],
-  explain: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision'],
-  app: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision', 'telemetry'],
-  http: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision', 'authzen', 'explain', 'app', 'telemetry'],
-  host: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision', 'authzen', 'explain', 'app', 'http', 'telemetry'],
-  cli: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'decision', 'authzen', 'explain', 'app', 'http'],
+  explain: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'lookup', 'decision'],
+  app: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'lookup', 'decision', 'telemetry'],
+  http: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'lookup', 'decision', 'authzen', 'explain', 'app', 'telemetry'],
+  host: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'lookup', 'decision', 'authzen', 'explain', 'app', 'http', 'telemetry'],
+  cli: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'lookup', 'decision', 'authzen', 'explain', 'app', 'http'],
 };
 
 /** Files directly in src/ belong to the composition root's layer. */

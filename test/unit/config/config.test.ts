@@ -35,6 +35,20 @@ describe('parseConfig: a valid configuration', () => {
       metadataRetrySeconds: 10,
     });
     expect(c.graph).toBeUndefined();
+    expect(c.compartmentLookup).toBeUndefined();
+  });
+
+  it('reads a compartment lookup with its bounded defaults, the URL without a trailing slash', () => {
+    const c = parseConfig({ ...minimal, compartmentLookup: { fhirBaseUrl: 'https://ws-fhir.fhir.azurehealthcareapis.com/', credential: { kind: 'managedIdentity' } } });
+    expect(c.compartmentLookup).toEqual({
+      fhirBaseUrl: 'https://ws-fhir.fhir.azurehealthcareapis.com',
+      credential: { kind: 'managedIdentity' },
+      timeoutMs: 2000,
+      cacheSeconds: 60,
+      maxEntries: 10000,
+      maxResponseBytes: 65536,
+    });
+    expect(parseConfig({ ...minimal, compartmentLookup: { fhirBaseUrl: 'http://127.0.0.1:8080/fhir', credential: { kind: 'none' } } }).compartmentLookup?.credential).toEqual({ kind: 'none' });
   });
 
   it('normalises the authority (no trailing slash) and object ids (lower case)', () => {
@@ -85,6 +99,12 @@ describe('parseConfig: every problem, by JSON path', () => {
     ['a role scope other than "/"', { ...minimal, roles: [{ name: 'r', dataActions: ['read'], scopes: ['/Patient'] }] }, 'roles[0].scopes[0]'],
     ['an unknown setting', { ...minimal, tokenLifetime: 5 }, '$'],
     ['an unknown member of an access policy', { ...minimal, accessPolicies: [{ objectId: OID, actions: ['read'] }] }, 'accessPolicies[0]'],
+    ['a compartment lookup over plain http to a non-loopback host', { ...minimal, compartmentLookup: { fhirBaseUrl: 'http://fhir.example.test', credential: { kind: 'managedIdentity' } } }, 'compartmentLookup.fhirBaseUrl'],
+    ['a compartment lookup URL with a query', { ...minimal, compartmentLookup: { fhirBaseUrl: 'https://fhir.example.test/?x=1', credential: { kind: 'managedIdentity' } } }, 'compartmentLookup.fhirBaseUrl'],
+    ['a compartment lookup without a credential off loopback', { ...minimal, compartmentLookup: { fhirBaseUrl: 'https://fhir.example.test', credential: { kind: 'none' } } }, 'compartmentLookup.credential'],
+    ['a compartment lookup with no credential at all', { ...minimal, compartmentLookup: { fhirBaseUrl: 'https://fhir.example.test' } }, 'compartmentLookup.credential'],
+    ['a compartment lookup with a secret in the config JSON', { ...minimal, compartmentLookup: { fhirBaseUrl: 'https://fhir.example.test', credential: { kind: 'managedIdentity', clientSecret: 's' } } }, 'compartmentLookup.credential'],
+    ['a compartment lookup timeout above 30 s', { ...minimal, compartmentLookup: { fhirBaseUrl: 'http://127.0.0.1:1', credential: { kind: 'none' }, timeoutMs: 60000 } }, 'compartmentLookup.timeoutMs'],
     ['maxTokenBytes below 1024', { ...minimal, maxTokenBytes: 100 }, 'maxTokenBytes'],
     ['maxTokenBytes above 64 KiB', { ...minimal, maxTokenBytes: 65537 }, 'maxTokenBytes'],
     ['a negative clock skew', { ...minimal, clockSkewSeconds: -1 }, 'clockSkewSeconds'],

@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { BudgetExceeded, EdgeFailure, indeterminateFor } from '../../../src/decision/errors.js';
 import { DirectoryUnavailableError } from '../../../src/directory/types.js';
+import { CompartmentLookupError } from '../../../src/lookup/types.js';
 
 describe('indeterminateFor', () => {
   it.each([
@@ -14,6 +15,9 @@ describe('indeterminateFor', () => {
     [new EdgeFailure('identity', new Error('boom')), 'issuer_unavailable', 'internal error during identity: Error: boom'],
     [new EdgeFailure('directory', new TypeError('x is undefined')), 'directory_unavailable', 'internal error during directory: TypeError: x is undefined'],
     [new DirectoryUnavailableError('Graph answered 503'), 'directory_unavailable', 'Graph answered 503'],
+    [new BudgetExceeded('compartment lookup'), 'directory_unavailable', 'decisionBudgetMs (250 ms) during compartment lookup'],
+    [new CompartmentLookupError('lookup_status', 'the FHIR server answered HTTP 500', 500), 'directory_unavailable', 'compartment lookup at the FHIR server (compartmentLookup) failed (lookup_status)'],
+    [new EdgeFailure('compartment lookup', new CompartmentLookupError('lookup_timeout', 'slow')), 'directory_unavailable', 'failed (lookup_timeout): slow'],
   ])('%s -> %s', (err, reason, hint) => {
     const r = indeterminateFor(err, 250);
     expect(r.reason).toBe(reason);

@@ -862,3 +862,54 @@ describe('data actions', () => {
     expect([...intersectScopeActions(new Set(granted), new Set(allowed))].sort()).toEqual([...expected].sort());
   });
 });
+
+describe('evaluateScopes with compartmentLookup', () => {
+  const P = grantsOf('launch/patient patient/Observation.rs patient/Patient.rs patient/Device.rs patient/Condition.rs patient/Practitioner.rs');
+  const ask = (request: FhirRequest, compartmentLookup: boolean, compartmentMode: 'refuse' | 'delegate' = 'refuse') =>
+    evaluateScopes({ grants: P, request, patientContext: 'A', isAppToken: false, compartmentMode, compartmentLookup });
+
+  it.each<[string, FhirRequest, { parameter: 'patient' | 'subject' }]>([
+    ['read of an Observation (patient)', read('Observation', 'o1'), { parameter: 'patient' }],
+    ['vread of an Observation', req('GET', '/Observation/o1/_history/2', 'vread', { resourceType: 'Observation', id: 'o1', versionId: '2' }), { parameter: 'patient' }],
+    ['read of a Condition', read('Condition', 'c-1.x'), { parameter: 'patient' }],
+  ])('%s becomes a question for the FHIR server', (_name, request, { parameter }) => {
+    const v = ask(request, true);
+    expect(v.ok).toBe(true);
+    if (!v.ok) return;
+    expect(v.lookupCompartment).toEqual({ resourceType: request.resourceType, id: request.id, parameter, patient: 'A' });
+    expect(v.delegateCompartment).toBeUndefined();
+    expect([...v.actions]).toContain('readById');
+  });
+
+  it('wins over compartmentMode delegate: proven, not delegated', () => {
+    const v = ask(read('Observation', 'o1'), true, 'delegate');
+    expect(v.ok && v.lookupCompartment?.id).toBe('o1');
+    expect(v.ok && v.delegateCompartment).toBeUndefined();
+  });
+
+  it.each<[string, FhirRequest, 'refused' | 'inside']>([
+    ['the patient in context, read by id (the URL proves it)', read('Patient', 'A'), 'inside'],
+    ['another patient, read by id (the URL disproves it)', read('Patient', 'B'), 'refused'],
+    ['a history of an Observation (every version, not only the current one)', req('GET', '/Observation/o1/_history', 'history-instance', { resourceType: 'Observation', id: 'o1' }), 'refused'],
+    ['a type outside the Patient compartment (Practitioner)', read('Practitioner', 'd1'), 'refused'],
+    ['a type with neither patient nor subject (Device)', read('Device', 'd1'), 'refused'],
+    ['a search without a patient parameter', search('Observation'), 'refused'],
+  ])('asks nothing for %s', (_name, request, expected) => {
+    const v = ask(request, true);
+    expect(v.ok ? 'inside' : 'refused').toBe(expected);
+    if (v.ok) expect(v.lookupCompartment).toBeUndefined();
+  });
+
+  it('without compartmentLookup a read by id stays refused (compartmentMode refuse) or delegated (delegate)', () => {
+    const refused = ask(read('Observation', 'o1'), false);
+    expect(refused).toMatchObject({ ok: false, reason: 'insufficient_scope' });
+    const delegated = ask(read('Observation', 'o1'), false, 'delegate');
+    expect(delegated.ok && delegated.delegateCompartment).toBe('Patient/A');
+    expect(delegated.ok && delegated.lookupCompartment).toBeUndefined();
+  });
+
+  it('user/ scopes need no compartment, so nothing is asked', () => {
+    const v = evaluateScopes({ grants: grantsOf('user/Observation.rs'), request: read('Observation', 'o1'), isAppToken: false, compartmentMode: 'refuse', compartmentLookup: true });
+    expect(v.ok && v.lookupCompartment).toBeUndefined();
+  });
+});

@@ -236,3 +236,30 @@ describe('decideAccess', () => {
     ]);
   });
 });
+
+describe('decideAccess with compartmentLookup', () => {
+  const LOOKUP = { fhirBaseUrl: 'http://127.0.0.1:8080/fhir', credential: { kind: 'none' as const } };
+  const smartUser = (scopes: string[]) => entra({ scopes, fhirUser: 'Patient/A' });
+  const withLookup = policy({ accessPolicies: [{ objectId: USER, dataActions: ['read', 'smart'] }], compartmentLookup: LOOKUP });
+
+  it('leaves a read by id the URL cannot place to the FHIR server, with the allow it earns if found', () => {
+    const trace = new Trace();
+    const principal = smartUser(['patient/Observation.rs']);
+    const r = decideAccess({ principal, request: req('GET', '/Observation/o1'), grants: directGrants(principal, withLookup), policy: withLookup, trace });
+    expect(r).toMatchObject({ ok: 'lookup', question: { resourceType: 'Observation', id: 'o1', parameter: 'patient', patient: 'A' } });
+    expect('question' in r && r.allowed.dataActions).toContain('readById');
+    expect(trace.steps.find((s) => s.id === 'compartment')).toMatchObject({ outcome: 'pass', found: expect.stringMatching(/to be proven by the FHIR server/) });
+  });
+
+  it('asks nothing when another check refuses first: scopes and data actions are decided before the lookup', () => {
+    expect(decide(smartUser(['patient/Condition.rs']), withLookup, req('GET', '/Observation/o1'))).toMatchObject({ reason: 'insufficient_scope' });
+    const reader = policy({ accessPolicies: [{ objectId: USER, dataActions: ['write', 'smart'] }], compartmentLookup: LOOKUP });
+    expect(decide(smartUser(['patient/Observation.rs']), reader, req('GET', '/Observation/o1'))).toMatchObject({ reason: 'action_not_permitted' });
+  });
+
+  it('without compartmentLookup the read stays refused as before', () => {
+    const without = policy({ accessPolicies: [{ objectId: USER, dataActions: ['read', 'smart'] }] });
+    expect(without.compartmentLookup).toBe(false);
+    expect(decide(smartUser(['patient/Observation.rs']), without, req('GET', '/Observation/o1'))).toMatchObject({ reason: 'insufficient_scope' });
+  });
+});
