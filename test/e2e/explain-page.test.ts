@@ -113,7 +113,7 @@ describe.skipIf(!runnable)('explain page (headless Chromium)', () => {
       ['key', 'pass'],
       ['signature', 'pass'],
       ['lifetime', 'fail'],
-      ...['audience', 'application', 'claims', 'principal', 'groups', 'dataAction', 'scopes', 'compartment', 'compartmentLookup', 'narrowing'].map((id) => [id, 'skipped']),
+      ...['audience', 'revocation', 'application', 'claims', 'principal', 'groups', 'dataAction', 'scopes', 'compartment', 'compartmentLookup', 'narrowing'].map((id) => [id, 'skipped']),
     ]);
     const failing = s.page.locator('#steps li.node.fail');
     expect(await failing.locator('details').evaluate((d) => (d as HTMLDetailsElement).open)).toBe(true);

@@ -221,10 +221,9 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
           { objectId: DELETER_OID, dataActions: ['read', 'write', 'delete'] },
           { objectId: READER_OID, dataActions: ['read'] },
           { objectId: SMART_OID, dataActions: ['read', 'smart'] },
-        ],
-        smartNarrowing: { gateways: ['nginx'] },
           { objectId: PATIENT_OID, dataActions: ['read', 'smart'] },
         ],
+        smartNarrowing: { gateways: ['nginx'] },
         // fhir-pdp asks the FHIR server itself (loopback: no credential) about reads by id under patient/ scopes.
         compartmentLookup: { fhirBaseUrl: fhir.origin, credential: { kind: 'none' } },
         decisionBudgetMs: 750,
