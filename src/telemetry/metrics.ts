@@ -109,6 +109,11 @@ export class Telemetry {
    * is three Map reads and an add, no attribute object made.
    */
   private readonly cells = new Map<string, Map<string, Map<string, DecisionCell>>>();
+  /**
+   * The cell of the previous decision and what it was looked up by: under steady traffic most
+   * decisions repeat the last one's reason, mode and issuer, which three comparisons then settle.
+   */
+  private last: { reason: ReasonCode; mode: string | undefined; issuer: string | undefined; cell: DecisionCell } | undefined;
   private readonly keyFetches = new Map<string, { count: number; readonly attributes: Attributes }>();
   private readonly kidRefetches = new Map<string, { count: number; readonly attributes: Attributes }>();
   private readonly graphCalls = new Map<GraphOutcome, number>(GRAPH_OUTCOMES.map((o) => [o, 0]));
@@ -167,7 +172,14 @@ export class Telemetry {
   /** One decision: its count, its duration and, when tracing, its span. Called from the decision log hook. */
   decision(facts: DecisionFacts): void {
     if (this.enabled) {
-      this.cellFor(facts.reason, facts.mode, facts.issuer).count++;
+      const last = this.last;
+      if (last !== undefined && last.reason === facts.reason && last.mode === facts.mode && last.issuer === facts.issuer) last.cell.count++;
+      else {
+        const cell = this.cellFor(facts.reason, facts.mode, facts.issuer);
+        cell.count++;
+        // An issuer read as `other` may belong to an authority once its keys are loaded: not kept.
+        this.last = cell.attributes['issuer'] === OTHER ? undefined : { reason: facts.reason, mode: facts.mode, issuer: facts.issuer, cell };
+      }
       this.recordDuration(facts.durationMs / 1000);
     }
     if (this.tracing) this.decisionSpan(facts);
