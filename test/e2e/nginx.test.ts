@@ -37,6 +37,7 @@ const PATIENT_OID = '8f7e6d5c-4b3a-4f2e-8d1c-9b8a7f6e5d4c';
 const SMART_AUTHORIZE = 'https://login.example.test/authorize';
 const SMART_TOKEN = 'https://login.example.test/token';
 const API_KEY = `nginx-e2e-${randomUUID()}`;
+const ADMIN_KEY = `nginx-e2e-admin-${randomUUID()}`;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 function findNginx(): string | undefined {
@@ -231,7 +232,7 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
         // Served only through smartNginx; the main snippet leaves discovery to the FHIR server.
         smartConfiguration: { capabilities: ['launch-ehr', 'launch-standalone', 'client-public', 'sso-openid-connect', 'permission-v2'] },
       },
-      settings: { PDP_API_KEYS: API_KEY },
+      settings: { PDP_API_KEYS: API_KEY, PDP_ADMIN_KEYS: ADMIN_KEY },
       log: (line) => pdpLog.push(line),
     });
     await pdp.service.refresh();
@@ -636,6 +637,24 @@ describe.skipIf(SKIP)(`nginx auth_request → fhir-pdp → FHIR server${SKIP ? '
         }
       }
     });
+  });
+
+  it('cuts a patient-scoped client off once its token is revoked, though the token was cached', async () => {
+    const jti = `e2e-${randomUUID()}`;
+    const authorization = await bearer({ oid: PATIENT_OID, scp: 'launch/patient patient/Patient.rs', fhirUser: 'Patient/p1', extraClaims: { jti } });
+    const before = await throughGateway('/Patient/p1', { headers: { authorization } });
+    expect(before.res.status).toBe(200);
+    const revoked = await fetch(`${pdp.url}/api/revocations`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-functions-key': ADMIN_KEY },
+      body: JSON.stringify({ kind: 'jti', issuer: idp.v2Issuer, jti, note: 'nginx e2e' }),
+    });
+    expect(revoked.status).toBe(200);
+    const after = await throughGateway('/Patient/p1', { headers: { authorization } });
+    expect(after.res.status).toBe(401);
+    expect(after.res.headers['x-decision-reason']).toBe('token_expired');
+    expect(after.res.headers['www-authenticate']).toMatch(/error="invalid_token"/);
+    expect(after.upstream).toEqual([]);
   });
 
   describe('SMART search narrowing (X-Auth-Query-Append appended by the snippet)', () => {
