@@ -21,6 +21,9 @@ export const MAX_BATCH_TOKENS = 10;
 /** As for /api/explain: larger than any maxTokenBytes, so an oversized token still gets its reason. */
 const MAX_TOKEN_CHARS = 65_536 + 16;
 
+/** How an AuthZEN caller sends the request body: the hint of a Bundle whose entries were not seen ends with it. */
+const AUTHZEN_BODY_ADVICE = 'send the Bundle as `resource.properties.body` in the AuthZEN evaluation';
+
 const properties = z.record(z.string().max(256), z.unknown());
 
 /** AuthZEN 1.0 "Subject": `type` and `id` REQUIRED strings, `properties` an OPTIONAL object. */
@@ -208,6 +211,7 @@ export function fhirQuestionOf(e: Evaluation, options: MapOptions = {}): Mapped 
         // request is read (that header authenticates the PEP to the PDP, AuthZEN 1.0 "Model").
         credentials: { authorization: [], ...(token !== undefined ? { token: stripBearer(token) } : {}), queryToken: hasAccessTokenParam(target.target) },
         mode: 'authzen',
+        bodyAdvice: AUTHZEN_BODY_ADVICE,
         ...(body !== undefined ? { body } : {}),
       },
     },

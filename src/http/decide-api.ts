@@ -12,6 +12,7 @@ import { echoTraceparent, gatewayAnswer, invalidRequestAnswer, jsonAnswer, type 
 import type { Pdp } from '../decision/pipeline.js';
 import type { DecisionInput } from '../decision/types.js';
 import { parseJsonStrict } from '../identity/strict-json.js';
+import { ENVOY_BODY_ADVICE, FORWARD_AUTH_BODY_ADVICE, JSON_BODY_ADVICE } from './body-advice.js';
 import { traceparentOf } from '../telemetry/trace-context.js';
 import { firstHeader, type PdpHttpRequest, type PdpHttpResponse } from './types.js';
 
@@ -144,6 +145,7 @@ async function handleJson(pdp: Pdp, req: PdpHttpRequest, options: AnswerOptions)
       credentials: { authorization, token: q.token, queryToken: hasAccessTokenParam(target) },
       mode: 'json',
       body: q.body,
+      bodyAdvice: JSON_BODY_ADVICE,
       ...(override ? { ambiguity: override } : {}),
     },
     req,
@@ -179,6 +181,7 @@ function forwardAuthInput(req: PdpHttpRequest): DecisionInput {
     target,
     credentials: credentialsOf(req, target),
     mode: 'forward-auth',
+    bodyAdvice: FORWARD_AUTH_BODY_ADVICE,
     ...(incomplete ? { incomplete } : ambiguity ? { ambiguity } : {}),
   };
 }
@@ -213,6 +216,7 @@ function envoyInput(req: PdpHttpRequest, path: string, query: string): DecisionI
     target,
     credentials: credentialsOf(req, target),
     mode: 'envoy',
+    bodyAdvice: ENVOY_BODY_ADVICE,
     ...envoyBody(req),
     ...(ambiguity ? { ambiguity } : {}),
   };

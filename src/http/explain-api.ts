@@ -13,6 +13,7 @@ import { fhirQuestionOf, readEvaluation } from '../authzen/request.js';
 import { subjectMismatch } from '../authzen/response.js';
 import type { Pdp } from '../decision/pipeline.js';
 import { invalidRequestAnswer } from './answer.js';
+import { JSON_BODY_ADVICE } from './body-advice.js';
 import { EXPLAIN_PAGE_CSP, EXPLAIN_PAGE_HTML } from '../explain/page.js';
 import { explanationOf, stripBearer, type Explanation } from '../explain/render.js';
 
@@ -34,7 +35,7 @@ export async function explainQuestionWith(pdp: Pdp, q: ExplainQuestion, now: () 
   const token = stripBearer(q.token);
   const method = q.method.toUpperCase();
   const decision = await pdp.decide(
-    { method, target: q.path, credentials: { authorization: [], token }, mode: 'explain' },
+    { method, target: q.path, credentials: { authorization: [], token }, mode: 'explain', bodyAdvice: JSON_BODY_ADVICE },
     { trace: true },
   );
   return explanationOf(decision, { method, path: q.path }, token, now());
