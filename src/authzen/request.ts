@@ -1,6 +1,7 @@
 /**
  * The OpenID AuthZEN Authorization API 1.0 request, read and spelled as a FHIR question
- * (docs/authzen.md). Pure: no I/O, no clock. It imports only types from the decision entry point.
+ * (docs/authzen.md). Pure: no I/O, no clock. It imports only types from the decision entry point,
+ * and how a token field is read from identity/extract.ts.
  *
  * AuthZEN 1.0 "Access Evaluation API Request": an evaluation is the 4-tuple subject, action, resource (REQUIRED) and context
  * (OPTIONAL). "Access Evaluations API Request": an evaluations request MAY carry an `evaluations` array; top-level members are
@@ -10,6 +11,7 @@
  */
 import { z } from 'zod';
 import type { DecisionInput } from '../decision/types.js';
+import { hasAccessTokenParam, stripBearer } from '../identity/extract.js';
 
 /** Most evaluations in one request; more is refused with 400 (the body limit bounds it too). */
 export const MAX_EVALUATIONS = 1000;
@@ -282,14 +284,4 @@ function under(options: MapOptions, path: string): string {
   if (!options.fhirBaseUrl) return path;
   const base = options.fhirBaseUrl.replace(/\/+$/, '');
   return path === '/' ? `${base}/` : `${base}${path}`;
-}
-
-function stripBearer(token: string): string {
-  return /^bearer\s+/i.test(token) ? token.replace(/^bearer\s+/i, '') : token;
-}
-
-function hasAccessTokenParam(target: string): boolean {
-  const q = target.indexOf('?');
-  if (q < 0) return false;
-  return new URLSearchParams(target.slice(q + 1)).has('access_token');
 }

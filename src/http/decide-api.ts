@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { echoTraceparent, gatewayAnswer, invalidRequestAnswer, jsonAnswer, type AnswerOptions, type DecideMode } from './answer.js';
 import type { Pdp } from '../decision/pipeline.js';
 import type { DecisionInput } from '../decision/types.js';
+import { hasAccessTokenParam } from '../identity/extract.js';
 import { parseJsonStrict } from '../identity/strict-json.js';
 import { ENVOY_BODY_ADVICE, FORWARD_AUTH_BODY_ADVICE, JSON_BODY_ADVICE } from './body-advice.js';
 import { traceparentOf } from '../telemetry/trace-context.js';
@@ -238,10 +239,4 @@ function envoyBody(req: PdpHttpRequest): Pick<DecisionInput, 'body' | 'bodyProbl
 
 function credentialsOf(req: PdpHttpRequest, target: string): DecisionInput['credentials'] {
   return { authorization: req.header('authorization'), queryToken: hasAccessTokenParam(target) };
-}
-
-function hasAccessTokenParam(target: string): boolean {
-  const q = target.indexOf('?');
-  if (q < 0) return false;
-  return new URLSearchParams(target.slice(q + 1)).has('access_token');
 }

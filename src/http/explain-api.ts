@@ -15,7 +15,8 @@ import type { Pdp } from '../decision/pipeline.js';
 import { invalidRequestAnswer } from './answer.js';
 import { JSON_BODY_ADVICE } from './body-advice.js';
 import { EXPLAIN_PAGE_CSP, EXPLAIN_PAGE_HTML } from '../explain/page.js';
-import { explanationOf, stripBearer, type Explanation } from '../explain/render.js';
+import { explanationOf, type Explanation } from '../explain/render.js';
+import { stripBearer } from '../identity/extract.js';
 
 /** Larger than any maxTokenBytes the schema allows, so an oversized token still gets its reason. */
 export const MAX_EXPLAIN_TOKEN_CHARS = 65_536 + 16;
