@@ -83,10 +83,7 @@ export class Pdp {
       });
     this.registry = new IssuerRegistry({
       authorities: [config.authority, ...config.smartIdentityProviders.map((p) => p.authority)],
-      fetchTimeoutMs: config.fetchTimeoutMs,
-      jwksRefetchCooldownMs: config.jwksRefetchCooldownSeconds * 1000,
-      metadataRetryMs: config.metadataRetrySeconds * 1000,
-      maxStaleMs: config.maxStaleSeconds * 1000,
+      ...issuerTimingsOf(config),
       clock: this.clock,
       ...(deps.fetch ? { fetch: deps.fetch } : {}),
       onFetch: (kind, outcome, authority, durationMs) => {
@@ -513,6 +510,16 @@ function summarise(p: Principal): PrincipalSummary {
 function deepFreeze(s: PrincipalSummary): PrincipalSummary {
   if (s.scopes) Object.freeze(s.scopes);
   return Object.freeze(s);
+}
+
+/** The issuer registry's timings, from configuration: the service and `check-config` fetch alike. */
+export function issuerTimingsOf(config: PdpConfig): Pick<IssuerRegistryOptions, 'fetchTimeoutMs' | 'jwksRefetchCooldownMs' | 'metadataRetryMs' | 'maxStaleMs'> {
+  return {
+    fetchTimeoutMs: config.fetchTimeoutMs,
+    jwksRefetchCooldownMs: config.jwksRefetchCooldownSeconds * 1000,
+    metadataRetryMs: config.metadataRetrySeconds * 1000,
+    maxStaleMs: config.maxStaleSeconds * 1000,
+  };
 }
 
 /** An empty Bundle's need: any one data action (the principal is granted something). */
