@@ -49,7 +49,7 @@ import {
   type SnapshotStore,
 } from './state/types.js';
 
-export interface RuntimeOptions {
+export interface PdpServiceOptions {
   readonly config: PdpConfig;
   /** App settings (environment); used for the Graph credential and the snapshot store. */
   readonly env?: Record<string, string | undefined>;
@@ -94,7 +94,7 @@ export interface RefreshReport extends RefreshOutcome {
 }
 
 /** What a host may set or replace when it builds the app; the rest comes from settings and config. */
-export type AppOverrides = Omit<RuntimeOptions, 'config' | 'env'>;
+export type AppOverrides = Omit<PdpServiceOptions, 'config' | 'env'>;
 
 /**
  * The one composition root: the service a host runs, from validated app settings, the parsed
@@ -146,7 +146,7 @@ export class PdpService {
   /** What the served snapshot carried that the issuer checks refused (IssuerRegistry.load). */
   private droppedFromSnapshot: readonly string[] = [];
 
-  constructor(options: RuntimeOptions) {
+  constructor(options: PdpServiceOptions) {
     this.clock = options.clock ?? Date.now;
     this.maxStaleMs = options.config.maxStaleSeconds * 1000;
     this.metadataRetryMs = options.config.metadataRetrySeconds * 1000;

@@ -1,6 +1,7 @@
 /**
  * The OpenID AuthZEN Authorization API 1.0 request, read and spelled as a FHIR question
- * (docs/authzen.md). Pure: no I/O, no clock. It imports only types from the decision entry point.
+ * (docs/authzen.md). Pure: no I/O, no clock. It imports only types from the decision entry point,
+ * and how a token field is read from identity/extract.ts.
  *
  * AuthZEN 1.0 "Access Evaluation API Request": an evaluation is the 4-tuple subject, action, resource (REQUIRED) and context
  * (OPTIONAL). "Access Evaluations API Request": an evaluations request MAY carry an `evaluations` array; top-level members are
@@ -10,6 +11,7 @@
  */
 import { z } from 'zod';
 import type { DecisionInput } from '../decision/types.js';
+import { hasAccessTokenParam, stripBearer } from '../identity/extract.js';
 
 /** Most evaluations in one request; more is refused with 400 (the body limit bounds it too). */
 export const MAX_EVALUATIONS = 1000;
@@ -20,6 +22,9 @@ export const MAX_EVALUATIONS = 1000;
 export const MAX_BATCH_TOKENS = 10;
 /** As for /api/explain: larger than any maxTokenBytes, so an oversized token still gets its reason. */
 const MAX_TOKEN_CHARS = 65_536 + 16;
+
+/** How an AuthZEN caller sends the request body: the hint of a Bundle whose entries were not seen ends with it. */
+const AUTHZEN_BODY_ADVICE = 'send the Bundle as `resource.properties.body` in the AuthZEN evaluation';
 
 const properties = z.record(z.string().max(256), z.unknown());
 
@@ -209,6 +214,7 @@ export function fhirQuestionOf(e: Evaluation, options: MapOptions = {}): Mapped 
         credentials: { authorization: [], ...(token !== undefined ? { token: stripBearer(token) } : {}), queryToken: hasAccessTokenParam(target.target) },
         mode: 'authzen',
         gateway: 'authzen',
+        bodyAdvice: AUTHZEN_BODY_ADVICE,
         ...(body !== undefined ? { body } : {}),
       },
     },
@@ -279,14 +285,4 @@ function under(options: MapOptions, path: string): string {
   if (!options.fhirBaseUrl) return path;
   const base = options.fhirBaseUrl.replace(/\/+$/, '');
   return path === '/' ? `${base}/` : `${base}${path}`;
-}
-
-function stripBearer(token: string): string {
-  return /^bearer\s+/i.test(token) ? token.replace(/^bearer\s+/i, '') : token;
-}
-
-function hasAccessTokenParam(target: string): boolean {
-  const q = target.indexOf('?');
-  if (q < 0) return false;
-  return new URLSearchParams(target.slice(q + 1)).has('access_token');
 }

@@ -84,6 +84,18 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   }
 }
 
+/** The options every command takes. */
+const COMMON_OPTIONS = {
+  config: { type: 'string', short: 'c' },
+  json: { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+/** A command's arguments: its own options and the common ones, positionals allowed, nothing unknown. */
+function parseCommand<const O extends NonNullable<ParseArgsConfig['options']>>(args: readonly string[], options: O) {
+  return parse({ args: [...args], allowPositionals: true, strict: true, options: { ...COMMON_OPTIONS, ...options } });
+}
+
 function parse<const T extends ParseArgsConfig>(config: T) {
   try {
     return parseArgs(config);
@@ -97,18 +109,10 @@ function loadConfig(file: string | undefined, env: CliIo['env']): PdpConfig {
 }
 
 async function explainCommand(args: readonly string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse({
-    args: [...args],
-    allowPositionals: true,
-    strict: true,
-    options: {
-      config: { type: 'string', short: 'c' },
-      method: { type: 'string', short: 'X', default: 'GET' },
-      path: { type: 'string', short: 'p' },
-      authzen: { type: 'string' },
-      json: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
+  const { values, positionals } = parseCommand(args, {
+    method: { type: 'string', short: 'X', default: 'GET' },
+    path: { type: 'string', short: 'p' },
+    authzen: { type: 'string' },
   });
   if (values.help) {
     io.stdout(USAGE);
@@ -189,16 +193,8 @@ async function pdpFor(config: PdpConfig, env: CliIo['env']): Promise<{ pdp: Pdp;
 }
 
 async function checkConfigCommand(args: readonly string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse({
-    args: [...args],
-    allowPositionals: true,
-    strict: true,
-    options: {
-      config: { type: 'string', short: 'c' },
-      offline: { type: 'boolean', default: false },
-      json: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
+  const { values, positionals } = parseCommand(args, {
+    offline: { type: 'boolean', default: false },
   });
   if (values.help) {
     io.stdout(USAGE);

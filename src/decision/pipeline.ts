@@ -98,10 +98,7 @@ export class Pdp {
       });
     this.registry = new IssuerRegistry({
       authorities: [config.authority, ...config.smartIdentityProviders.map((p) => p.authority)],
-      fetchTimeoutMs: config.fetchTimeoutMs,
-      jwksRefetchCooldownMs: config.jwksRefetchCooldownSeconds * 1000,
-      metadataRetryMs: config.metadataRetrySeconds * 1000,
-      maxStaleMs: config.maxStaleSeconds * 1000,
+      ...issuerTimingsOf(config),
       clock: this.clock,
       ...(deps.fetch ? { fetch: deps.fetch } : {}),
       onFetch: (kind, outcome, authority, durationMs) => {
@@ -411,7 +408,7 @@ export class Pdp {
     else {
       // A Bundle can hold any interaction (hardDelete, SearchParameter writes, operations): one
       // whose entries were not seen is not decided as if it were a read and a write.
-      const r = refuse('action_not_permitted', unseenBundleHint(input.mode));
+      const r = refuse('action_not_permitted', unseenBundleHint(input.bodyAdvice));
       trace?.fail('dataAction', r);
       access = r;
     }
@@ -660,21 +657,24 @@ function deepFreeze(s: PrincipalSummary): PrincipalSummary {
   return Object.freeze(s);
 }
 
+/** The issuer registry's timings, from configuration: the service and `check-config` fetch alike. */
+export function issuerTimingsOf(config: PdpConfig): Pick<IssuerRegistryOptions, 'fetchTimeoutMs' | 'jwksRefetchCooldownMs' | 'metadataRetryMs' | 'maxStaleMs'> {
+  return {
+    fetchTimeoutMs: config.fetchTimeoutMs,
+    jwksRefetchCooldownMs: config.jwksRefetchCooldownSeconds * 1000,
+    metadataRetryMs: config.metadataRetrySeconds * 1000,
+    maxStaleMs: config.maxStaleSeconds * 1000,
+  };
+}
+
 /** An empty Bundle's need: any one data action (the principal is granted something). */
 const ANY_DATA_ACTION: ActionRequirement = [ALL_BUT_SMART];
 
 /** Entries that send a whole resource, whose type a server may take from the resource itself. */
 const RESOURCE_WRITES: ReadonlySet<FhirRequest['interaction']> = new Set(['create', 'update', 'conditional-update']);
 
-function unseenBundleHint(mode: DecisionInput['mode']): string {
-  const how =
-    mode === 'json' || mode === 'explain' || mode === undefined
-      ? 'send the Bundle as `body` in the JSON question (the API Management policy must include the request body for POST to the FHIR base)'
-      : mode === 'authzen'
-        ? 'send the Bundle as `resource.properties.body` in the AuthZEN evaluation'
-        : mode === 'envoy'
-          ? 'enable with_request_body in the Envoy ext_authz filter so the Bundle reaches fhir-pdp'
-          : 'nginx and Traefik do not send the request body to fhir-pdp: use a gateway that does (Envoy with with_request_body, API Management with the body in the JSON question)';
+function unseenBundleHint(bodyAdvice: string | undefined): string {
+  const how = bodyAdvice ?? 'send the Bundle with the question';
   return `a batch or transaction Bundle (POST to the FHIR base) is decided entry by entry, and its entries were not seen: ${how}; or set unseenBundles to "requireEveryAction" to allow it only to principals granted every data action`;
 }
 

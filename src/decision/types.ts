@@ -30,6 +30,11 @@ export interface DecisionInput {
   readonly body?: unknown;
   /** Set instead of `body` when the body was sent but cannot be read (not JSON, repeated members). */
   readonly bodyProblem?: string;
+  /**
+   * How a caller of this binding sends the request body, in the binding's own terms: the hint of
+   * a Bundle whose entries were not seen ends with it (the pipeline knows no binding's vocabulary).
+   */
+  readonly bodyAdvice?: string;
   /** Set by a gateway mode when the original request cannot be determined unambiguously. */
   readonly ambiguity?: string;
   /** Set by a gateway mode when the question lacks part of the original request (its method or URI header). */

@@ -11,6 +11,7 @@ import { ConfigError } from '../config/load.js';
 import type { PdpConfig } from '../config/schema.js';
 import { isGuid } from '../core/guid.js';
 import { DirectoryLookupError, getDirectoryObjectKind, type DirectoryObjectKind } from '../directory/object-kind.js';
+import { issuerTimingsOf } from '../decision/pipeline.js';
 import { IssuerRegistry } from '../identity/issuers.js';
 
 export type Severity = 'error' | 'warning';
@@ -175,10 +176,7 @@ function isAbsoluteUrl(value: string): boolean {
 async function checkAuthority(path: string, authority: string, config: PdpConfig, options: CheckConfigOptions): Promise<AuthorityCheck> {
   const registry = new IssuerRegistry({
     authorities: [authority],
-    fetchTimeoutMs: config.fetchTimeoutMs,
-    jwksRefetchCooldownMs: config.jwksRefetchCooldownSeconds * 1000,
-    metadataRetryMs: config.metadataRetrySeconds * 1000,
-    maxStaleMs: config.maxStaleSeconds * 1000,
+    ...issuerTimingsOf(config),
     clock: options.clock ?? Date.now,
     ...(options.fetch ? { fetch: options.fetch } : {}),
   });

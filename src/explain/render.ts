@@ -7,6 +7,7 @@
 import type { Decision, PrincipalSummary } from '../decision/types.js';
 import type { DecisionKind, ReasonCode } from '../core/reasons.js';
 import type { StepOutcome, TraceStep, TraceStepId } from '../core/trace.js';
+import { stripBearer } from '../identity/extract.js';
 
 export interface ExplainRequest {
   readonly method: string;
@@ -123,10 +124,6 @@ export function decodeForDisplay(rawToken: string): { header: Record<string, unk
   return { header, claims, verified: false };
 }
 
-/** `Bearer eyJ…` and `eyJ…` name the same token. */
-export function stripBearer(value: string): string {
-  return value.trim().replace(/^bearer\s+/i, '').trim();
-}
 
 function lenientJsonObject(part: string | undefined): Record<string, unknown> | undefined {
   if (!part) return undefined;

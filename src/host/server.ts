@@ -5,7 +5,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { KeyRing } from '../http/keys.js';
-import { route, type PdpRuntime, type RouteOptions } from '../http/routes.js';
+import { route, type RoutedService, type RouteOptions } from '../http/routes.js';
 import { json, type PdpHttpRequest, type PdpHttpResponse } from '../http/types.js';
 
 export const DEFAULT_MAX_BODY_BYTES = 256 * 1024;
@@ -170,7 +170,7 @@ export function drainServer(server: Server, timeoutMs: number): Promise<DrainRes
 
 const INTERNAL_ERROR = json(500, { error: 'internal_error' });
 
-export function createPdpServer(runtime: PdpRuntime, options: HostOptions): Server {
+export function createPdpServer(service: RoutedService, options: HostOptions): Server {
   const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const routeOptions: RouteOptions = { keys: options.keys, loopbackOnly: options.loopbackOnly === true, ...(options.onKeyRefused ? { onKeyRefused: options.onKeyRefused } : {}), ...(options.authzenPdpUrl ? { authzenPdpUrl: options.authzenPdpUrl } : {}) };
   const state: ServerState = { draining: false, inFlight: 0 };
@@ -195,7 +195,7 @@ export function createPdpServer(runtime: PdpRuntime, options: HostOptions): Serv
       state.inFlight--;
       open = false;
     };
-    readBody(req, maxBody, (body) => route(runtime, toPdpRequest(req, body), routeOptions).then(answered, failed), failed);
+    readBody(req, maxBody, (body) => route(service, toPdpRequest(req, body), routeOptions).then(answered, failed), failed);
   });
   serverStates.set(server, state);
   server.keepAliveTimeout = 65_000;

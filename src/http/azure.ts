@@ -18,14 +18,15 @@ import type { PdpHttpRequest, PdpHttpResponse } from './types.js';
 
 const MAX_BODY_BYTES = 256 * 1024;
 
-interface Worker {
+/** The PdpService this worker process serves, with what the adapter reads from app settings once. */
+interface FunctionsApp {
   readonly service: PdpService;
   readonly keys: KeyRing;
   readonly started: Promise<void>;
   readonly authzenPdpUrl?: string;
 }
 
-let worker: Worker | undefined;
+let functionsApp: FunctionsApp | undefined;
 /** Azure Monitor, when APPLICATIONINSIGHTS_CONNECTION_STRING is set; started once per worker process. */
 let telemetry: TelemetrySetup | undefined;
 
@@ -57,11 +58,11 @@ function withConfigFileResolved(env: Record<string, string | undefined>): Record
 }
 
 /**
- * The worker's service, created on first use from app settings; start-up (startWorker) is that
+ * The worker's app, created on first use from app settings; start-up (startWorker) is that
  * first use. Configuration errors are thrown with every problem listed.
  */
-export function workerService(env: Record<string, string | undefined> = process.env): Worker {
-  if (!worker) {
+export function functionsAppOf(env: Record<string, string | undefined> = process.env): FunctionsApp {
+  if (!functionsApp) {
     const settings = readSettings(env);
     const service = buildApp(env, loadConfigFromEnv(withConfigFileResolved(env)), {
       ...(telemetry ? { telemetry } : {}),
@@ -70,14 +71,14 @@ export function workerService(env: Record<string, string | undefined> = process.
     });
     const started = service.start(settings.PDP_SNAPSHOT_STORE === 'memory' ? { refreshIntervalMs: settings.PDP_REFRESH_INTERVAL_SECONDS * 1000 } : {});
     started.catch(() => undefined);
-    worker = {
+    functionsApp = {
       service,
       keys: new KeyRing(keyList(settings.PDP_API_KEYS), keyList(settings.PDP_ADMIN_KEYS)),
       started,
       ...(settings.PDP_AUTHZEN_PDP_URL ? { authzenPdpUrl: settings.PDP_AUTHZEN_PDP_URL } : {}),
     };
   }
-  return worker;
+  return functionsApp;
 }
 
 /**
@@ -92,23 +93,23 @@ export async function startWorker(env: Record<string, string | undefined> = proc
   try {
     // Functions serves no /api/metrics: metrics and spans go to Application Insights, or nowhere.
     telemetry ??= await startTelemetry(env, { prometheus: false });
-    await workerService(env).started;
+    await functionsAppOf(env).started;
   } catch (err) {
     // Nothing half-started stays behind: the next start (the worker's restart) begins afresh.
-    resetWorker();
+    resetFunctionsApp();
     throw err;
   }
 }
 
 /** Termination (`app.hook.appTerminate`): stops the refresh interval and the snapshot follower. */
 export function stopWorker(): void {
-  resetWorker();
+  resetFunctionsApp();
 }
 
-/** For tests: forget the worker so the next call reads settings again. */
-export function resetWorker(): void {
-  worker?.service.stop();
-  worker = undefined;
+/** For tests: forget the app so the next call reads settings again. */
+export function resetFunctionsApp(): void {
+  functionsApp?.service.stop();
+  functionsApp = undefined;
 }
 
 async function toPdpRequest(request: HttpRequest): Promise<PdpHttpRequest> {
@@ -143,13 +144,13 @@ function toResponse(answer: PdpHttpResponse): HttpResponseInit {
 }
 
 export async function handleHttp(request: HttpRequest, _context: InvocationContext, hostCheckedKey: boolean): Promise<HttpResponseInit> {
-  const w = workerService();
+  const w = functionsAppOf();
   const req = await toPdpRequest(request);
   return toResponse(await route(w.service, req, { keys: w.keys, hostCheckedKey, ...(w.authzenPdpUrl ? { authzenPdpUrl: w.authzenPdpUrl } : {}) }));
 }
 
 export async function handleRefreshTimer(_timer: Timer, context: InvocationContext): Promise<void> {
-  const w = workerService();
+  const w = functionsAppOf();
   await w.started.catch(() => undefined);
   const report = await w.service.refresh();
   context.log(JSON.stringify({ type: 'refresh', outcome: report.outcome, revision: report.revision, durationMs: report.durationMs, stored: report.stored, problems: report.problems }));

@@ -11,7 +11,9 @@ import { z } from 'zod';
 import { echoTraceparent, gatewayAnswer, invalidRequestAnswer, jsonAnswer, type AnswerOptions, type DecideMode } from './answer.js';
 import type { Pdp } from '../decision/pipeline.js';
 import type { DecisionInput } from '../decision/types.js';
+import { hasAccessTokenParam } from '../identity/extract.js';
 import { parseJsonStrict } from '../identity/strict-json.js';
+import { ENVOY_BODY_ADVICE, FORWARD_AUTH_BODY_ADVICE, JSON_BODY_ADVICE } from './body-advice.js';
 import { traceparentOf } from '../telemetry/trace-context.js';
 import { firstHeader, type PdpHttpRequest, type PdpHttpResponse } from './types.js';
 
@@ -145,6 +147,7 @@ async function handleJson(pdp: Pdp, req: PdpHttpRequest, options: AnswerOptions)
       mode: 'json',
       gateway: 'json',
       body: q.body,
+      bodyAdvice: JSON_BODY_ADVICE,
       ...(override ? { ambiguity: override } : {}),
     },
     req,
@@ -183,6 +186,7 @@ function forwardAuthInput(req: PdpHttpRequest): DecisionInput {
     // X-Original-URI is what the nginx snippet sends; Traefik sends X-Forwarded-Uri and cannot
     // rewrite the query, so it is never offered a narrowed search.
     gateway: original && !forwarded ? 'nginx' : 'traefik',
+    bodyAdvice: FORWARD_AUTH_BODY_ADVICE,
     ...(incomplete ? { incomplete } : ambiguity ? { ambiguity } : {}),
   };
 }
@@ -218,6 +222,7 @@ function envoyInput(req: PdpHttpRequest, path: string, query: string): DecisionI
     credentials: credentialsOf(req, target),
     mode: 'envoy',
     gateway: 'envoy',
+    bodyAdvice: ENVOY_BODY_ADVICE,
     ...envoyBody(req),
     ...(ambiguity ? { ambiguity } : {}),
   };
@@ -239,10 +244,4 @@ function envoyBody(req: PdpHttpRequest): Pick<DecisionInput, 'body' | 'bodyProbl
 
 function credentialsOf(req: PdpHttpRequest, target: string): DecisionInput['credentials'] {
   return { authorization: req.header('authorization'), queryToken: hasAccessTokenParam(target) };
-}
-
-function hasAccessTokenParam(target: string): boolean {
-  const q = target.indexOf('?');
-  if (q < 0) return false;
-  return new URLSearchParams(target.slice(q + 1)).has('access_token');
 }

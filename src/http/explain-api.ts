@@ -13,8 +13,10 @@ import { fhirQuestionOf, readEvaluation } from '../authzen/request.js';
 import { subjectMismatch } from '../authzen/response.js';
 import type { Pdp } from '../decision/pipeline.js';
 import { invalidRequestAnswer } from './answer.js';
+import { JSON_BODY_ADVICE } from './body-advice.js';
 import { EXPLAIN_PAGE_CSP, EXPLAIN_PAGE_HTML } from '../explain/page.js';
-import { explanationOf, stripBearer, type Explanation } from '../explain/render.js';
+import { explanationOf, type Explanation } from '../explain/render.js';
+import { stripBearer } from '../identity/extract.js';
 
 /** Larger than any maxTokenBytes the schema allows, so an oversized token still gets its reason. */
 export const MAX_EXPLAIN_TOKEN_CHARS = 65_536 + 16;
@@ -34,7 +36,7 @@ export async function explainQuestionWith(pdp: Pdp, q: ExplainQuestion, now: () 
   const token = stripBearer(q.token);
   const method = q.method.toUpperCase();
   const decision = await pdp.decide(
-    { method, target: q.path, credentials: { authorization: [], token }, mode: 'explain', gateway: 'json' },
+    { method, target: q.path, credentials: { authorization: [], token }, mode: 'explain', gateway: 'json', bodyAdvice: JSON_BODY_ADVICE },
     { trace: true },
   );
   return explanationOf(decision, { method, path: q.path }, token, now());

@@ -6,7 +6,7 @@
 import { REASONS } from '../core/reasons.js';
 import type { SmartConfigurationResult } from '../fhir/smart-configuration.js';
 import type { HealthReport } from '../state/health.js';
-import type { Pdp } from '../decision/pipeline.js';
+import type { PdpService } from '../app.js';
 import { handleAuthzen, isAuthzenPath } from './authzen.js';
 import { DECIDE_PREFIX, handleDecide, modeOf } from './decide-api.js';
 import { explainHandler, explainPageResponse } from './explain-api.js';
@@ -18,13 +18,12 @@ import { json, type PdpHttpRequest, type PdpHttpResponse } from './types.js';
 /** The Prometheus text exposition format, version 0.0.4 (what Prometheus scrapes by default). */
 const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
-/** What the HTTP layer needs from the running service (src/app.ts's PdpService). */
-export interface PdpRuntime {
-  readonly pdp: Pdp;
-  health(): HealthReport;
+/**
+ * The parts of the running service (src/app.ts's PdpService) that routing calls. Host tests hand
+ * in a smaller one: only `pdp`, `health` and `refresh` are required.
+ */
+export interface RoutedService extends Pick<PdpService, 'pdp' | 'health'>, Partial<Pick<PdpService, 'clock'>> {
   refresh(): Promise<unknown>;
-  /** The clock explain renders a token's expiry against (default Date.now). */
-  readonly clock?: () => number;
   /** Replaces POST /api/explain's answer (host tests); default: the explain API over `pdp`. */
   explain?(req: PdpHttpRequest): Promise<PdpHttpResponse>;
   /** SMART discovery for the FHIR base; undefined when not configured. */
@@ -77,7 +76,7 @@ export interface PublicHealth {
   readonly status: 'ok' | 'degraded' | 'unavailable';
   /**
    * When not ready: `issuer_keys`, without naming the authority or the error. Readiness is exactly
-   * "every authority has usable keys" (the runtime's health), so that is the only part that can be missing.
+   * "every authority has usable keys" (the service's health), so that is the only part that can be missing.
    */
   readonly reason?: 'issuer_keys';
 }
@@ -93,11 +92,11 @@ export function splitUrl(url: string): { path: string; query: string } {
   return q < 0 ? { path: url, query: '' } : { path: url.slice(0, q), query: url.slice(q) };
 }
 
-export async function route(runtime: PdpRuntime, req: PdpHttpRequest, options: RouteOptions): Promise<PdpHttpResponse> {
+export async function route(service: RoutedService, req: PdpHttpRequest, options: RouteOptions): Promise<PdpHttpResponse> {
   const { path, query } = splitUrl(req.url);
   if (path === '/api/health') {
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method_not_allowed' }, { allow: 'GET' });
-    const report = runtime.health();
+    const report = service.health();
     // Anonymous, for gateways' probes: ready or not and a coarse reason. Authority URLs, tenant ids,
     // error texts and counters describe the deployment, so only an admin key sees them.
     return json(report.ready ? 200 : 503, options.loopbackOnly || options.keys.accessOf(req) === 'admin' ? report : publicHealth(report));
@@ -115,11 +114,11 @@ export async function route(runtime: PdpRuntime, req: PdpHttpRequest, options: R
       return answer;
     }
     // Awaited, not returned: returning another async function's promise costs two more microtask turns.
-    return await handleDecide(runtime.pdp, req, path, query, { admin: access === 'admin' });
+    return await handleDecide(service.pdp, req, path, query, { admin: access === 'admin' });
   }
   if (path === SMART_CONFIGURATION_PATH) {
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method_not_allowed' }, { allow: 'GET, HEAD' });
-    const built = runtime.smartConfiguration ? await runtime.smartConfiguration() : undefined;
+    const built = service.smartConfiguration ? await service.smartConfiguration() : undefined;
     if (built === undefined) return NOT_FOUND;
     // SMART App Launch: the document is public ("FHIR endpoints requiring authorization SHALL serve
     // a JSON document"), so no key is asked for; it may be cached briefly by clients and gateways.
@@ -132,34 +131,34 @@ export async function route(runtime: PdpRuntime, req: PdpHttpRequest, options: R
   if (path === '/api/metrics') {
     // Counts by authority and reason describe the deployment as health's details do: an admin key,
     // or the keyless host, which listens on loopback only.
-    if (!runtime.metrics) return NOT_FOUND;
+    if (!service.metrics) return NOT_FOUND;
     if (!options.loopbackOnly && options.keys.accessOf(req) !== 'admin') return UNAUTHORIZED;
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method_not_allowed' }, { allow: 'GET' });
-    return { status: 200, headers: { 'content-type': PROMETHEUS_CONTENT_TYPE, 'cache-control': 'no-store' }, body: await runtime.metrics() };
+    return { status: 200, headers: { 'content-type': PROMETHEUS_CONTENT_TYPE, 'cache-control': 'no-store' }, body: await service.metrics() };
   }
   if (path === '/api/refresh' || path === '/api/explain') {
     if (options.keys.accessOf(req) !== 'admin') return UNAUTHORIZED;
     if (path === '/api/refresh') {
       if (req.method !== 'POST') return json(405, { error: 'method_not_allowed' }, { allow: 'POST' });
-      return json(200, await runtime.refresh());
+      return json(200, await service.refresh());
     }
     if (req.method === 'GET') return explainPageResponse();
-    if (req.method === 'POST') return runtime.explain ? runtime.explain(req) : explainHandler(runtime.pdp, runtime.clock)(req);
+    if (req.method === 'POST') return service.explain ? service.explain(req) : explainHandler(service.pdp, service.clock)(req);
     return json(405, { error: 'method_not_allowed' }, { allow: 'GET, POST' });
   }
   if (path === REVOCATIONS_PATH || path.startsWith(`${REVOCATIONS_PATH}/`)) {
     if (options.keys.accessOf(req) !== 'admin') return UNAUTHORIZED;
-    if (!runtime.revocations || !runtime.addRevocations || !runtime.removeRevocation) return NOT_FOUND;
-    return handleRevocations(runtime as RevocationAdmin, req, path);
+    if (!service.revocations || !service.addRevocations || !service.removeRevocation) return NOT_FOUND;
+    return handleRevocations(service as RevocationAdmin, req, path);
   }
   if (isAuthzenPath(path)) {
     // Guarded as /api/decide is; the metadata document is public (src/http/authzen.ts).
     const access = options.keys.accessOf(req);
-    return await handleAuthzen(runtime.pdp, req, path, {
+    return await handleAuthzen(service.pdp, req, path, {
       authenticated: options.keys.decideIsOpen || access !== 'none' || options.hostCheckedKey === true,
       admin: access === 'admin',
       ...(options.authzenPdpUrl ? { pdpUrl: options.authzenPdpUrl } : {}),
-      ...(runtime.pdp.config.fhirBaseUrl ? { fhirBaseUrl: runtime.pdp.config.fhirBaseUrl } : {}),
+      ...(service.pdp.config.fhirBaseUrl ? { fhirBaseUrl: service.pdp.config.fhirBaseUrl } : {}),
     });
   }
   return NOT_FOUND;

@@ -73,6 +73,21 @@ export function checkB64Token(token: string): Refusal | undefined {
   return B64TOKEN.test(token) ? undefined : notBearerSyntax();
 }
 
+/**
+ * A token field (JSON mode's `token` is taken as is; AuthZEN's `subject.properties.token` and
+ * explain's `token` also take `Bearer <token>`): `Bearer eyJ…` and `eyJ…` name the same token.
+ */
+export function stripBearer(value: string): string {
+  return value.replace(/^\s*bearer\s+/i, '').trim();
+}
+
+/** True when a request target carries an `access_token` query parameter (RFC 6750 §2.3), which is refused. */
+export function hasAccessTokenParam(target: string): boolean {
+  const q = target.indexOf('?');
+  if (q < 0) return false;
+  return new URLSearchParams(target.slice(q + 1)).has('access_token');
+}
+
 function notBearerSyntax(): Refusal {
   return refuse('malformed_token', 'the Authorization header is not "Bearer <token>" (RFC 6750 §2.1)');
 }

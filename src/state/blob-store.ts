@@ -7,7 +7,7 @@
 import type { Readable } from 'node:stream';
 import { BlobServiceClient } from '@azure/storage-blob';
 import type { BlockBlobClient, ContainerClient } from '@azure/storage-blob';
-import { DEFAULT_SNAPSHOT_MAX_BYTES, decodeSignedSnapshot, decodeSnapshot, encodeSignedSnapshot, encodeSnapshot, SnapshotDecodeError } from './codec.js';
+import { decodeFromStore, DEFAULT_SNAPSHOT_MAX_BYTES, encodeForStore, SnapshotDecodeError } from './codec.js';
 import type { SnapshotSignature } from './snapshot-signature.js';
 import { snapshotStoreCredential } from './blob-credential.js';
 import { SnapshotConflictError } from './types.js';
@@ -107,22 +107,11 @@ export class BlobSnapshotStore implements SnapshotStore {
       throw new SnapshotDecodeError('too_large', `${contentLength} bytes exceed the limit of ${this.#maxBytes}`, etag);
     }
     const bytes = await this.#readBody(body, contentLength, abortSignal, etag);
-    try {
-      const data = this.#signature
-        ? await decodeSignedSnapshot(bytes, this.#maxBytes, this.#signature)
-        : decodeSnapshot(bytes, this.#maxBytes);
-      return { data, etag };
-    } catch (error) {
-      if (error instanceof SnapshotDecodeError) error.etag = etag;
-      throw error;
-    }
+    return decodeFromStore(bytes, etag, this.#maxBytes, this.#signature);
   }
 
   async write(data: SnapshotData, ifMatch: string | null): Promise<{ etag: string }> {
-    const bytes = this.#signature ? await encodeSignedSnapshot(data, this.#signature) : encodeSnapshot(data);
-    if (bytes.byteLength > this.#maxBytes) {
-      throw new SnapshotDecodeError('too_large', `${bytes.byteLength} bytes exceed the limit of ${this.#maxBytes}`);
-    }
+    const bytes = await encodeForStore(data, this.#maxBytes, this.#signature);
     const abortSignal = AbortSignal.timeout(this.#timeoutMs);
     await this.#ensureContainer(abortSignal);
     try {

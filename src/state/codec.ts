@@ -13,7 +13,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { SNAPSHOT_SCHEMA_VERSION, SnapshotRejectedError } from './types.js';
-import type { SnapshotData } from './types.js';
+import type { SnapshotData, StoredSnapshot } from './types.js';
 import { revocationListSchema } from './deny-list.js';
 import { SnapshotSignatureError, type SnapshotSignature, type SnapshotSignatureFailure } from './snapshot-signature.js';
 
@@ -147,6 +147,30 @@ export async function decodeSignedSnapshot(bytes: Uint8Array, maxBytes: number, 
     throw error;
   }
   return parseBody(envelope.body);
+}
+
+/**
+ * What a store writes: the snapshot encoded, signed when the store signs, and refused when it is
+ * larger than the store's limit (a reader would refuse it anyway).
+ */
+export async function encodeForStore(data: SnapshotData, maxBytes: number, signature: SnapshotSignature | undefined): Promise<Buffer> {
+  const bytes = signature ? await encodeSignedSnapshot(data, signature) : encodeSnapshot(data);
+  if (bytes.byteLength > maxBytes) throw new SnapshotDecodeError('too_large', `${bytes.byteLength} bytes exceed the limit of ${maxBytes}`);
+  return bytes;
+}
+
+/**
+ * What a store read, decoded: the signature required when the store signs. A rejection carries
+ * the ETag the bytes were read at, so the follower does not read the same bad bytes again.
+ */
+export async function decodeFromStore(bytes: Uint8Array, etag: string, maxBytes: number, signature: SnapshotSignature | undefined): Promise<StoredSnapshot> {
+  try {
+    const data = signature ? await decodeSignedSnapshot(bytes, maxBytes, signature) : decodeSnapshot(bytes, maxBytes);
+    return { data, etag };
+  } catch (error) {
+    if (error instanceof SnapshotDecodeError) error.etag = etag;
+    throw error;
+  }
 }
 
 /** The envelope checks up to and including the checksum; `sha256` is the one computed here. */

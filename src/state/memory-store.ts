@@ -2,7 +2,7 @@
  * An in-process SnapshotStore. It keeps the encoded bytes and decodes them on every full read, so
  * validation, size limits and If-Match / If-None-Match behave as they do against Blob Storage.
  */
-import { DEFAULT_SNAPSHOT_MAX_BYTES, decodeSignedSnapshot, decodeSnapshot, encodeSignedSnapshot, encodeSnapshot, SnapshotDecodeError } from './codec.js';
+import { decodeFromStore, DEFAULT_SNAPSHOT_MAX_BYTES, encodeForStore } from './codec.js';
 import type { SnapshotSignature } from './snapshot-signature.js';
 import { SnapshotConflictError } from './types.js';
 import type { SnapshotData, SnapshotStore, StoredSnapshot } from './types.js';
@@ -30,22 +30,11 @@ export class MemorySnapshotStore implements SnapshotStore {
     const current = this.#current;
     if (current === undefined) return undefined;
     if (ifNoneMatch !== undefined && ifNoneMatch === current.etag) return 'not-modified';
-    try {
-      const data = this.#signature
-        ? await decodeSignedSnapshot(current.bytes, this.#maxBytes, this.#signature)
-        : decodeSnapshot(current.bytes, this.#maxBytes);
-      return { data, etag: current.etag };
-    } catch (error) {
-      if (error instanceof SnapshotDecodeError) error.etag = current.etag;
-      throw error;
-    }
+    return decodeFromStore(current.bytes, current.etag, this.#maxBytes, this.#signature);
   }
 
   async write(data: SnapshotData, ifMatch: string | null): Promise<{ etag: string }> {
-    const bytes = this.#signature ? await encodeSignedSnapshot(data, this.#signature) : encodeSnapshot(data);
-    if (bytes.byteLength > this.#maxBytes) {
-      throw new SnapshotDecodeError('too_large', `${bytes.byteLength} bytes exceed the limit of ${this.#maxBytes}`);
-    }
+    const bytes = await encodeForStore(data, this.#maxBytes, this.#signature);
     // Same preconditions as Put Blob: If-None-Match: * fails when the blob exists, If-Match fails
     // when it is missing or has another ETag.
     const current = this.#current;

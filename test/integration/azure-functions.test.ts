@@ -1,6 +1,6 @@
 /**
  * The @azure/functions v4 handlers, called directly: an HttpRequest and an InvocationContext built
- * with the package's test constructors, app settings in process.env, and resetWorker() between
+ * with the package's test constructors, app settings in process.env, and resetFunctionsApp() between
  * tests so each reads its settings afresh. The app as the worker runs it (registration, hooks, the
  * library's invocation model) is tested in functions-host.test.ts.
  */
@@ -16,7 +16,7 @@ import { refreshNow } from '../../functions/refresh.js';
 import { smartConfiguration } from '../../functions/smart-configuration.js';
 import { ConfigError } from '../../src/config/load.js';
 import { DEV_APP_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
-import { handleRefreshTimer, resetWorker, startWorker, workerService } from '../../src/http/azure.js';
+import { handleRefreshTimer, resetFunctionsApp, startWorker, functionsAppOf } from '../../src/http/azure.js';
 import { ADMIN_KEY, API_KEY, FHIR_AUDIENCE, READER_OID } from '../../testkit/service.js';
 
 const BASE = 'http://localhost:7071';
@@ -58,7 +58,7 @@ beforeAll(async () => {
   idp = await DevIdentityProvider.start();
 });
 beforeEach(() => configure());
-afterEach(() => resetWorker());
+afterEach(() => resetFunctionsApp());
 afterAll(async () => {
   for (const k of SETTINGS) {
     if (saved[k] === undefined) delete process.env[k];
@@ -163,10 +163,10 @@ describe('decide (functions/decide.ts)', () => {
     expect(bodyOf(res)).toMatchObject({ reason: 'invalid_request', status: 400 });
   });
 
-  it('reads the settings again after resetWorker()', async () => {
+  it('reads the settings again after resetFunctionsApp()', async () => {
     const token = await mint();
     expect(bodyOf(await decide(jsonQuestion({ method: 'GET', path: '/Patient/1', token }), context())).reason).toBe('allowed');
-    resetWorker();
+    resetFunctionsApp();
     configure({ audience: 'https://another.example.test' });
     expect(bodyOf(await decide(jsonQuestion({ method: 'GET', path: '/Patient/1', token }), context())).reason).toBe('audience_mismatch');
   });
@@ -219,11 +219,11 @@ describe('PDP_CONFIG_FILE', () => {
       delete process.env.PDP_CONFIG;
       process.env.PDP_CONFIG_FILE = `test-output/${name}`;
       expect(bodyOf(await decide(jsonQuestion({ method: 'GET', path: '/Patient/1', token: await mint() }), context())).reason).toBe('allowed');
-      resetWorker();
+      resetFunctionsApp();
       process.env.PDP_CONFIG_FILE = 'test-output/no-such-config.json';
       const err = (() => {
         try {
-          workerService();
+          functionsAppOf();
         } catch (e) {
           return e;
         }
@@ -240,7 +240,7 @@ describe('PDP_CONFIG_FILE', () => {
 
 describe('health (functions/health.ts)', () => {
   it('answers 200 with issuer freshness once started', async () => {
-    await workerService().started;
+    await functionsAppOf().started;
     const res = await health(new HttpRequest({ method: 'GET', url: `${BASE}/api/health`, headers: { 'x-functions-key': ADMIN_KEY } }), context());
     expect(res.status).toBe(200);
     const body = bodyOf(res);
@@ -251,7 +251,7 @@ describe('health (functions/health.ts)', () => {
   it('answers 503 when the authority is down and nothing is cached', async () => {
     idp.down('unavailable');
     try {
-      await workerService().started;
+      await functionsAppOf().started;
       const res = await health(new HttpRequest({ method: 'GET', url: `${BASE}/api/health` }), context());
       expect(res.status).toBe(503);
       expect(bodyOf(res)).toMatchObject({ ready: false });
@@ -267,7 +267,7 @@ describe('smart-configuration (functions/smart-configuration.ts)', () => {
   it('serves SMART discovery anonymously when smartConfiguration is set, and 404 otherwise', async () => {
     const ask = () => smartConfiguration(new HttpRequest({ method: 'GET', url: `${BASE}/api/smart-configuration` }), context());
     expect((await ask()).status).toBe(404);
-    resetWorker();
+    resetFunctionsApp();
     configure({ smartConfiguration: {} });
     const res = await ask();
     expect(res.status).toBe(200);
@@ -305,7 +305,7 @@ describe('refresh (functions/refresh.ts)', () => {
 
   it('the timer reports a failed refresh without throwing', async () => {
     const log: unknown[][] = [];
-    await workerService().started;
+    await functionsAppOf().started;
     idp.down('unavailable');
     try {
       await expect(

@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPdpServer, headerList, listen } from '../../src/host/server.js';
 import { KeyRing } from '../../src/http/keys.js';
-import type { PdpRuntime } from '../../src/http/routes.js';
+import type { RoutedService } from '../../src/http/routes.js';
 import type { Pdp } from '../../src/decision/pipeline.js';
 
 const ADMIN = 'admin-key-for-the-host-server-test';
@@ -23,16 +23,16 @@ interface Answer {
 describe('the standalone host server', () => {
   let server: Server;
   let port: number;
-  let explainAnswer: () => ReturnType<NonNullable<PdpRuntime['explain']>>;
+  let explainAnswer: () => ReturnType<NonNullable<RoutedService['explain']>>;
 
   beforeAll(async () => {
-    const runtime: PdpRuntime = {
+    const service: RoutedService = {
       pdp: undefined as unknown as Pdp,
       health: () => ({ ready: true, note: 'é and ☃' }),
       refresh: () => Promise.reject(new Error('refresh failed')),
       explain: () => explainAnswer(),
     };
-    server = createPdpServer(runtime, { keys: new KeyRing([], [ADMIN]) });
+    server = createPdpServer(service, { keys: new KeyRing([], [ADMIN]) });
     port = ((await listen(server, 0, '127.0.0.1')) as AddressInfo).port;
   });
 

@@ -53,7 +53,7 @@ let azure: AzureAdapter | undefined;
  * and the adapter instance its handler uses.
  */
 async function loadFunctions(): Promise<{ options: TimerFunctionOptions; azure: AzureAdapter }> {
-  azure?.resetWorker();
+  azure?.resetFunctionsApp();
   registered.timers.clear();
   vi.resetModules();
   await import('../../functions/refresh.js');
@@ -64,7 +64,7 @@ async function loadFunctions(): Promise<{ options: TimerFunctionOptions; azure: 
 }
 
 afterEach(() => {
-  azure?.resetWorker();
+  azure?.resetFunctionsApp();
   idp.up();
   for (const k of SETTINGS) {
     if (saved[k] === undefined) delete process.env[k];
@@ -134,7 +134,7 @@ describe('functions/refresh.ts', () => {
     const { options, azure } = await loadFunctions();
     const first = await fire(options);
     expect(first).toMatchObject({ outcome: 'ok', stored: 'written', problems: [] });
-    const { service } = azure.workerService();
+    const { service } = azure.functionsAppOf();
     expect(service.store.kind).toBe('memory');
     expect(revisionOf(service)).toBe(first.revision);
 
@@ -153,7 +153,7 @@ describe('functions/refresh.ts', () => {
     const { options, azure } = await loadFunctions();
     const report = await fire(options);
     expect(report).toMatchObject({ outcome: 'ok', stored: 'written' });
-    expect(azure.workerService().service.store.kind).toBe('blob');
+    expect(azure.functionsAppOf().service.store.kind).toBe('blob');
 
     const other = new PdpService({
       config: parseConfig(JSON.parse(configJson())),
@@ -176,7 +176,7 @@ describe('functions/refresh.ts', () => {
     expect(report.outcome).toBe('partial');
     expect(report.problems.length).toBeGreaterThan(0);
     // The keys of the first refresh are kept in the new snapshot.
-    const { service } = azure.workerService();
+    const { service } = azure.functionsAppOf();
     expect(revisionOf(service)).toBe(report.revision);
     expect(report.revision).not.toBe(first.revision);
     const token = await idp.mint({ audience: AUDIENCE, scp: 'user_impersonation' });

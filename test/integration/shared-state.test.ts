@@ -9,7 +9,7 @@ import { BlobServiceClient } from '@azure/storage-blob';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { DEV_OBJECT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
-import { PdpService, type RuntimeOptions, type SnapshotAppliedEvent } from '../../src/app.js';
+import { PdpService, type PdpServiceOptions, type SnapshotAppliedEvent } from '../../src/app.js';
 import { DEFAULT_SNAPSHOT_BLOB } from '../../src/state/blob-store.js';
 import { startAzurite, type RunningAzurite } from '../../testkit/azurite.js';
 
@@ -33,7 +33,7 @@ afterEach(() => {
 });
 
 /** One PDP instance on the shared container, configured through app settings as in Azure. */
-function instance(container: string, options: Partial<RuntimeOptions> = {}): PdpService {
+function instance(container: string, options: Partial<PdpServiceOptions> = {}): PdpService {
   const s = new PdpService({
     config: parseConfig({ authority: idp.authority, audience: AUDIENCE, accessPolicies: [{ objectId: DEV_OBJECT_ID, dataActions: ['read'] }] }),
     env: { PDP_SNAPSHOT_STORE: 'blob', PDP_SNAPSHOT_CONNECTION: azurite.connectionString, PDP_SNAPSHOT_CONTAINER: container, PDP_SNAPSHOT_SIGNING_KEYS: SIGNING_KEYS },

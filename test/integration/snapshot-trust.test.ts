@@ -10,7 +10,7 @@ import { decodeProtectedHeader } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, parseConfig } from '../../src/config/load.js';
 import { DEV_OBJECT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
-import { PdpService, type RuntimeOptions } from '../../src/app.js';
+import { PdpService, type PdpServiceOptions } from '../../src/app.js';
 import { DEFAULT_SNAPSHOT_BLOB } from '../../src/state/blob-store.js';
 import { encodeSignedSnapshot, encodeSnapshot, newRevision } from '../../src/state/codec.js';
 import { SnapshotSignature } from '../../src/state/snapshot-signature.js';
@@ -41,7 +41,7 @@ interface Instance {
 }
 
 /** One PDP instance on a container, configured through app settings as in Azure. */
-function instance(container: string, settings: Record<string, string>, options: Partial<RuntimeOptions> = {}): Instance {
+function instance(container: string, settings: Record<string, string>, options: Partial<PdpServiceOptions> = {}): Instance {
   const warnings: string[] = [];
   const service = new PdpService({
     config: parseConfig({ authority: idp.authority, audience: AUDIENCE, accessPolicies: [{ objectId: DEV_OBJECT_ID, dataActions: ['read'] }] }),

@@ -24,8 +24,8 @@ const MAY_IMPORT: Readonly<Record<string, readonly string[]>> = {
   /** The compartment lookup: an edge that asks the FHIR server, like directory asks Graph. */
   lookup: ['core'],
   decision: ['core', 'config', 'fhir', 'policy', 'identity', 'directory', 'state', 'lookup'],
-  /** The AuthZEN 1.0 request and answer spelled in the decision's vocabulary (pure). */
-  authzen: ['core', 'decision'],
+  /** The AuthZEN 1.0 request and answer spelled in the decision's vocabulary (pure); a token field read as identity/extract.ts reads it. */
+  authzen: ['core', 'identity', 'decision'],
   // Metrics and traces: an edge like identity, which also reads app settings (PDP_METRICS,
   // APPLICATIONINSIGHTS_CONNECTION_STRING). The pipeline and the edges never import it: app.ts
   // feeds it through their callbacks (decision logger, onKeyFetch, Graph observer, onPoll).

@@ -9,7 +9,6 @@ import {
   formatSpan,
   relativeTime,
   renderExplanation,
-  stripBearer,
 } from '../../../src/explain/render.js';
 import type { Decision } from '../../../src/decision/types.js';
 import { refuse } from '../../../src/core/reasons.js';
@@ -93,7 +92,6 @@ describe('decodeForDisplay', () => {
     const t = rawToken({ alg: 'RS256', nonce: 'x' }, { aud: 'a' });
     expect(decodeForDisplay(t)).toEqual({ header: { alg: 'RS256', nonce: 'x' }, claims: { aud: 'a' }, verified: false });
     expect(decodeForDisplay(`Bearer ${t}`)?.claims).toEqual({ aud: 'a' });
-    expect(stripBearer(`  bearer   ${t} \n`)).toBe(t);
   });
 
   it.each([

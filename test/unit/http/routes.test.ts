@@ -5,19 +5,19 @@
 import { describe, expect, it } from 'vitest';
 import { KeyRing } from '../../../src/http/keys.js';
 import type { HealthReport } from '../../../src/state/health.js';
-import { route, type PdpRuntime } from '../../../src/http/routes.js';
+import { route, type RoutedService } from '../../../src/http/routes.js';
 import type { Pdp } from '../../../src/decision/pipeline.js';
 
 const ADMIN = 'admin-key-for-the-health-test';
 const SECRETISH = 'https://login.microsoftonline.com/8f6d2c1e-0000-4000-8000-000000000000';
 
-function runtimeWith(report: HealthReport): PdpRuntime {
+function serviceWith(report: HealthReport): RoutedService {
   return { pdp: undefined as unknown as Pdp, health: () => report, refresh: () => Promise.resolve({}) };
 }
 
 async function ask(report: HealthReport, headers: Record<string, string> = {}, loopbackOnly = false) {
   const answer = await route(
-    runtimeWith(report),
+    serviceWith(report),
     { method: 'GET', url: '/api/health', header: (name) => (headers[name] === undefined ? [] : [headers[name]!]) },
     { keys: new KeyRing([], [ADMIN]), loopbackOnly },
   );

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Refusal } from '../../../src/core/reasons.js';
-import { checkB64Token, locateBearerToken, type CredentialSources } from '../../../src/identity/extract.js';
+import { checkB64Token, hasAccessTokenParam, locateBearerToken, stripBearer, type CredentialSources } from '../../../src/identity/extract.js';
 
 /** The one bearer token of a request, fully checked: as the decision pipeline finds it. */
 function extractBearerToken(sources: CredentialSources): { ok: true; token: string } | Refusal {
@@ -61,5 +61,21 @@ describe('extractBearerToken (RFC 6750 §2)', () => {
     const secret = `Basic ${'s'.repeat(200)}`;
     const r = extractBearerToken({ authorization: [secret] });
     expect('reason' in r && r.hint.includes('s'.repeat(30))).toBe(false);
+  });
+});
+
+describe('a token field and the access_token parameter', () => {
+  it('reads `Bearer <token>` and `<token>` as the same token, whatever the case and the spaces', () => {
+    expect(stripBearer(`  bearer   ${T} \n`)).toBe(T);
+    expect(stripBearer(`Bearer ${T}`)).toBe(T);
+    expect(stripBearer(T)).toBe(T);
+    expect(stripBearer('Bearer   ')).toBe('');
+  });
+
+  it('finds access_token in the query only', () => {
+    expect(hasAccessTokenParam('/Patient?access_token=x')).toBe(true);
+    expect(hasAccessTokenParam('/Patient?a=1&access_token')).toBe(true);
+    expect(hasAccessTokenParam('/Patient/access_token')).toBe(false);
+    expect(hasAccessTokenParam('/Patient?my_access_token=x')).toBe(false);
   });
 });
