@@ -107,13 +107,13 @@ type ParsedOne =
   | { readonly kind: 'error'; readonly problem: string };
 
 /**
- * Parses the token's scopes into the grants they confer. `opts.audiences` are the accepted
+ * Parses the token's scopes into the SMART scope set they confer (the policy's grants are another thing: data actions). `opts.audiences` are the accepted
  * audiences, any of which may prefix a scope (Entra writes `{resource}/patient/Observation.read`).
  */
 export function parseSmartScopes(
   scopes: readonly string[],
   opts: { readonly audiences: readonly string[] },
-): { ok: true; grants: SmartScopeSet } | { ok: false; scope: string; problem: string } {
+): { ok: true; scopeSet: SmartScopeSet } | { ok: false; scope: string; problem: string } {
   if (scopes.length > MAX_SCOPES) return { ok: false, scope: '', problem: `the token holds more than ${MAX_SCOPES} scopes` };
   const prefixes = opts.audiences
     .map((a) => a.replace(/\/+$/, ''))
@@ -150,9 +150,9 @@ export function parseSmartScopes(
     }
     parsed.push(one.scope);
   }
-  const grants: SmartScopeSet =
+  const scopeSet: SmartScopeSet =
     context === undefined ? { scopes: parsed, ignored } : { context, version: version!, scopes: parsed, ignored };
-  return { ok: true, grants };
+  return { ok: true, scopeSet };
 }
 
 function parseOne(raw: string, audiencePrefixes: readonly string[]): ParsedOne {
@@ -392,7 +392,7 @@ type Refused = { readonly ok: false; readonly reason: 'insufficient_scope'; read
 const refused = (hint: string): Refused => ({ ok: false, reason: 'insufficient_scope', hint });
 
 export interface ScopeEvaluationInput {
-  readonly grants: SmartScopeSet;
+  readonly scopeSet: SmartScopeSet;
   readonly request: FhirRequest;
   /** The patient id in context (patientContextFrom), required by patient/ scopes. */
   readonly patientContext?: string;
@@ -411,18 +411,18 @@ export interface ScopeEvaluationInput {
 
 /** What the token's SMART scopes allow for this request (to be intersected with the principal's rights). */
 export function evaluateScopes(input: ScopeEvaluationInput): ScopeVerdict {
-  const { grants, request, compartmentMode } = input;
+  const { scopeSet, request, compartmentMode } = input;
   // The capability statement describes the server, not data; SMART discovery needs it.
   if (request.interaction === 'capabilities' || request.interaction === 'smart-configuration') return { ok: true, actions: new Set(ALL_BUT_SMART) };
 
-  if (grants.context === undefined || grants.scopes.length === 0) {
-    const seen = grants.ignored.length === 0 ? '' : ` (it carries only ${list(grants.ignored)})`;
+  if (scopeSet.context === undefined || scopeSet.scopes.length === 0) {
+    const seen = scopeSet.ignored.length === 0 ? '' : ` (it carries only ${list(scopeSet.ignored)})`;
     return refused(`the token carries no patient/, user/ or system/ resource scope${seen}`);
   }
-  const context = grants.context;
+  const context = scopeSet.context;
   if (context === 'system' && !input.isAppToken) {
     // SMART Backend Services: system/ scopes are for a client acting on its own behalf.
-    return refused(`system/ scopes (${list(grants.scopes.map((s) => s.scope))}) are only valid in an app (client credentials) token, and this token has a user`);
+    return refused(`system/ scopes (${list(scopeSet.scopes.map((s) => s.scope))}) are only valid in an app (client credentials) token, and this token has a user`);
   }
   const patient = context === 'patient' ? input.patientContext : undefined;
   if (context === 'patient' && (patient === undefined || patient === '')) {
@@ -440,7 +440,7 @@ export function evaluateScopes(input: ScopeEvaluationInput): ScopeVerdict {
   const used = new Set<SmartScope>();
   let additions: QueryAddition[] | undefined;
   for (const need of plan.needs) {
-    const covered = cover(grants.scopes, need, request, narrow);
+    const covered = cover(scopeSet.scopes, need, request, narrow);
     if (!covered.ok) return covered;
     if (need.primary) for (const s of covered.scopes) used.add(s);
     if (covered.additions) (additions ??= []).push(...covered.additions);

@@ -240,7 +240,7 @@ export function decideAccess(input: AccessInput): Allowed | Refusal | LookupNeed
       return r;
     }
     const verdict = evaluateScopes({
-      grants: parsed.grants,
+      scopeSet: parsed.scopeSet,
       request,
       ...(context.patient ? { patientContext: context.patient } : {}),
       isAppToken: principal.isAppToken,

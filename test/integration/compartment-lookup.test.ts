@@ -320,7 +320,9 @@ class BadFhirServer {
 
   private answer(req: IncomingMessage, res: ServerResponse): void {
     this.authorizations.push(req.headers.authorization);
-    const json = (status: number, body: unknown) => res.writeHead(status, { 'content-type': 'application/fhir+json' }).end(JSON.stringify(body));
+    const json = (status: number, body: unknown): void => {
+      res.writeHead(status, { 'content-type': 'application/fhir+json' }).end(JSON.stringify(body));
+    };
     switch (this.mode) {
       case 'found':
         return json(200, { resourceType: 'Bundle', type: 'searchset', total: 1 });

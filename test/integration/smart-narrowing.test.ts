@@ -42,7 +42,7 @@ function decideJson(host: StartedHost, path: string, auth: string, key = API_KEY
 }
 
 function forwardAuth(host: StartedHost, family: 'nginx' | 'traefik', path: string, auth: string): Promise<RawResponse> {
-  const headers =
+  const headers: Record<string, string> =
     family === 'nginx' ? { 'x-original-method': 'GET', 'x-original-uri': path } : { 'x-forwarded-method': 'GET', 'x-forwarded-uri': path, 'x-forwarded-proto': 'https' };
   return rawRequest(host.url, { method: 'GET', path: '/api/decide', headers: { ...headers, authorization: `Bearer ${auth}`, 'x-functions-key': API_KEY } });
 }

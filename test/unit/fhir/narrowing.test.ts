@@ -28,9 +28,9 @@ function evaluate(c: Case, narrow: boolean) {
   if (!parsed.ok) throw new Error(parsed.problem);
   const request = parseFhirRequest(c.method ?? 'GET', c.target);
   if (!request.ok) throw new Error(request.problem);
-  const patient = c.patient === null ? undefined : (c.patient ?? (parsed.grants.context === 'patient' ? PATIENT : undefined));
+  const patient = c.patient === null ? undefined : (c.patient ?? (parsed.scopeSet.context === 'patient' ? PATIENT : undefined));
   return evaluateScopes({
-    grants: parsed.grants,
+    scopeSet: parsed.scopeSet,
     request: request.request,
     ...(patient ? { patientContext: patient } : {}),
     isAppToken: false,

@@ -101,9 +101,9 @@ const TABLE: ReadonlyArray<readonly [scope: string, outcome: Outcome, reference:
 function outcomeOf(scope: string): Outcome {
   const parsed = parseSmartScopes([scope], { audiences: [AUDIENCE] });
   if (!parsed.ok) return 'rejected';
-  const s = parsed.grants.scopes[0];
+  const s = parsed.scopeSet.scopes[0];
   if (s === undefined) return 'ignored';
-  return { context: parsed.grants.context!, type: s.resourceType, interactions: [...s.interactions] };
+  return { context: parsed.scopeSet.context!, type: s.resourceType, interactions: [...s.interactions] };
 }
 
 describe('scope spellings, against microsoft/fhir-server', () => {
@@ -146,7 +146,7 @@ describe('decisions under the Microsoft spellings', () => {
     if (!parsed.ok) throw new Error(parsed.problem);
     const request = parseFhirRequest(method, target);
     if (!request.ok) throw new Error(request.problem);
-    return evaluateScopes({ grants: parsed.grants, request: request.request, patientContext: patient, isAppToken: false, compartmentMode: 'refuse' });
+    return evaluateScopes({ scopeSet: parsed.scopeSet, request: request.request, patientContext: patient, isAppToken: false, compartmentMode: 'refuse' });
   }
 
   it.each<[string, string, string, boolean]>([

@@ -15,10 +15,10 @@ import type { DataAction } from '../../../src/core/data-actions.js';
 
 const AUDIENCES = ['https://fhir.example', 'api://11111111-2222-3333-4444-555555555555/'];
 
-function grantsOf(scopes: string): SmartScopeSet {
+function scopeSetOf(scopes: string): SmartScopeSet {
   const parsed = parseSmartScopes(scopes.split(' ').filter(Boolean), { audiences: AUDIENCES });
   if (!parsed.ok) throw new Error(`expected scopes to parse: ${parsed.problem}`);
-  return parsed.grants;
+  return parsed.scopeSet;
 }
 
 type Fields = Partial<Omit<FhirRequest, 'method' | 'path' | 'query' | 'interaction'>>;
@@ -104,10 +104,10 @@ describe('parseSmartScopes: valid forms', () => {
     const parsed = parseSmartScopes([scope], { audiences: [] });
     expect(parsed.ok).toBe(true);
     if (!parsed.ok) return;
-    expect(parsed.grants.context).toBe(context);
-    expect(parsed.grants.version).toBe(version);
-    expect(parsed.grants.scopes).toHaveLength(1);
-    const s = parsed.grants.scopes[0]!;
+    expect(parsed.scopeSet.context).toBe(context);
+    expect(parsed.scopeSet.version).toBe(version);
+    expect(parsed.scopeSet.scopes).toHaveLength(1);
+    const s = parsed.scopeSet.scopes[0]!;
     expect(s.scope).toBe(scope);
     expect(s.resourceType).toBe(resourceType);
     expect([...s.interactions].sort()).toEqual([...interactions].sort());
@@ -115,7 +115,7 @@ describe('parseSmartScopes: valid forms', () => {
   });
 
   it('keeps several scopes of one context and version', () => {
-    const grants = grantsOf('openid fhirUser patient/Observation.rs patient/Patient.r launch/patient');
+    const grants = scopeSetOf('openid fhirUser patient/Observation.rs patient/Patient.r launch/patient');
     expect(grants.scopes.map((s) => s.resourceType)).toEqual(['Observation', 'Patient']);
     expect(grants.ignored).toEqual(['openid', 'fhirUser', 'launch/patient']);
   });
@@ -136,9 +136,9 @@ describe('parseSmartScopes: Entra spellings', () => {
     const parsed = parseSmartScopes([scope], { audiences: AUDIENCES });
     expect(parsed.ok).toBe(true);
     if (!parsed.ok) return;
-    expect(parsed.grants.context).toBe('patient');
-    expect(parsed.grants.version).toBe(1);
-    const s = parsed.grants.scopes[0]!;
+    expect(parsed.scopeSet.context).toBe('patient');
+    expect(parsed.scopeSet.version).toBe(1);
+    const s = parsed.scopeSet.scopes[0]!;
     expect(s.scope).toBe(scope);
     expect(s.resourceType).toBe('Observation');
     expect([...s.interactions].sort()).toEqual(['readById', 'search']);
@@ -153,13 +153,13 @@ describe('parseSmartScopes: Entra spellings', () => {
     const parsed = parseSmartScopes([scope], { audiences: AUDIENCES });
     expect(parsed.ok).toBe(true);
     if (!parsed.ok) return;
-    expect(parsed.grants.scopes[0]!.resourceType).toBe(type);
-    expect([...parsed.grants.scopes[0]!.interactions].sort()).toEqual([...interactions].sort());
+    expect(parsed.scopeSet.scopes[0]!.resourceType).toBe(type);
+    expect([...parsed.scopeSet.scopes[0]!.interactions].sort()).toEqual([...interactions].sort());
   });
 
   it('a prefix that is not an accepted audience is not stripped: the scope is ignored', () => {
     const parsed = parseSmartScopes(['https://other.example/patient/Observation.read'], { audiences: AUDIENCES });
-    expect(parsed).toEqual({ ok: true, grants: { scopes: [], ignored: ['https://other.example/patient/Observation.read'] } });
+    expect(parsed).toEqual({ ok: true, scopeSet: { scopes: [], ignored: ['https://other.example/patient/Observation.read'] } });
   });
 });
 
@@ -180,7 +180,7 @@ describe('parseSmartScopes: scopes that are not resource scopes are ignored', ()
     'Patient/Observation.read',
     'patients/Observation.read',
   ])('%s', (scope) => {
-    expect(parseSmartScopes([scope], { audiences: AUDIENCES })).toEqual({ ok: true, grants: { scopes: [], ignored: [scope] } });
+    expect(parseSmartScopes([scope], { audiences: AUDIENCES })).toEqual({ ok: true, scopeSet: { scopes: [], ignored: [scope] } });
   });
 });
 
@@ -302,7 +302,7 @@ interface Case {
 
 function check(c: Case): void {
   const verdict = evaluateScopes({
-    grants: grantsOf(c.scopes),
+    scopeSet: scopeSetOf(c.scopes),
     request: c.request,
     ...(c.patient === undefined ? {} : { patientContext: c.patient }),
     isAppToken: c.app ?? false,
@@ -864,9 +864,9 @@ describe('data actions', () => {
 });
 
 describe('evaluateScopes with compartmentLookup', () => {
-  const P = grantsOf('launch/patient patient/Observation.rs patient/Patient.rs patient/Device.rs patient/Condition.rs patient/Practitioner.rs');
+  const P = scopeSetOf('launch/patient patient/Observation.rs patient/Patient.rs patient/Device.rs patient/Condition.rs patient/Practitioner.rs');
   const ask = (request: FhirRequest, compartmentLookup: boolean, compartmentMode: 'refuse' | 'delegate' = 'refuse') =>
-    evaluateScopes({ grants: P, request, patientContext: 'A', isAppToken: false, compartmentMode, compartmentLookup });
+    evaluateScopes({ scopeSet: P, request, patientContext: 'A', isAppToken: false, compartmentMode, compartmentLookup });
 
   it.each<[string, FhirRequest, { parameter: 'patient' | 'subject' }]>([
     ['read of an Observation (patient)', read('Observation', 'o1'), { parameter: 'patient' }],
@@ -909,7 +909,7 @@ describe('evaluateScopes with compartmentLookup', () => {
   });
 
   it('user/ scopes need no compartment, so nothing is asked', () => {
-    const v = evaluateScopes({ grants: grantsOf('user/Observation.rs'), request: read('Observation', 'o1'), isAppToken: false, compartmentMode: 'refuse', compartmentLookup: true });
+    const v = evaluateScopes({ scopeSet: scopeSetOf('user/Observation.rs'), request: read('Observation', 'o1'), isAppToken: false, compartmentMode: 'refuse', compartmentLookup: true });
     expect(v.ok && v.lookupCompartment).toBeUndefined();
   });
 });
