@@ -3,6 +3,8 @@
  * spawn node, wait for the line that says it is ready (an event, never a sleep), stop it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants as fsConstants } from 'node:fs';
+import { delimiter, join } from 'node:path';
 import { createInterface } from 'node:readline';
 
 export interface RunningChild {
@@ -75,4 +77,19 @@ export function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PDP_') && k !== 'AzureWebJobsStorage' && k !== 'PORT') env[k] = v;
   return { ...env, ...extra };
+}
+
+/** The path of an executable on PATH or in one of `alsoIn` (where Debian puts servers), or undefined. */
+export function findExecutable(name: string, alsoIn: readonly string[] = []): string | undefined {
+  for (const dir of [...(process.env.PATH ?? '').split(delimiter), ...alsoIn]) {
+    if (!dir) continue;
+    const candidate = join(dir, name);
+    try {
+      accessSync(candidate, fsConstants.X_OK);
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
 }

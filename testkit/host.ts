@@ -24,17 +24,24 @@ export const IDENTITY_HEADERS = [
 export type SnippetName = 'nginx' | 'nginx-smart-configuration' | 'traefik-static' | 'traefik-dynamic' | 'envoy' | 'apim';
 
 /**
- * The fenced code block that follows `<!-- snippet: NAME -->` in docs/gateways.md. Throws when the
- * marker or the fence is missing, so a docs edit that drops a tested snippet fails the tests.
+ * The fenced code block that follows `<!-- snippet: NAME -->` in a doc. Throws when the marker is
+ * missing or repeated or the fence does not follow it, so a docs edit that drops a tested snippet
+ * fails the tests.
  */
-export function docSnippet(name: SnippetName): string {
-  const doc = readFileSync(GATEWAYS_DOC, 'utf8');
+export function fencedSnippet(doc: URL, name: string): string {
+  const text = readFileSync(doc, 'utf8');
+  const file = doc.pathname.slice(doc.pathname.lastIndexOf('/docs/') + 1);
   const marker = `<!-- snippet: ${name} -->`;
-  const at = doc.indexOf(marker);
-  if (at < 0 || doc.indexOf(marker, at + marker.length) >= 0) throw new Error(`docs/gateways.md must hold exactly one "${marker}"`);
-  const fence = /^```[a-z]*\n([\s\S]*?)^```$/m.exec(doc.slice(at + marker.length));
+  const at = text.indexOf(marker);
+  if (at < 0 || text.indexOf(marker, at + marker.length) >= 0) throw new Error(`${file} must hold exactly one "${marker}"`);
+  const fence = /^```[a-z]*\n([\s\S]*?)^```$/m.exec(text.slice(at + marker.length));
   if (!fence || fence.index > 2) throw new Error(`"${marker}" must be followed directly by a fenced code block`);
   return fence[1]!;
+}
+
+/** A snippet of docs/gateways.md. */
+export function docSnippet(name: SnippetName): string {
+  return fencedSnippet(GATEWAYS_DOC, name);
 }
 
 /** Replaces a placeholder that must occur exactly `times` times, so a renamed placeholder fails loudly. */

@@ -5,7 +5,7 @@
  * socket to time out.
  */
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createTcpServer, type AddressInfo } from 'node:net';
 
 /** Listens on 127.0.0.1 (`port` 0: any free port) and resolves with the port, or rejects on a bind error. */
 export function listenOnLoopback(server: Server, port = 0): Promise<number> {
@@ -23,4 +23,19 @@ export function closeServer(server: Server): Promise<void> {
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   server.closeAllConnections();
   return closed;
+}
+
+/**
+ * A free loopback port for a server that is not ours to bind (nginx, Prometheus): bound, read and
+ * released. Another process could take it in between; on a test machine none does.
+ */
+export function reserveLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createTcpServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
 }

@@ -9,11 +9,11 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
-import { accessSync, chmodSync, constants as fsConstants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
-import { createServer, connect, type AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import smart from 'fhirclient';
 import type * as FhirClientClass from 'fhirclient/lib/FhirClient.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,7 +21,9 @@ import type { Bundle, Resource } from '@medplum/fhirtypes';
 import type { StartedHost } from '../../src/host/main.js';
 import { DEV_APP_ID, DEV_OBJECT_ID, DEV_TENANT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
 import { startFhirUpstream, type FhirUpstream } from '../../testkit/fhir-upstream.js';
+import { findExecutable } from '../../testkit/child.js';
 import { docSnippet, rawRequest, startPdpHost, substitute, type RawResponse } from '../../testkit/host.js';
+import { reserveLoopbackPort } from '../../testkit/loopback.js';
 
 const AUDIENCE = 'https://fhir.example.test';
 const STRANGER_OID = '0b7c6d5e-4f3a-4b2c-9d1e-8f7a6b5c4d3e';
@@ -40,40 +42,13 @@ const API_KEY = `nginx-e2e-${randomUUID()}`;
 const ADMIN_KEY = `nginx-e2e-admin-${randomUUID()}`;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-function findNginx(): string | undefined {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/usr/local/sbin', '/usr/local/nginx/sbin'];
-  for (const dir of dirs) {
-    if (!dir) continue;
-    const candidate = join(dir, 'nginx');
-    try {
-      accessSync(candidate, fsConstants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
-
 /** fhirclient's standalone FHIR client; its Node entry exports it as `smart.FhirClient`, its types do not. */
 const FhirClient = (smart as typeof smart & { FhirClient: typeof FhirClientClass.default }).FhirClient;
 
-const NGINX = findNginx();
+const NGINX = findExecutable('nginx', ['/usr/sbin', '/usr/local/sbin', '/usr/local/nginx/sbin']);
 const REQUIRED = Boolean(process.env.CI);
 const SKIP = NGINX === undefined && !REQUIRED;
 if (SKIP) process.stderr.write('test/e2e/nginx.test.ts: SKIPPED: nginx is not installed (apt-get install -y nginx); with CI set this is a failure\n');
-
-/** A free loopback port: bound, read, released for nginx to take. */
-function reservePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 function tryConnect(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -146,7 +121,7 @@ async function startNginx(pdpAddress: string, fhirAddress: string, options: Ngin
   const dir = mkdtempSync(join(tmpdir(), 'fhir-pdp-nginx-'));
   // Workers drop root privileges; they must reach their temp paths inside this directory.
   chmodSync(dir, 0o755);
-  const port = await reservePort();
+  const port = await reserveLoopbackPort();
   const confPath = join(dir, 'nginx.conf');
   writeFileSync(confPath, nginxConfig(dir, port, pdpAddress, fhirAddress, options));
   const child = spawn(NGINX, ['-p', `${dir}/`, '-c', confPath, '-e', 'stderr', '-g', `daemon off; pid ${dir}/nginx.pid; error_log stderr;`], {

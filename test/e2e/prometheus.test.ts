@@ -8,58 +8,24 @@
  * prometheus fails the suite (.ci/run installs it).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants as fsConstants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StartedHost } from '../../src/host/main.js';
 import { DEV_OBJECT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
-import { startPdpHost, substitute } from '../../testkit/host.js';
+import { findExecutable } from '../../testkit/child.js';
+import { fencedSnippet, startPdpHost, substitute } from '../../testkit/host.js';
+import { reserveLoopbackPort } from '../../testkit/loopback.js';
 
 const AUDIENCE = 'https://fhir.example.test';
 const ADMIN_KEY = 'prometheus-e2e-admin-key-0123456789';
 const STRANGER_OID = '0b7c6d5e-4f3a-4b2c-9d1e-8f7a6b5c4d3e';
 
-function findPrometheus(): string | undefined {
-  for (const dir of [...(process.env.PATH ?? '').split(delimiter), '/usr/bin', '/usr/local/bin']) {
-    if (!dir) continue;
-    try {
-      accessSync(join(dir, 'prometheus'), fsConstants.X_OK);
-      return join(dir, 'prometheus');
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
-
-const PROMETHEUS = findPrometheus();
+const PROMETHEUS = findExecutable('prometheus', ['/usr/bin', '/usr/local/bin']);
 const REQUIRED = Boolean(process.env.CI);
 const SKIP = PROMETHEUS === undefined && !REQUIRED;
 if (SKIP) process.stderr.write('test/e2e/prometheus.test.ts: SKIPPED: prometheus is not installed (apt-get install -y prometheus); with CI set this is a failure\n');
-
-/** The fenced block after `<!-- snippet: prometheus -->` in docs/operations.md. */
-function scrapeSnippet(): string {
-  const doc = readFileSync(new URL('../../docs/operations.md', import.meta.url), 'utf8');
-  const marker = '<!-- snippet: prometheus -->';
-  const at = doc.indexOf(marker);
-  if (at < 0) throw new Error(`docs/operations.md must hold "${marker}"`);
-  const fence = /^```[a-z]*\n([\s\S]*?)^```$/m.exec(doc.slice(at + marker.length));
-  if (!fence || fence.index > 2) throw new Error(`"${marker}" must be followed directly by a fenced code block`);
-  return fence[1]!;
-}
-
-function reservePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** Polls `probe` until it returns a value, at most `ms`; each try waits on the previous answer. */
 async function until<T>(what: string, ms: number, probe: () => Promise<T | undefined>): Promise<T> {
@@ -107,12 +73,12 @@ describe.skipIf(SKIP)('a real Prometheus scraping the standalone host', () => {
     });
     await host.service.refresh();
     dir = mkdtempSync(join(tmpdir(), 'fhir-pdp-prometheus-'));
-    let config = scrapeSnippet();
+    let config = fencedSnippet(new URL('../../docs/operations.md', import.meta.url), 'prometheus');
     config = substitute(config, 'PDP_ADMIN_KEY', ADMIN_KEY);
     config = substitute(config, 'PDP_HOST_PORT', new URL(host.url).host);
     config = substitute(config, 'scrape_interval: 15s', 'scrape_interval: 1s');
     writeFileSync(join(dir, 'prometheus.yml'), config);
-    const port = await reservePort();
+    const port = await reserveLoopbackPort();
     promUrl = `http://127.0.0.1:${port}`;
     prometheus = spawn(PROMETHEUS, [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`], {
       stdio: ['ignore', 'pipe', 'pipe'],
