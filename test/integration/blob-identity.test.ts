@@ -8,16 +8,14 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { SignJWT } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { cleanEnv, startNode, type RunningChild } from '../../testkit/child.js';
 import { DEV_OBJECT_ID, DevIdentityProvider } from '../../testkit/dev-idp.js';
+import { ManagedIdentityEndpoint } from '../../testkit/managed-identity.js';
 import { startHost } from '../../src/host/main.js';
 import { blobStoreSettingsFrom } from '../../src/state/blob-settings.js';
 import { startAzurite, type RunningAzurite } from '../../testkit/azurite.js';
@@ -25,76 +23,14 @@ import { startAzurite, type RunningAzurite } from '../../testkit/azurite.js';
 const MAIN = new URL('../../dist/bundle/main.js', import.meta.url).pathname;
 const AUDIENCE = 'https://fhir.example.test';
 const ADMIN_KEY = randomBytes(18).toString('base64url');
-const IDENTITY_HEADER = randomBytes(18).toString('base64url');
 const CLIENT_ID = '6f1c2d3e-4a5b-4c6d-8e7f-9a0b1c2d3e4f';
 const TENANT_ID = '72f988bf-86f1-41af-91ab-2d7cd011db47';
 
-interface TokenRequest {
-  readonly resource: string | null;
-  readonly clientId: string | null;
-  readonly identityHeaderOk: boolean;
-}
-
-/**
- * The App Service managed identity endpoint
- * (https://learn.microsoft.com/azure/app-service/overview-managed-identity#rest-endpoint-reference):
- * GET ?resource=…&api-version=2019-08-01[&client_id=…] with the X-IDENTITY-HEADER secret, answering
- * { access_token, expires_on, resource, token_type, client_id }.
- */
-class IdentityEndpoint {
-  readonly requests: TokenRequest[] = [];
-  readonly issued: string[] = [];
-  audience = 'https://storage.azure.com';
-  private constructor(private readonly server: Server, readonly url: string) {}
-
-  static async start(): Promise<IdentityEndpoint> {
-    const server = createServer();
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    const { port } = server.address() as { port: number };
-    const endpoint = new IdentityEndpoint(server, `http://127.0.0.1:${port}/msi/token`);
-    server.on('request', (req, res) => void endpoint.answer(req, res));
-    return endpoint;
-  }
-
-  private async answer(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://127.0.0.1');
-    const request = {
-      resource: url.searchParams.get('resource'),
-      clientId: url.searchParams.get('client_id'),
-      identityHeaderOk: req.headers['x-identity-header'] === IDENTITY_HEADER,
-    };
-    this.requests.push(request);
-    if (!request.identityHeaderOk) {
-      res.writeHead(401, { 'content-type': 'application/json' }).end('{"error":"invalid header"}');
-      return;
-    }
-    const now = Math.floor(Date.now() / 1000);
-    // Azurite's basic OAuth reads aud, iss (an Entra STS prefix), iat, nbf and exp; the signature is not checked.
-    const token = await new SignJWT({ oid: randomUUID(), tid: TENANT_ID, appid: request.clientId ?? randomUUID() })
-      .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-      .setAudience(this.audience)
-      .setIssuer(`https://sts.windows.net/${TENANT_ID}/`)
-      .setIssuedAt(now)
-      .setNotBefore(now - 60)
-      .setExpirationTime(now + 3600)
-      .sign(randomBytes(32));
-    this.issued.push(token);
-    res.writeHead(200, { 'content-type': 'application/json' }).end(
-      JSON.stringify({ access_token: token, expires_on: String(now + 3600), resource: request.resource, token_type: 'Bearer', client_id: request.clientId ?? CLIENT_ID }),
-    );
-  }
-
-  close(): Promise<void> {
-    this.server.closeAllConnections();
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-}
 
 let dir: string;
 let certPath: string;
 let azurite: RunningAzurite;
-let identity: IdentityEndpoint;
+let identity: ManagedIdentityEndpoint;
 let idp: DevIdentityProvider;
 const hosts: RunningChild[] = [];
 
@@ -107,7 +43,7 @@ beforeAll(async () => {
     'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1',
     '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', keyPath, '-out', certPath,
   ]);
-  [azurite, identity, idp] = await Promise.all([startAzurite({ oauthHttps: { certPath, keyPath } }), IdentityEndpoint.start(), DevIdentityProvider.start()]);
+  [azurite, identity, idp] = await Promise.all([startAzurite({ oauthHttps: { certPath, keyPath } }), ManagedIdentityEndpoint.start({ tenantId: TENANT_ID, defaultClientId: CLIENT_ID }), DevIdentityProvider.start()]);
 });
 
 afterAll(async () => {
@@ -144,7 +80,7 @@ async function startIdentityHost(container: string, settings: Record<string, str
       PDP_SNAPSHOT_CONTAINER: container,
       PDP_SNAPSHOT_SIGNING_KEYS: 'k1:c2lnbmluZy1rZXktb2YtdGhlLWlkZW50aXR5LXRlc3QtMzJi',
       IDENTITY_ENDPOINT: identity.url,
-      IDENTITY_HEADER,
+      IDENTITY_HEADER: identity.identityHeader,
       NODE_EXTRA_CA_CERTS: certPath,
       ...settings,
     }),

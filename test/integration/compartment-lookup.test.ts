@@ -6,7 +6,6 @@
  * IDENTITY_HEADER, the App Service / Functions source) served by a local stand-in, and the upstream
  * records that it was sent. A second server answers the ways a FHIR server can fail.
  */
-import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,11 +13,11 @@ import type { PdpConfigInput } from '../../src/config/schema.js';
 import { FhirCompartmentLookup } from '../../src/lookup/fhir-lookup.js';
 import { DevIdentityProvider } from '../../testkit/dev-idp.js';
 import { startFhirUpstream, type FhirUpstream } from '../../testkit/fhir-upstream.js';
+import { ManagedIdentityEndpoint } from '../../testkit/managed-identity.js';
 import { E2E_AUDIENCE, outcome, startE2ePdp, type E2ePdp } from '../../testkit/service.js';
 
 const PATIENT_USER = '1d2c3b4a-5f6e-4a7b-8c9d-0e1f2a3b4c5d';
 const MI_CLIENT_ID = '6f1c2d3e-4a5b-4c6d-8e7f-9a0b1c2d3e4f';
-const IDENTITY_HEADER = randomBytes(18).toString('base64url');
 
 const SEED = [
   { resourceType: 'Patient' as const, id: 'A' },
@@ -61,14 +60,14 @@ afterAll(async () => {
 
 describe('a read by id, proven by asking the FHIR server', () => {
   let pdp: E2ePdp;
-  let identity: IdentityEndpoint;
+  let identity: ManagedIdentityEndpoint;
   const saved = { endpoint: process.env.IDENTITY_ENDPOINT, header: process.env.IDENTITY_HEADER };
 
   beforeAll(async () => {
-    identity = await IdentityEndpoint.start();
+    identity = await ManagedIdentityEndpoint.start();
     // @azure/identity's App Service managed identity source, read when the credential is made.
     process.env.IDENTITY_ENDPOINT = identity.url;
-    process.env.IDENTITY_HEADER = IDENTITY_HEADER;
+    process.env.IDENTITY_HEADER = identity.identityHeader;
     pdp = await startE2ePdp(configWith({ fhirBaseUrl: upstream.origin, credential: { kind: 'managedIdentity', clientId: MI_CLIENT_ID } }));
     await pdp.service.prepare();
   });
@@ -372,55 +371,3 @@ class BadFhirServer {
   }
 }
 
-interface TokenRequest {
-  readonly resource: string | null;
-  readonly clientId: string | null;
-  readonly identityHeaderOk: boolean;
-}
-
-/**
- * The App Service managed identity endpoint
- * (https://learn.microsoft.com/azure/app-service/overview-managed-identity#rest-endpoint-reference):
- * GET ?resource=…&api-version=2019-08-01[&client_id=…] with the X-IDENTITY-HEADER secret.
- */
-class IdentityEndpoint {
-  readonly requests: TokenRequest[] = [];
-  readonly issued: string[] = [];
-  /** Answer every request 401, as the endpoint does for an identity not assigned to the app. */
-  refuse = false;
-  private constructor(
-    private readonly server: Server,
-    readonly url: string,
-  ) {}
-
-  static async start(): Promise<IdentityEndpoint> {
-    const server = createServer();
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    const { port } = server.address() as { port: number };
-    const endpoint = new IdentityEndpoint(server, `http://127.0.0.1:${port}/msi/token`);
-    server.on('request', (req, res) => endpoint.answer(req, res));
-    return endpoint;
-  }
-
-  private answer(req: IncomingMessage, res: ServerResponse): void {
-    const url = new URL(req.url ?? '/', 'http://127.0.0.1');
-    const request = { resource: url.searchParams.get('resource'), clientId: url.searchParams.get('client_id'), identityHeaderOk: req.headers['x-identity-header'] === IDENTITY_HEADER };
-    this.requests.push(request);
-    if (!request.identityHeaderOk || this.refuse) {
-      res.writeHead(401, { 'content-type': 'application/json' }).end('{"error":"invalid header"}');
-      return;
-    }
-    const token = `mi-token-${randomBytes(12).toString('base64url')}`;
-    this.issued.push(token);
-    const expiresOn = Math.floor(Date.now() / 1000) + 3600;
-    res
-      .writeHead(200, { 'content-type': 'application/json' })
-      .end(JSON.stringify({ access_token: token, expires_on: String(expiresOn), resource: request.resource, token_type: 'Bearer', client_id: request.clientId }));
-  }
-
-  close(): Promise<void> {
-    this.server.closeAllConnections();
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-}
