@@ -30,7 +30,7 @@ export type SnippetName = 'nginx' | 'nginx-smart-configuration' | 'traefik-stati
  */
 export function fencedSnippet(doc: URL, name: string): string {
   const text = readFileSync(doc, 'utf8');
-  const file = doc.pathname.slice(doc.pathname.lastIndexOf('/docs/') + 1);
+  const file = doc.pathname.split('/').slice(-2).join('/');
   const marker = `<!-- snippet: ${name} -->`;
   const at = text.indexOf(marker);
   if (at < 0 || text.indexOf(marker, at + marker.length) >= 0) throw new Error(`${file} must hold exactly one "${marker}"`);

@@ -107,8 +107,9 @@ type ParsedOne =
   | { readonly kind: 'error'; readonly problem: string };
 
 /**
- * Parses the token's scopes into the SMART scope set they confer (the policy's grants are another thing: data actions). `opts.audiences` are the accepted
- * audiences, any of which may prefix a scope (Entra writes `{resource}/patient/Observation.read`).
+ * Parses the token's scopes into the SMART scope set they confer (the policy's grants, data
+ * actions, are another thing). `opts.audiences` are the accepted audiences, any of which may
+ * prefix a scope (Entra writes `{resource}/patient/Observation.read`).
  */
 export function parseSmartScopes(
   scopes: readonly string[],
