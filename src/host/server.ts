@@ -28,10 +28,41 @@ interface ReadBody {
   readonly tooLarge: boolean;
 }
 
+const NO_VALUES: readonly string[] = Object.freeze([]);
+
+/**
+ * Every value of a header, in order, from node's raw header list. `req.headers` keeps only the
+ * first Authorization, which would hide a second credential; `req.headersDistinct` keeps them all
+ * but builds an array for every header of every request, when a decision reads three or four. The
+ * names are lowercased once, on the first lookup: a decision looks up eight or so.
+ */
+export class RawHeaders {
+  readonly #raw: readonly string[];
+  #names?: string[];
+
+  constructor(raw: readonly string[]) {
+    this.#raw = raw;
+  }
+
+  values(name: string): readonly string[] {
+    const raw = this.#raw;
+    let names = this.#names;
+    if (names === undefined) {
+      names = [];
+      for (let i = 0; i + 1 < raw.length; i += 2) names.push(raw[i]!.toLowerCase());
+      this.#names = names;
+    }
+    const wanted = name.toLowerCase();
+    let values: string[] | undefined;
+    for (let i = 0; i < names.length; i++) if (names[i] === wanted) (values ??= []).push(raw[2 * i + 1]!);
+    // Most lookups find nothing (a JSON question has no X-Original-URI, no traceparent, …).
+    return values ?? NO_VALUES;
+  }
+}
+
 /** Reads the body, bounded, and calls `done` once (callbacks, not a promise: this runs per request). */
-function readBody(req: IncomingMessage, limit: number, done: (body: ReadBody) => void, failed: () => void): void {
-  // From the raw list: reading req.headers would build node's header object for every request.
-  const declared = Number(headerValues(req.rawHeaders, 'content-length')[0] ?? NaN);
+function readBody(req: IncomingMessage, headers: RawHeaders, limit: number, done: (body: ReadBody) => void, failed: () => void): void {
+  const declared = Number(headers.values('content-length')[0] ?? NaN);
   if (Number.isFinite(declared) && declared > limit) {
     req.resume();
     done({ tooLarge: true });
@@ -56,23 +87,8 @@ function readBody(req: IncomingMessage, limit: number, done: (body: ReadBody) =>
 }
 
 /**
- * Every value of one header, in order, from the raw header list. `req.headers` keeps only the first
- * Authorization, which would hide a second credential; `req.headersDistinct` keeps them all but
- * builds an array for every header of every request, when a decision reads three or four.
- */
-export function headerValues(rawHeaders: readonly string[], name: string): string[] {
-  const wanted = name.toLowerCase();
-  const values: string[] = [];
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    const n = rawHeaders[i]!;
-    if (n.length === wanted.length && n.toLowerCase() === wanted) values.push(rawHeaders[i + 1]!);
-  }
-  return values;
-}
-
-/**
  * Node's request as the router reads it. A class, not an object literal with closures: one shape
- * for every request and nothing allocated but the instance. It keeps the raw header list and the
+ * for every request and nothing allocated but the instance. It keeps the raw headers and the
  * socket, never the IncomingMessage, so a request held a little longer (a promise chain, a log
  * line) does not keep node's request and response objects alive past a garbage collection.
  */
@@ -81,20 +97,20 @@ class HostRequest implements PdpHttpRequest {
   readonly url: string;
   readonly body?: Buffer;
   readonly bodyTooLarge?: boolean;
-  readonly #rawHeaders: readonly string[];
+  readonly #headers: RawHeaders;
   readonly #socket: IncomingMessage['socket'];
 
-  constructor(req: IncomingMessage, body: ReadBody) {
+  constructor(req: IncomingMessage, headers: RawHeaders, body: ReadBody) {
     this.method = req.method ?? 'GET';
     this.url = req.url ?? '/';
-    this.#rawHeaders = req.rawHeaders;
+    this.#headers = headers;
     this.#socket = req.socket;
     if (body.body) this.body = body.body;
     if (body.tooLarge) this.bodyTooLarge = true;
   }
 
-  header(name: string): string[] {
-    return headerValues(this.#rawHeaders, name);
+  header(name: string): readonly string[] {
+    return this.#headers.values(name);
   }
 
   /** Read only when a line is logged about this request (a refused key). */
@@ -103,8 +119,8 @@ class HostRequest implements PdpHttpRequest {
   }
 }
 
-export function toPdpRequest(req: IncomingMessage, body: ReadBody): PdpHttpRequest {
-  return new HostRequest(req, body);
+export function toPdpRequest(req: IncomingMessage, headers: RawHeaders, body: ReadBody): PdpHttpRequest {
+  return new HostRequest(req, headers, body);
 }
 
 /**
@@ -113,20 +129,22 @@ export function toPdpRequest(req: IncomingMessage, body: ReadBody): PdpHttpReque
  * header map, per answer. With writeHead alone, node cannot add Content-Length at end() and falls
  * back to chunked encoding. A HEAD answer states the length its GET would have (RFC 9110 §8.6).
  */
-export function headerList(answer: PdpHttpResponse): string[] {
+export function headerList(answer: PdpHttpResponse, bodyBytes = answer.body === undefined ? undefined : Buffer.byteLength(answer.body)): string[] {
   const list: string[] = [];
   for (const name in answer.headers) list.push(name, answer.headers[name]!);
-  if (answer.body !== undefined) list.push('content-length', String(Buffer.byteLength(answer.body)));
+  if (bodyBytes !== undefined) list.push('content-length', String(bodyBytes));
   return list;
 }
 
 function write(res: ServerResponse, answer: PdpHttpResponse, head: boolean, closing: boolean): void {
-  const headers = headerList(answer);
+  // Encoded once: handed a string, node measured it here and then copied it again behind the head.
+  const body = answer.body === undefined ? undefined : Buffer.from(answer.body);
+  const headers = headerList(answer, body?.length);
   // RFC 9112 §9.6: a server that is going to close the connection after this response sends
   // "Connection: close", so the client opens a new connection (to another instance) for its next request.
   if (closing) headers.push('connection', 'close');
   res.writeHead(answer.status, headers);
-  res.end(head ? undefined : answer.body);
+  res.end(head ? undefined : body);
 }
 
 /** What a host's shutdown needs to know of its server: whether it drains, and how many requests are open. */
@@ -170,10 +188,33 @@ export function drainServer(server: Server, timeoutMs: number): Promise<DrainRes
 
 const INTERNAL_ERROR = json(500, { error: 'internal_error' });
 
+/**
+ * Answers decided in one event-loop turn, written together at its end (setImmediate runs after
+ * the turn's I/O callbacks and their microtasks). Why: on loopback, as with a gateway beside the
+ * service (a sidecar, nginx on the same node), each answer written to a client that waits in
+ * epoll wakes it, and that wake-up is paid by the writer: at wrk's peak it was a fifth of the
+ * host's CPU per request. Written in a burst, the answers of a turn find the client awake after
+ * the first. An answer waits at most for the rest of its turn's requests to be decided
+ * (bench/PROFILE.md, seventh pass).
+ */
+export class AnswerBatch {
+  #pending: Array<() => void> = [];
+  readonly #flush = (): void => {
+    const pending = this.#pending;
+    this.#pending = [];
+    for (const write of pending) write();
+  };
+
+  add(write: () => void): void {
+    if (this.#pending.push(write) === 1) setImmediate(this.#flush);
+  }
+}
+
 export function createPdpServer(service: RoutedService, options: HostOptions): Server {
   const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const routeOptions: RouteOptions = { keys: options.keys, loopbackOnly: options.loopbackOnly === true, ...(options.onKeyRefused ? { onKeyRefused: options.onKeyRefused } : {}), ...(options.authzenPdpUrl ? { authzenPdpUrl: options.authzenPdpUrl } : {}) };
   const state: ServerState = { draining: false, inFlight: 0 };
+  const batch = new AnswerBatch();
   const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => {
     state.inFlight++;
     let open = true;
@@ -183,7 +224,13 @@ export function createPdpServer(service: RoutedService, options: HostOptions): S
       if (open) state.inFlight--;
       open = false;
       if (res.headersSent) res.destroy();
-      else write(res, INTERNAL_ERROR, false, state.draining);
+      else {
+        try {
+          write(res, INTERNAL_ERROR, false, state.draining);
+        } catch {
+          res.destroy();
+        }
+      }
     };
     const answered = (answer: PdpHttpResponse): void => {
       try {
@@ -195,7 +242,9 @@ export function createPdpServer(service: RoutedService, options: HostOptions): S
       state.inFlight--;
       open = false;
     };
-    readBody(req, maxBody, (body) => route(service, toPdpRequest(req, body), routeOptions).then(answered, failed), failed);
+    const decided = (answer: PdpHttpResponse): void => batch.add(() => answered(answer));
+    const headers = new RawHeaders(req.rawHeaders);
+    readBody(req, headers, maxBody, (body) => route(service, toPdpRequest(req, headers, body), routeOptions).then(decided, failed), failed);
   });
   serverStates.set(server, state);
   server.keepAliveTimeout = 65_000;

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPdpServer, headerList, listen } from '../../src/host/server.js';
 import { KeyRing } from '../../src/http/keys.js';
 import type { RoutedService } from '../../src/http/routes.js';
+import { json, type PdpHttpRequest } from '../../src/http/types.js';
 import type { Pdp } from '../../src/decision/pipeline.js';
 
 const ADMIN = 'admin-key-for-the-host-server-test';
@@ -23,14 +24,14 @@ interface Answer {
 describe('the standalone host server', () => {
   let server: Server;
   let port: number;
-  let explainAnswer: () => ReturnType<NonNullable<RoutedService['explain']>>;
+  let explainAnswer: (req: PdpHttpRequest) => ReturnType<NonNullable<RoutedService['explain']>>;
 
   beforeAll(async () => {
     const service: RoutedService = {
       pdp: undefined as unknown as Pdp,
       health: () => ({ ready: true, note: 'é and ☃' }),
       refresh: () => Promise.reject(new Error('refresh failed')),
-      explain: () => explainAnswer(),
+      explain: (req) => explainAnswer(req),
     };
     server = createPdpServer(service, { keys: new KeyRing([], [ADMIN]) });
     port = ((await listen(server, 0, '127.0.0.1')) as AddressInfo).port;
@@ -41,7 +42,7 @@ describe('the standalone host server', () => {
     await new Promise((resolve) => server.close(resolve));
   });
 
-  function ask(method: string, path: string, headers: Record<string, string> = {}): Promise<Answer> {
+  function ask(method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
     return new Promise((resolve, reject) => {
       const req = request({ host: '127.0.0.1', port, method, path, headers }, (res) => {
         let body = '';
@@ -49,7 +50,7 @@ describe('the standalone host server', () => {
         res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
       });
       req.on('error', reject);
-      req.end();
+      req.end(body);
     });
   }
 
@@ -68,6 +69,22 @@ describe('the standalone host server', () => {
     expect(head.status).toBe(200);
     expect(head.body).toBe('');
     expect(head.headers['content-length']).toBe(get.headers['content-length']);
+  });
+
+  it('answers each of many requests in flight together with its own answer (answers of one turn are written as a batch)', async () => {
+    // Some answers are ready at once, some a microtask or a turn later: batches mix them.
+    explainAnswer = async (req) => {
+      const n = Number(req.body?.toString('utf8'));
+      if (n % 3 === 1) await Promise.resolve();
+      if (n % 3 === 2) await new Promise((resolve) => setImmediate(resolve));
+      return json(200, { n }, { 'x-n': String(n) });
+    };
+    const answers = await Promise.all(Array.from({ length: 60 }, (_, n) => ask('POST', '/api/explain', { 'x-functions-key': ADMIN }, String(n))));
+    answers.forEach((a, n) => {
+      expect(a.status).toBe(200);
+      expect(JSON.parse(a.body)).toEqual({ n });
+      expect(a.headers['x-n']).toBe(String(n));
+    });
   });
 
   it('turns a rejected route into a 500 and keeps serving', async () => {
