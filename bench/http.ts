@@ -40,10 +40,12 @@ interface Plan {
   readonly durationSeconds: number;
   readonly freshPool: number;
   readonly cachedPool: number;
+  /** Rounds of metrics on vs off, each with a fresh pair of host processes. */
+  readonly metricsRepeats: number;
 }
 
-const FULL: Plan = { repeats: 5, halfRepeats: 7, warmupSeconds: 1, durationSeconds: 5, freshPool: 4096, cachedPool: CONNECTIONS };
-const SMOKE: Plan = { repeats: 1, halfRepeats: 1, warmupSeconds: 0.1, durationSeconds: 0.3, freshPool: 1280, cachedPool: CONNECTIONS };
+const FULL: Plan = { repeats: 5, halfRepeats: 7, warmupSeconds: 1, durationSeconds: 5, freshPool: 4096, cachedPool: CONNECTIONS, metricsRepeats: 5 };
+const SMOKE: Plan = { repeats: 1, halfRepeats: 1, warmupSeconds: 0.1, durationSeconds: 0.3, freshPool: 1280, cachedPool: CONNECTIONS, metricsRepeats: 1 };
 /**
  * A token comes back after `freshPool` bodies; between, up to CONNECTIONS are still in flight (not yet
  * cached), and a connection that autocannon opens late sends the body it built at start-up hundreds
@@ -225,6 +227,34 @@ export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
     const half: Record<'bare' | 'cached', LoadResult[]> = { bare: [], cached: [] };
     for (let r = 0; r < plan.halfRepeats; r++) for (const s of ['bare', 'cached'] as const) half[s].push(await round(s, halfRate));
 
+    // Metrics on vs off: CPU per cached decision of the host as it runs, at the same fixed rate.
+    // Each round starts a fresh pair of processes (order alternating): a host process can be a few
+    // per cent slower than another for its whole life (bench/PROFILE.md, sixth pass), which one
+    // pair of long-lived processes would put on one side only.
+    const metricsCpu: Record<'on' | 'off', number[]> = { on: [], off: [] };
+    for (let r = 0; r < plan.metricsRepeats; r++) {
+      for (const side of r % 2 === 0 ? (['on', 'off'] as const) : (['off', 'on'] as const)) {
+        const pair = await startHostProcess({ PDP_CONFIG: JSON.stringify(config), PDP_LOG_DECISIONS: 'true', ...(side === 'off' ? { PDP_METRICS: 'off' } : {}) });
+        try {
+          const url = `${pair.match[1]}/api/decide`;
+          const job = { url, connections: CONNECTIONS, warmupSeconds: plan.warmupSeconds, durationSeconds: plan.durationSeconds, overallRate: halfRate, bodiesFile: files.cached, startAt: 0, expectInBody: '"decision":"allow"' };
+          // Warmed at the same rate first: JIT, caches and the token cache filled before the CPU is counted.
+          await runLoad(dir, { ...job, durationSeconds: plan.warmupSeconds });
+          const before = await cpuSeconds(pair.child.pid);
+          const r2 = await runLoad(dir, job);
+          const after = await cpuSeconds(pair.child.pid);
+          if (failuresOf(r2) > 0 || r2.completed === 0) throw new Error(`metrics ${side}: ${JSON.stringify(r2.failures)} failed requests, ${r2.completed} answered`);
+          if (before === undefined || after === undefined) throw new Error(`metrics ${side}: no CPU time for the host process`);
+          const cache = await counters(pair.match[1]!);
+          if (cache.miss > 2 * CONNECTIONS) throw new Error(`metrics ${side}: ${cache.miss} cache misses in a cached-token round`);
+          metricsCpu[side].push(((after - before) * 1e6) / Math.max(1, r2.answered));
+          options.log(`http: metrics ${side} @${halfRate}/s: ${metricsCpu[side].at(-1)!.toFixed(1)} µs CPU per request`);
+        } finally {
+          await pair.stop();
+        }
+      }
+    }
+
     const rps = (id: string, label: string, rs: LoadResult[]): Measurement => measurement(id, label, 'req/s', 'higher', rs.map((x) => x.requestsPerSecond));
     const ms = (id: string, label: string, rs: LoadResult[], which: 'p50Ms' | 'p99Ms' | 'senderLateP99Ms'): Measurement =>
       measurement(id, label, 'ms', 'lower', rs.map((x) => x[which] ?? Number.NaN));
@@ -250,6 +280,8 @@ export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
       halfCachedP99: ms('half-cached-p99', `decide, cached tokens, p99 at ${halfRate} req/s`, half.cached, 'p99Ms'),
       halfBareSenderLate: ms('half-bare-sender-late-p99', `load generator's own lateness (p99) in the bare rounds at ${halfRate} req/s`, half.bare, 'senderLateP99Ms'),
       halfCachedSenderLate: ms('half-cached-sender-late-p99', `load generator's own lateness (p99) in the cached rounds at ${halfRate} req/s`, half.cached, 'senderLateP99Ms'),
+      metricsOnCpu: measurement('metrics-on-cpu', `decide, cached tokens, metrics on, server CPU per request at ${halfRate} req/s`, 'µs', 'lower', metricsCpu.on),
+      metricsOffCpu: measurement('metrics-off-cpu', `decide, cached tokens, metrics off (PDP_METRICS=off), server CPU per request at ${halfRate} req/s`, 'µs', 'lower', metricsCpu.off),
       ...(cpuPerRequest.bare.length && cpuPerRequest.cached.length && cpuPerRequest.fresh.length
         ? {
             bareCpu: measurement('bare-cpu', 'bare node:http, server CPU per request', 'µs', 'lower', cpuPerRequest.bare),
@@ -283,6 +315,15 @@ export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
         figure('server CPU per request: decide (cached tokens) vs bare', m.cachedCpu, m.bareCpu),
         figure('server CPU per request: decide (fresh tokens) vs bare', m.freshCpu, m.bareCpu),
       );
+    figures.push(
+      figure(
+        `server CPU per cached decision at ${halfRate} req/s: metrics on vs off`,
+        m.metricsOnCpu,
+        m.metricsOffCpu,
+        { text: '≤ 1.05× (median of per-round ratios)', met: (r) => r <= 1.05 },
+        ratiosByRound(metricsCpu.on, metricsCpu.off),
+      ),
+    );
     notes.push(`Rounds at ${halfRate} req/s, in order (p99; in parentheses the load generator's own lateness p99, the server's longest silence and the generator's longest stall, ms): ${half.cached.map((c, i) => fixedRatePair(half.bare[i]!, c)).join('. ')}.`);
     if (!wrk)
       notes.push('wrk is not installed (no `wrk` on PATH): its peak rounds and the target "cached ≥ 0.5× bare with wrk" were skipped, and half of the service\'s peak is autocannon\'s. Debian: `apt-get install wrk`.');
@@ -301,6 +342,7 @@ export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
         `Cached: ${plan.cachedPool} tokens cycled. Fresh: ${plan.freshPool} distinct tokens cycled against a service whose token cache holds ${SERVICE_CACHE_ENTRIES}, so every decision verifies (checked through /api/health counters).`,
         'The service runs `npm start` (dist/bundle/main.js) with PDP_LOG_DECISIONS=true (the default; stdout to /dev/null).',
         'Server CPU per request: user + system time of the server process (all threads, /proc/<pid>/stat) over an autocannon peak round, divided by the requests it answered; it moves less than requests/s when the machine is shared.',
+        `Metrics on vs off: ${plan.metricsRepeats} rounds, each starting a fresh host with metrics on (the default) and one with PDP_METRICS=off, in alternating order; each is warmed for ${plan.warmupSeconds} s, then sent cached-token questions at a fixed ${halfRate} req/s for ${plan.warmupSeconds} + ${plan.durationSeconds} s (load.ts), and its CPU over that run is divided by the requests it answered.`,
         `Every answer must be 200 with "decision":"allow"${wrk ? ' (wrk: 200, which in JSON mode only an allow is)' : ''}; p50/p99 are exact percentiles of every response time of the measured period (autocannon's own histogram counts whole ms).`,
       ],
       measurements: Object.values(m),
