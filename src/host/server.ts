@@ -137,15 +137,14 @@ export function headerList(answer: PdpHttpResponse): string[] {
 }
 
 function write(res: ServerResponse, answer: PdpHttpResponse, head: boolean, closing: boolean): void {
-  // The body stays a string: node writes the head and a string body as one string, where a Buffer
-  // (Buffer.from, ~6% slower at peak) costs a slice of node's buffer pool and a second chunk.
-  const body = answer.body;
   const headers = headerList(answer);
   // RFC 9112 §9.6: a server that is going to close the connection after this response sends
   // "Connection: close", so the client opens a new connection (to another instance) for its next request.
   if (closing) headers.push('connection', 'close');
   res.writeHead(answer.status, headers);
-  res.end(head ? undefined : body);
+  // A string, not a Buffer: node writes the head and a string body as one string; Buffer.from
+  // took a slice of node's buffer pool and made a second chunk (6% fewer answers a second at peak).
+  res.end(head ? undefined : answer.body);
 }
 
 /** What a host's shutdown needs to know of its server: whether it drains, and how many requests are open. */
