@@ -112,6 +112,20 @@ async function cpuSeconds(pid: number | undefined): Promise<number | undefined> 
 }
 
 /**
+ * One load.ts run against the server process `pid`: its result, and the server's CPU per request
+ * answered over the run (warm-up included, as `answered` is), undefined without /proc. A failed
+ * request or no answer at all is an error named `label`.
+ */
+async function loadRound(dir: string, pid: number | undefined, job: LoadJob, label: string): Promise<{ result: LoadResult; cpuPerRequest?: number }> {
+  const before = await cpuSeconds(pid);
+  const result = await runLoad(dir, job);
+  const after = await cpuSeconds(pid);
+  if (failuresOf(result) > 0 || result.completed === 0) throw new Error(`${label}: ${JSON.stringify(result.failures)} failed requests, ${result.completed} answered`);
+  if (before === undefined || after === undefined) return { result };
+  return { result, cpuPerRequest: ((after - before) * 1e6) / Math.max(1, result.answered) };
+}
+
+/**
  * A pair of fixed-rate rounds at one rate in a line: each server's p99, and what explains a high one
  * (the sender's own lateness, p99; the server's longest silence; the sender's longest stall), then
  * the ratio the target is judged on.
@@ -183,8 +197,7 @@ export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
     };
     const round = async (s: Scenario, overallRate?: number): Promise<LoadResult> => {
       const before = s === 'bare' ? undefined : await counters(hostUrl);
-      const cpuBefore = await cpuSeconds(pids[s]);
-      const r = await runLoad(dir, {
+      const job: LoadJob = {
         url: urls[s],
         connections: CONNECTIONS,
         warmupSeconds: plan.warmupSeconds,
@@ -193,11 +206,10 @@ export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
         bodiesFile: files[s],
         startAt: cursor[s],
         expectInBody: '"decision":"allow"',
-      });
+      };
+      const { result: r, cpuPerRequest: cpu } = await loadRound(dir, pids[s], job, s);
       cursor[s] += r.sent;
-      const cpuAfter = await cpuSeconds(pids[s]);
-      if (!overallRate && cpuBefore !== undefined && cpuAfter !== undefined) cpuPerRequest[s].push(((cpuAfter - cpuBefore) * 1e6) / Math.max(1, r.answered));
-      if (failuresOf(r) > 0 || r.completed === 0) throw new Error(`${s}: ${JSON.stringify(r.failures)} failed requests, ${r.completed} answered`);
+      if (!overallRate && cpu !== undefined) cpuPerRequest[s].push(cpu);
       await checkCache(s, before);
       options.log(`http: ${s}${overallRate ? ` @${Math.round(overallRate)}/s` : ''}: ${Math.round(r.requestsPerSecond)} req/s, p50 ${r.p50Ms.toFixed(2)} ms, p99 ${r.p99Ms.toFixed(2)} ms`);
       return r;
@@ -237,17 +249,14 @@ export async function runHttp(options: HttpOptions): Promise<SuiteResult> {
         const pair = await startHostProcess({ PDP_CONFIG: JSON.stringify(config), PDP_LOG_DECISIONS: 'true', ...(side === 'off' ? { PDP_METRICS: 'off' } : {}) });
         try {
           const url = `${pair.match[1]}/api/decide`;
-          const job = { url, connections: CONNECTIONS, warmupSeconds: plan.warmupSeconds, durationSeconds: plan.durationSeconds, overallRate: halfRate, bodiesFile: files.cached, startAt: 0, expectInBody: '"decision":"allow"' };
+          const job: LoadJob = { url, connections: CONNECTIONS, warmupSeconds: plan.warmupSeconds, durationSeconds: plan.durationSeconds, overallRate: halfRate, bodiesFile: files.cached, startAt: 0, expectInBody: '"decision":"allow"' };
           // Warmed at the same rate first: JIT, caches and the token cache filled before the CPU is counted.
-          await runLoad(dir, { ...job, durationSeconds: plan.warmupSeconds });
-          const before = await cpuSeconds(pair.child.pid);
-          const r2 = await runLoad(dir, job);
-          const after = await cpuSeconds(pair.child.pid);
-          if (failuresOf(r2) > 0 || r2.completed === 0) throw new Error(`metrics ${side}: ${JSON.stringify(r2.failures)} failed requests, ${r2.completed} answered`);
-          if (before === undefined || after === undefined) throw new Error(`metrics ${side}: no CPU time for the host process`);
+          await loadRound(dir, undefined, { ...job, durationSeconds: plan.warmupSeconds }, `metrics ${side} warm-up`);
+          const { cpuPerRequest: cpu } = await loadRound(dir, pair.child.pid, job, `metrics ${side}`);
+          if (cpu === undefined) throw new Error(`metrics ${side}: no CPU time for the host process`);
           const cache = await counters(pair.match[1]!);
           if (cache.miss > 2 * CONNECTIONS) throw new Error(`metrics ${side}: ${cache.miss} cache misses in a cached-token round`);
-          metricsCpu[side].push(((after - before) * 1e6) / Math.max(1, r2.answered));
+          metricsCpu[side].push(cpu);
           options.log(`http: metrics ${side} @${halfRate}/s: ${metricsCpu[side].at(-1)!.toFixed(1)} µs CPU per request`);
         } finally {
           await pair.stop();
