@@ -6,8 +6,13 @@
  * object (`decisionBody`, `{ type: 'decision', ...event }`), written without serialising again
  * what does not change between decisions:
  *  - the members fixed by the reason code (decision, status, reason, message);
- *  - a cached principal's summary, which the Pdp freezes when it memoises a cached token's identity.
- * Both texts are written on every decision, so what never changes is serialised once.
+ *  - what a cached principal's decisions repeat: the answer after its decisionId (principal, data
+ *    actions) and the log line's members from decision to applicationId. The Pdp freezes a cached
+ *    token's summary and its sorted grants, so these are made once per principal and data actions
+ *    (answer) or reason and mode (line).
+ * Both texts are written on every decision, so what never changes is serialised once, and each is
+ * made of few pieces: flattening a string of many pieces, for its byte length and when it is
+ * written, cost more than building it (bench/PROFILE.md, eighth pass).
  * test/unit/http/answer.test.ts compares both with JSON.stringify on random and hostile input.
  */
 import type { Decision, DecisionEvent, DecisionInput, PrincipalSummary } from '../decision/types.js';
@@ -62,7 +67,12 @@ function jsonOf(value: object): string {
   return text;
 }
 
-/** `{"decision":…,"status":…,"reason":…,"message":…` for each reason code, made on first use. */
+/**
+ * `{"decision":…,"status":…,"reason":…,"message":…,"decisionId":"` for each reason code, made on
+ * first use. The memoised texts here are joined, not concatenated: a join is one flat string, where
+ * `+` leaves a tree of pieces that is walked again each time an answer containing it is flattened
+ * (for its byte length, and when node writes it).
+ */
 const answerHeads = new Map<ReasonCode, string>();
 
 function answerHead(d: Decision): string | undefined {
@@ -71,29 +81,45 @@ function answerHead(d: Decision): string | undefined {
   if (def === undefined || d.decision !== def.decision || d.status !== def.status || d.message !== def.message) return undefined;
   let head = answerHeads.get(d.reason);
   if (head === undefined) {
-    head = JSON.stringify({ decision: def.decision, status: def.status, reason: d.reason, message: def.message }).slice(0, -1);
+    head = [JSON.stringify({ decision: def.decision, status: def.status, reason: d.reason, message: def.message }).slice(0, -1), ',"decisionId":"'].join('');
     answerHeads.set(d.reason, head);
   }
   return head;
 }
 
+/** The answer after its decisionId (`","principal":…}`) for the last decision of a frozen principal, and the data actions it was made for. */
+const answerTails = new WeakMap<PrincipalSummary, { readonly dataActions: readonly string[] | undefined; readonly text: string }>();
+
+/** `"` (closing the decisionId), principal, dataActions, compartment, queryAppend and `}`. */
+function answerTail(d: Decision): string {
+  const p = d.principal;
+  const actions = d.dataActions;
+  // A cached principal's answers repeat their tail: memoised when every member in it is frozen.
+  const memoised = p !== undefined && Object.isFrozen(p) && (actions === undefined || Object.isFrozen(actions)) && !d.compartment && !d.queryAppend;
+  if (memoised) {
+    const memo = answerTails.get(p);
+    if (memo !== undefined && memo.dataActions === actions) return memo.text;
+  }
+  const parts = ['"'];
+  if (p !== undefined) parts.push(',"principal":', jsonOf(p));
+  if (actions !== undefined) parts.push(',"dataActions":', JSON.stringify(actions));
+  if (d.compartment) parts.push(',"compartment":', JSON.stringify(d.compartment));
+  if (d.queryAppend) parts.push(',"queryAppend":', JSON.stringify(d.queryAppend));
+  parts.push('}');
+  const text = parts.join('');
+  if (memoised) answerTails.set(p, { dataActions: actions, text });
+  return text;
+}
+
 /** JSON.stringify(decisionBody(d, admin)). */
 export function decisionJson(d: Decision, admin: boolean): string {
   const head = answerHead(d);
-  if (head === undefined || typeof d.decisionId !== 'string') return JSON.stringify(decisionBody(d, admin));
-  let text = head;
-  if (admin && d.hint) text += `,"hint":${JSON.stringify(d.hint)}`;
-  text += `,"decisionId":${jsonString(d.decisionId)}`;
-  if (d.principal !== undefined) text += `,"principal":${jsonOf(d.principal)}`;
-  if (d.dataActions !== undefined) text += `,"dataActions":${JSON.stringify(d.dataActions)}`;
-  if (d.compartment) text += `,"compartment":${JSON.stringify(d.compartment)}`;
-  if (d.queryAppend) text += `,"queryAppend":${JSON.stringify(d.queryAppend)}`;
-  return `${text}}`;
+  // A hint, or a decision id that needs escaping (the Pdp's never do), takes the general path.
+  if (head === undefined || (admin && d.hint) || typeof d.decisionId !== 'string' || NEEDS_ESCAPE.test(d.decisionId)) return JSON.stringify(decisionBody(d, admin));
+  return head + d.decisionId + answerTail(d);
 }
 
-/** `,"issuer":…,"tenantId":…,"objectId":…,"applicationId":…` of frozen principal summaries. */
-const lineIdentities = new WeakMap<PrincipalSummary, string>();
-
+/** `,"issuer":…,"tenantId":…,"objectId":…,"applicationId":…` of an event. */
 function identityMembers(e: DecisionEvent): string {
   return JSON.stringify({ issuer: e.issuer, tenantId: e.tenantId, objectId: e.objectId, applicationId: e.applicationId }).slice(1, -1);
 }
@@ -107,42 +133,68 @@ function lineHead(e: DecisionEvent): string {
     return `,"decision":${JSON.stringify(e.decision)},"reason":${JSON.stringify(e.reason)},"status":${JSON.stringify(e.status)}`;
   let head = lineHeads.get(e.reason);
   if (head === undefined) {
-    head = `,"decision":${JSON.stringify(def.decision)},"reason":${JSON.stringify(e.reason)},"status":${JSON.stringify(def.status)}`;
+    head = [',"decision":', JSON.stringify(def.decision), ',"reason":', JSON.stringify(e.reason), ',"status":', JSON.stringify(def.status)].join('');
     lineHeads.set(e.reason, head);
   }
   return head;
 }
 
 /**
- * `{"type":"decision", …event}` as one JSON line, for an event as the Pdp makes it (members in
- * DecisionEvent's order). `principal` is the summary the event's identity members were read from
- * (the Pdp passes the decision's): when it is frozen and its members are the event's, their JSON is
- * made once per summary.
+ * The line's members from decision to applicationId (`,"decision":…,"mode":…,"issuer":…`) for
+ * the last event of a frozen principal summary, and the reason and mode it was made for.
  */
-export function decisionLine(e: DecisionEvent, principal?: PrincipalSummary): string {
-  let identity: string;
-  if (
+const lineMiddles = new WeakMap<PrincipalSummary, { readonly reason: ReasonCode; readonly decision: string; readonly status: number; readonly mode: string | undefined; readonly text: string }>();
+
+function lineMiddle(e: DecisionEvent, principal: PrincipalSummary | undefined): string {
+  // Memoised only when the event's identity members are the frozen summary's (as the Pdp makes them).
+  const memoised =
     principal !== undefined &&
     Object.isFrozen(principal) &&
     principal.issuer === e.issuer &&
     principal.tenantId === e.tenantId &&
     principal.objectId === e.objectId &&
-    principal.applicationId === e.applicationId
-  ) {
-    let memo = lineIdentities.get(principal);
-    if (memo === undefined) {
-      memo = identityMembers(e);
-      lineIdentities.set(principal, memo);
-    }
-    identity = memo;
-  } else identity = identityMembers(e);
-  let text = `{"type":"decision","decisionId":${jsonString(e.decisionId)},"time":${jsonString(e.time)}${lineHead(e)}`;
-  if (e.mode !== undefined) text += `,"mode":${jsonString(e.mode)}`;
-  if (e.traceId !== undefined) text += `,"traceId":${jsonString(e.traceId)}`;
-  if (identity !== '') text += `,${identity}`;
-  text += `,"method":${jsonString(e.method)},"path":${jsonString(e.path)},"durationMs":${jsonNumber(e.durationMs)},"cacheHit":${e.cacheHit ? 'true' : 'false'}`;
-  if (e.narrowedBy !== undefined) text += `,"narrowedBy":${JSON.stringify(e.narrowedBy)}`;
-  return `${text}}`;
+    principal.applicationId === e.applicationId;
+  if (memoised) {
+    const memo = lineMiddles.get(principal);
+    if (memo !== undefined && memo.reason === e.reason && memo.decision === e.decision && memo.status === e.status && memo.mode === e.mode) return memo.text;
+  }
+  const identity = identityMembers(e);
+  const text = [lineHead(e), e.mode !== undefined ? `,"mode":${jsonString(e.mode)}` : '', identity !== '' ? `,${identity}` : ''].join('');
+  if (memoised) lineMiddles.set(principal, { reason: e.reason, decision: e.decision, status: e.status, mode: e.mode, text });
+  return text;
+}
+
+/** `","time":"…"` of the last time written: the Pdp's times repeat within a millisecond. */
+let lastTime = '';
+let lastTimeText = '';
+
+function timeMember(time: string): string {
+  if (time !== lastTime) {
+    lastTimeText = [',"time":', jsonString(time)].join('');
+    lastTime = time;
+  }
+  return lastTimeText;
+}
+
+/**
+ * `{"type":"decision", …event}` as one JSON line, for an event as the Pdp makes it (members in
+ * DecisionEvent's order). `principal` is the summary the event's identity members were read from
+ * (the Pdp passes the decision's): when it is frozen and its members are the event's, the members
+ * from decision to applicationId are made once per summary, reason and mode.
+ */
+export function decisionLine(e: DecisionEvent, principal?: PrincipalSummary): string {
+  const cacheHit = e.cacheHit ? ',"cacheHit":true' : ',"cacheHit":false';
+  const narrowed = e.narrowedBy !== undefined ? `,"narrowedBy":${JSON.stringify(e.narrowedBy)}` : '';
+  // traceId sits between mode and the identity members, which the memoised middle joins.
+  if (e.traceId !== undefined) {
+    const identity = identityMembers(e);
+    return `{"type":"decision","decisionId":${jsonString(e.decisionId)}${timeMember(e.time)}${lineHead(e)}${e.mode !== undefined ? `,"mode":${jsonString(e.mode)}` : ''},"traceId":${jsonString(e.traceId)}${identity !== '' ? `,${identity}` : ''},"method":${jsonString(e.method)},"path":${jsonString(e.path)},"durationMs":${jsonNumber(e.durationMs)}${cacheHit}${narrowed}}`;
+  }
+  const middle = lineMiddle(e, principal);
+  // The common line: nothing to escape, so the quotes are part of the fixed pieces (fewer pieces to join).
+  if (!NEEDS_ESCAPE.test(e.decisionId) && !NEEDS_ESCAPE.test(e.method) && !NEEDS_ESCAPE.test(e.path))
+    return `{"type":"decision","decisionId":"${e.decisionId}"${timeMember(e.time)}${middle},"method":"${e.method}","path":"${e.path}","durationMs":${jsonNumber(e.durationMs)}${cacheHit}${narrowed}}`;
+  return `{"type":"decision","decisionId":${jsonString(e.decisionId)}${timeMember(e.time)}${middle},"method":${jsonString(e.method)},"path":${jsonString(e.path)},"durationMs":${jsonNumber(e.durationMs)}${cacheHit}${narrowed}}`;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -68,6 +68,35 @@ describe('decisionJson', () => {
     }
   });
 
+  it("is JSON.stringify(decisionBody(d)) as a cached principal's answers alternate reasons and frozen data actions", () => {
+    // The answer after its decisionId is memoised per frozen principal and data-action list: every
+    // switch of reason, list or principal must show.
+    const { rnd, pick, principal } = generators(11);
+    const principals = Array.from({ length: 3 }, () => {
+      const p = principal();
+      if (p.scopes) Object.freeze(p.scopes);
+      return Object.freeze(p);
+    });
+    const lists = [Object.freeze(['read']), Object.freeze(['read', 'write']), Object.freeze([] as string[]), undefined];
+    for (let i = 0; i < 2000; i++) {
+      const reason = pick(['allowed', 'action_not_permitted', 'principal_not_allowed', 'token_expired'] as const);
+      const def = REASONS[reason];
+      const d = {
+        decisionId: randomUUID(),
+        decision: def.decision,
+        status: def.status,
+        reason,
+        message: def.message,
+        durationMs: 0,
+        cacheHit: true,
+        principal: pick(principals),
+        ...(rnd() < 0.8 ? { dataActions: pick(lists) } : {}),
+        ...(rnd() < 0.1 ? { compartment: 'Patient/1' } : {}),
+      } as Decision;
+      expect(decisionJson(d, false)).toBe(JSON.stringify(decisionBody(d, false)));
+    }
+  });
+
   it('serialises a principal that is not frozen every time, so a change shows', () => {
     const principal = { issuer: 'https://issuer.example/', objectId: 'a' };
     const d = { decisionId: 'id', decision: 'allow', status: 200, reason: 'allowed', message: REASONS.allowed.message, durationMs: 0, cacheHit: true, principal } as Decision;
@@ -116,6 +145,33 @@ describe('decisionLine', () => {
       expect(decisionLine(event, p)).toBe(expected);
       expect(decisionLine(event)).toBe(expected);
       expect(JSON.parse(expected)).toEqual({ type: 'decision', ...JSON.parse(JSON.stringify(event)) });
+    }
+  });
+
+  it("is JSON.stringify of the event as one principal's events alternate reasons, modes and identity members", () => {
+    // The members from decision to applicationId are memoised per frozen summary, reason and mode.
+    const p = Object.freeze({ issuer: 'https://issuer.example/', tenantId: 't', objectId: 'o', applicationId: 'a' });
+    const { rnd, pick } = generators(5);
+    for (let i = 0; i < 2000; i++) {
+      const reason = pick(['allowed', 'action_not_permitted', 'insufficient_scope'] as const);
+      const own = rnd() < 0.8;
+      const event: DecisionEvent = {
+        decisionId: randomUUID(),
+        time: pick(['2026-12-04T04:00:00.000Z', '2026-12-04T04:00:00.001Z', 'quote " time']),
+        decision: REASONS[reason].decision,
+        reason,
+        status: REASONS[reason].status,
+        mode: pick(['json', 'forward-auth', 'envoy', undefined]),
+        issuer: p.issuer,
+        tenantId: p.tenantId,
+        objectId: own ? p.objectId : 'someone else',
+        applicationId: p.applicationId,
+        method: pick(['GET', 'PO"ST']),
+        path: pick(['/Patient/1', '/Patient/\u00e9', '/Obs\nervation']),
+        durationMs: 0.5,
+        cacheHit: rnd() < 0.5,
+      };
+      expect(decisionLine(event, p)).toBe(JSON.stringify({ type: 'decision', ...event }));
     }
   });
 
