@@ -33,12 +33,12 @@ const NO_VALUES: readonly string[] = Object.freeze([]);
 /**
  * Every value of a header, in order, from node's raw header list. `req.headers` keeps only the
  * first Authorization, which would hide a second credential; `req.headersDistinct` keeps them all
- * but builds an array for every header of every request, when a decision reads three or four. The
- * names are lowercased once, on the first lookup: a decision looks up eight or so.
+ * but builds an array for every header of every request, when a decision reads three or four.
+ * A name is lowercased only when its length is the wanted one's: a decision looks up eight or so
+ * names, nearly all absent.
  */
 export class RawHeaders {
   readonly #raw: readonly string[];
-  #names?: string[];
 
   constructor(raw: readonly string[]) {
     this.#raw = raw;
@@ -46,15 +46,12 @@ export class RawHeaders {
 
   values(name: string): readonly string[] {
     const raw = this.#raw;
-    let names = this.#names;
-    if (names === undefined) {
-      names = [];
-      for (let i = 0; i + 1 < raw.length; i += 2) names.push(raw[i]!.toLowerCase());
-      this.#names = names;
-    }
     const wanted = name.toLowerCase();
     let values: string[] | undefined;
-    for (let i = 0; i < names.length; i++) if (names[i] === wanted) (values ??= []).push(raw[2 * i + 1]!);
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      const n = raw[i]!;
+      if (n.length === wanted.length && (n === wanted || n.toLowerCase() === wanted)) (values ??= []).push(raw[i + 1]!);
+    }
     // Most lookups find nothing (a JSON question has no X-Original-URI, no traceparent, …).
     return values ?? NO_VALUES;
   }

@@ -17,7 +17,7 @@
  */
 import type { Decision, DecisionEvent, DecisionInput, PrincipalSummary } from '../decision/types.js';
 import { REASONS, type ReasonCode } from '../core/reasons.js';
-import { json, jsonText, type PdpHttpResponse } from './types.js';
+import { json, JSON_CONTENT_TYPE, jsonText, type PdpHttpResponse } from './types.js';
 
 /** The JSON answer of the contract. `hint` only for admin callers. */
 export function decisionBody(d: Decision, admin: boolean): Record<string, unknown> {
@@ -212,7 +212,7 @@ export interface AnswerOptions {
 
 /** JSON mode's answer: always 200 (the caller reads the decision), the contract's JSON body. */
 export function jsonAnswer(d: Decision, admin: boolean): PdpHttpResponse {
-  return jsonText(200, decisionJson(d, admin), { 'x-decision-id': d.decisionId });
+  return { status: 200, headers: { 'content-type': JSON_CONTENT_TYPE, 'cache-control': 'no-store', 'x-decision-id': d.decisionId }, body: decisionJson(d, admin) };
 }
 
 /** The answer carries the traceparent the decision continued, so the gateway's log line can name the trace. */

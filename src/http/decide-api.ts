@@ -57,8 +57,22 @@ export const jsonQuestion = z
 
 type JsonQuestion = z.infer<typeof jsonQuestion>;
 
-const QUESTION_MEMBERS: ReadonlySet<string> = new Set(['method', 'path', 'url', 'headers', 'token', 'body']);
 const METHOD_TOKEN = /^[A-Za-z]+$/;
+
+/** A member jsonQuestion knows. */
+function isQuestionMember(key: string): boolean {
+  switch (key) {
+    case 'method':
+    case 'path':
+    case 'url':
+    case 'headers':
+    case 'token':
+    case 'body':
+      return true;
+    default:
+      return false;
+  }
+}
 
 const isBoundedString = (v: unknown, max: number): v is string => typeof v === 'string' && v.length <= max;
 const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && Object.getPrototypeOf(v) === Object.prototype;
@@ -71,7 +85,7 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v ===
  */
 export function isPlainQuestion(raw: unknown): raw is JsonQuestion {
   if (!isPlainObject(raw)) return false;
-  for (const key in raw) if (!QUESTION_MEMBERS.has(key)) return false;
+  for (const key in raw) if (!isQuestionMember(key)) return false;
   const { method, path, url, headers, token } = raw;
   if (!isBoundedString(method, 16) || !METHOD_TOKEN.test(method)) return false;
   // Exactly one of path and url, a string of 1 to 8192 characters.
