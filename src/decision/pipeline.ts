@@ -130,25 +130,48 @@ export class Pdp {
     return this.groupIndex;
   }
 
-  async decide(input: DecisionInput, options: DecideOptions = {}): Promise<Decision> {
+  /** The decision for `input`, as a promise. */
+  decide(input: DecisionInput, options: DecideOptions = {}): Promise<Decision> {
+    // Not an async function returning decideNow's promise: that costs two more microtask turns.
+    try {
+      return Promise.resolve(this.decideNow(input, options));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * The decision for `input`: a value when nothing had to be waited for (a cached token, direct
+   * grants), else a promise, so the HTTP path (src/http/decide-api.ts) answers a decision made
+   * from memory without a promise or microtask turn. A failure of the decision is an
+   * indeterminate decision; only a throwing logger or subjectMismatch throws (here, synchronously).
+   */
+  decideNow(input: DecisionInput, options: DecideOptions = {}): Decision | Promise<Decision> {
     const started = performance.now();
     const decisionId = newDecisionId();
     const trace = options.trace ? new Trace() : undefined;
     const budget = new Budget(started, this.config.decisionBudgetMs);
-    let outcome: Outcome;
+    let inner: Outcome | Promise<Outcome>;
     try {
-      // A decision answered from memory (a cached token, direct grants) comes back as a value, not a
-      // promise: no extra promise and no microtask turn for the common case.
-      const inner = this.decideInner(input, trace, budget);
-      outcome = inner instanceof Promise ? await inner : inner;
+      inner = this.decideInner(input, trace, budget);
     } catch (err) {
-      outcome = {
-        refusal: indeterminateFor(err, this.config.decisionBudgetMs),
-        // Who was waiting, when that was known: the 503's answer and log line name the principal.
-        identity: budget.identity,
-        cacheHit: budget.cacheHit,
-      };
+      inner = this.failed(err, budget);
     }
+    if (inner instanceof Promise)
+      return inner.then(
+        (outcome) => this.conclude(outcome, input, options, decisionId, started, trace),
+        (err: unknown) => this.conclude(this.failed(err, budget), input, options, decisionId, started, trace),
+      );
+    return this.conclude(inner, input, options, decisionId, started, trace);
+  }
+
+  /** A decision that threw: indeterminate, naming who was waiting when that was known (the 503's answer and log line). */
+  private failed(err: unknown, budget: Budget): Outcome {
+    return { refusal: indeterminateFor(err, this.config.decisionBudgetMs), identity: budget.identity, cacheHit: budget.cacheHit };
+  }
+
+  /** The Decision of an outcome, counted and logged. */
+  private conclude(outcome: Outcome, input: DecisionInput, options: DecideOptions, decisionId: string, started: number, trace: Trace | undefined): Decision {
     const mismatch = outcome.identity && options.subjectMismatch?.(outcome.identity.summary);
     if (mismatch) {
       const r = refuse('principal_not_allowed', mismatch);

@@ -241,7 +241,17 @@ export function createPdpServer(service: RoutedService, options: HostOptions): S
     };
     const decided = (answer: PdpHttpResponse): void => batch.add(() => answered(answer));
     const headers = new RawHeaders(req.rawHeaders);
-    readBody(req, headers, maxBody, (body) => route(service, toPdpRequest(req, headers, body), routeOptions).then(decided, failed), failed);
+    readBody(
+      req,
+      headers,
+      maxBody,
+      (body) => {
+        const answer = route(service, toPdpRequest(req, headers, body), routeOptions);
+        if (answer instanceof Promise) answer.then(decided, failed);
+        else decided(answer);
+      },
+      failed,
+    );
   });
   serverStates.set(server, state);
   server.keepAliveTimeout = 65_000;

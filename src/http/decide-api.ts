@@ -104,14 +104,16 @@ export function isPlainQuestion(raw: unknown): raw is JsonQuestion {
   return true;
 }
 
-// `return await` where an async function hands on another's promise: a bare `return` of a promise
-// costs two more microtask turns per request than awaiting it.
-export async function handleDecide(pdp: Pdp, req: PdpHttpRequest, path: string, query: string, options: AnswerOptions): Promise<PdpHttpResponse> {
+/**
+ * /api/decide's answer: a value when the Pdp decided from memory (Pdp.decideNow), else a promise.
+ * No async function on this path: each would add a promise and microtask turns to every cached decision.
+ */
+export function handleDecide(pdp: Pdp, req: PdpHttpRequest, path: string, query: string, options: AnswerOptions): PdpHttpResponse | Promise<PdpHttpResponse> {
   const mode = modeOf(req, path);
-  if (mode === 'json') return await handleJson(pdp, req, options);
+  if (mode === 'json') return handleJson(pdp, req, options);
   const input = withTraceparent(mode === 'envoy' ? envoyInput(req, path, query) : forwardAuthInput(req), req);
-  const decision = await pdp.decide(input);
-  return echoTraceparent(gatewayAnswer(decision, options, mode), input);
+  const decision = pdp.decideNow(input);
+  return decision instanceof Promise ? decision.then((d) => echoTraceparent(gatewayAnswer(d, options, mode), input)) : echoTraceparent(gatewayAnswer(decision, options, mode), input);
 }
 
 /**
@@ -125,7 +127,7 @@ export function withTraceparent(input: DecisionInput, req: PdpHttpRequest): Deci
   return traceparent ? { ...input, traceparent } : input;
 }
 
-async function handleJson(pdp: Pdp, req: PdpHttpRequest, options: AnswerOptions): Promise<PdpHttpResponse> {
+function handleJson(pdp: Pdp, req: PdpHttpRequest, options: AnswerOptions): PdpHttpResponse | Promise<PdpHttpResponse> {
   if (req.method !== 'POST') return invalidRequestAnswer('JSON mode takes POST with a JSON body; gateways use the forward-auth headers or /api/decide/<path>', options.admin);
   if (req.bodyTooLarge) return invalidRequestAnswer('the request body exceeds the size limit', options.admin);
   if (!req.body || req.body.length === 0) return invalidRequestAnswer('the body is empty; send {"method","path","headers":{"authorization"}}', options.admin);
@@ -166,8 +168,8 @@ async function handleJson(pdp: Pdp, req: PdpHttpRequest, options: AnswerOptions)
     },
     req,
   );
-  const decision = await pdp.decide(input);
-  return echoTraceparent(jsonAnswer(decision, options.admin), input);
+  const decision = pdp.decideNow(input);
+  return decision instanceof Promise ? decision.then((d) => echoTraceparent(jsonAnswer(d, options.admin), input)) : echoTraceparent(jsonAnswer(decision, options.admin), input);
 }
 
 function forwardAuthInput(req: PdpHttpRequest): DecisionInput {

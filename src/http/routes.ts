@@ -92,29 +92,44 @@ export function splitUrl(url: string): { path: string; query: string } {
   return q < 0 ? { path: url, query: '' } : { path: url.slice(0, q), query: url.slice(q) };
 }
 
-export async function route(service: RoutedService, req: PdpHttpRequest, options: RouteOptions): Promise<PdpHttpResponse> {
-  const { path, query } = splitUrl(req.url);
+/**
+ * The answer to a request: a value when it needed no waiting (a decision made from memory), else
+ * a promise. Never throws: a failure is a rejected promise, as from an async function.
+ */
+export function route(service: RoutedService, req: PdpHttpRequest, options: RouteOptions): PdpHttpResponse | Promise<PdpHttpResponse> {
+  try {
+    const { path, query } = splitUrl(req.url);
+    // /api/decide is the hot path: not through an async function (src/http/decide-api.ts).
+    if (path === DECIDE_PREFIX || path.startsWith(`${DECIDE_PREFIX}/`)) return routeDecide(service, req, options, path, query);
+    return routeOthers(service, req, options, path);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+function routeDecide(service: RoutedService, req: PdpHttpRequest, options: RouteOptions, path: string, query: string): PdpHttpResponse | Promise<PdpHttpResponse> {
+  // In Envoy mode the query string belongs to the original request; a key must come in a header.
+  const fromQuery = path === DECIDE_PREFIX;
+  const access = options.keys.accessOf(req, fromQuery);
+  if (!options.keys.decideIsOpen && access === 'none' && !options.hostCheckedKey) {
+    // JSON mode's caller reads the answer itself (API Management treats any non-200 as 503).
+    const mode = modeOf(req, path);
+    const answer = mode === 'json' ? UNAUTHORIZED : GATEWAY_KEY_REFUSED;
+    const key = describePresentedKey(req, fromQuery);
+    options.onKeyRefused?.({ mode, status: answer.status, ...(key ? { key } : {}), ...(req.remoteAddress ? { remoteAddress: req.remoteAddress } : {}) });
+    return answer;
+  }
+  return handleDecide(service.pdp, req, path, query, { admin: access === 'admin' });
+}
+
+/** Every route but /api/decide: health, SMART discovery, metrics, AuthZEN and the admin APIs. */
+async function routeOthers(service: RoutedService, req: PdpHttpRequest, options: RouteOptions, path: string): Promise<PdpHttpResponse> {
   if (path === '/api/health') {
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method_not_allowed' }, { allow: 'GET' });
     const report = service.health();
     // Anonymous, for gateways' probes: ready or not and a coarse reason. Authority URLs, tenant ids,
     // error texts and counters describe the deployment, so only an admin key sees them.
     return json(report.ready ? 200 : 503, options.loopbackOnly || options.keys.accessOf(req) === 'admin' ? report : publicHealth(report));
-  }
-  if (path === DECIDE_PREFIX || path.startsWith(`${DECIDE_PREFIX}/`)) {
-    // In Envoy mode the query string belongs to the original request; a key must come in a header.
-    const fromQuery = path === DECIDE_PREFIX;
-    const access = options.keys.accessOf(req, fromQuery);
-    if (!options.keys.decideIsOpen && access === 'none' && !options.hostCheckedKey) {
-      // JSON mode's caller reads the answer itself (API Management treats any non-200 as 503).
-      const mode = modeOf(req, path);
-      const answer = mode === 'json' ? UNAUTHORIZED : GATEWAY_KEY_REFUSED;
-      const key = describePresentedKey(req, fromQuery);
-      options.onKeyRefused?.({ mode, status: answer.status, ...(key ? { key } : {}), ...(req.remoteAddress ? { remoteAddress: req.remoteAddress } : {}) });
-      return answer;
-    }
-    // Awaited, not returned: returning another async function's promise costs two more microtask turns.
-    return await handleDecide(service.pdp, req, path, query, { admin: access === 'admin' });
   }
   if (path === SMART_CONFIGURATION_PATH) {
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method_not_allowed' }, { allow: 'GET, HEAD' });

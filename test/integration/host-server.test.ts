@@ -12,6 +12,8 @@ import { KeyRing } from '../../src/http/keys.js';
 import type { RoutedService } from '../../src/http/routes.js';
 import { json, type PdpHttpRequest } from '../../src/http/types.js';
 import type { Pdp } from '../../src/decision/pipeline.js';
+import type { Decision, DecisionInput } from '../../src/decision/types.js';
+import { REASONS } from '../../src/core/reasons.js';
 
 const ADMIN = 'admin-key-for-the-host-server-test';
 
@@ -25,10 +27,12 @@ describe('the standalone host server', () => {
   let server: Server;
   let port: number;
   let explainAnswer: (req: PdpHttpRequest) => ReturnType<NonNullable<RoutedService['explain']>>;
+  let decideNow: (input: DecisionInput) => Decision | Promise<Decision>;
 
   beforeAll(async () => {
     const service: RoutedService = {
-      pdp: undefined as unknown as Pdp,
+      // /api/decide asks Pdp.decideNow: a Decision when it was made from memory, else a promise.
+      pdp: { decideNow: (input: DecisionInput) => decideNow(input) } as unknown as Pdp,
       health: () => ({ ready: true, note: 'é and ☃' }),
       refresh: () => Promise.reject(new Error('refresh failed')),
       explain: (req) => explainAnswer(req),
@@ -85,6 +89,33 @@ describe('the standalone host server', () => {
       expect(JSON.parse(a.body)).toEqual({ n });
       expect(a.headers['x-n']).toBe(String(n));
     });
+  });
+
+  it('answers each of many decisions in flight together, made at once, a microtask or a turn later, with its own answer', async () => {
+    const decision = (n: number): Decision => ({ ...REASONS.allowed, reason: 'allowed', decisionId: `decision-${n}`, durationMs: 0, cacheHit: true });
+    decideNow = (input) => {
+      const n = Number(input.target.slice('/Patient/'.length));
+      if (n % 3 === 0) return decision(n);
+      if (n % 3 === 1) return Promise.resolve().then(() => decision(n));
+      return new Promise((resolve) => setImmediate(() => resolve(decision(n))));
+    };
+    const question = (n: number) => JSON.stringify({ method: 'GET', path: `/Patient/${n}`, headers: { authorization: 'Bearer x' } });
+    const answers = await Promise.all(Array.from({ length: 60 }, (_, n) => ask('POST', '/api/decide', { 'content-type': 'application/json', 'x-functions-key': ADMIN }, question(n))));
+    answers.forEach((a, n) => {
+      expect(a.status).toBe(200);
+      expect(JSON.parse(a.body)).toMatchObject({ decision: 'allow', decisionId: `decision-${n}` });
+      expect(a.headers['x-decision-id']).toBe(`decision-${n}`);
+    });
+  });
+
+  it('turns a decision that throws at once into a 500 and keeps serving', async () => {
+    decideNow = () => {
+      throw new Error('a logger that throws');
+    };
+    const a = await ask('POST', '/api/decide', { 'content-type': 'application/json', 'x-functions-key': ADMIN }, JSON.stringify({ method: 'GET', path: '/Patient/1' }));
+    expect(a.status).toBe(500);
+    expect(JSON.parse(a.body)).toEqual({ error: 'internal_error' });
+    expect((await ask('GET', '/api/health')).status).toBe(200);
   });
 
   it('turns a rejected route into a 500 and keeps serving', async () => {

@@ -7,6 +7,8 @@ import { KeyRing } from '../../../src/http/keys.js';
 import type { HealthReport } from '../../../src/state/health.js';
 import { route, type RoutedService } from '../../../src/http/routes.js';
 import type { Pdp } from '../../../src/decision/pipeline.js';
+import type { Decision } from '../../../src/decision/types.js';
+import { REASONS } from '../../../src/core/reasons.js';
 
 const ADMIN = 'admin-key-for-the-health-test';
 const SECRETISH = 'https://login.microsoftonline.com/8f6d2c1e-0000-4000-8000-000000000000';
@@ -44,5 +46,34 @@ describe('GET /api/health without the admin key', () => {
     expect((await ask(report, { 'x-functions-key': ADMIN })).body).toEqual(report);
     expect((await ask(report, {}, true)).body).toEqual(report);
     expect((await ask(report, { 'x-functions-key': 'wrong' })).body).toEqual({ ready: true, status: 'ok' });
+  });
+});
+
+describe('route for /api/decide', () => {
+  const question = { method: 'POST', url: '/api/decide', body: Buffer.from(JSON.stringify({ method: 'GET', path: '/Patient/1' })), header: () => [] };
+  const withPdp = (decideNow: () => Decision | Promise<Decision>): RoutedService => ({ pdp: { decideNow } as unknown as Pdp, health: () => ({}) as HealthReport, refresh: () => Promise.resolve({}) });
+  const allowed: Decision = { ...REASONS.allowed, reason: 'allowed', decisionId: 'd-1', durationMs: 0, cacheHit: true };
+
+  it('answers a decision made from memory as a value, not a promise', () => {
+    const answer = route(withPdp(() => allowed), question, { keys: new KeyRing([], []) });
+    expect(answer).not.toBeInstanceOf(Promise);
+    expect(answer).toMatchObject({ status: 200, headers: { 'x-decision-id': 'd-1' } });
+  });
+
+  it('answers a decision that was waited for as a promise of the same answer', async () => {
+    const answer = route(withPdp(() => Promise.resolve(allowed)), question, { keys: new KeyRing([], []) });
+    expect(answer).toBeInstanceOf(Promise);
+    expect(await answer).toMatchObject({ status: 200, headers: { 'x-decision-id': 'd-1' } });
+  });
+
+  it('never throws: a decision that throws at once is a rejected promise, as from an async function', async () => {
+    const answer = route(
+      withPdp(() => {
+        throw new Error('boom');
+      }),
+      question,
+      { keys: new KeyRing([], []) },
+    );
+    await expect(answer).rejects.toThrow('boom');
   });
 });
