@@ -17,7 +17,7 @@
  */
 import type { Decision, DecisionEvent, DecisionInput, PrincipalSummary } from '../decision/types.js';
 import { REASONS, type ReasonCode } from '../core/reasons.js';
-import { json, JSON_CONTENT_TYPE, jsonText, type PdpHttpResponse } from './types.js';
+import { json, jsonText, type PdpHttpResponse } from './types.js';
 
 /** The JSON answer of the contract. `hint` only for admin callers. */
 export function decisionBody(d: Decision, admin: boolean): Record<string, unknown> {
@@ -140,12 +140,22 @@ function lineHead(e: DecisionEvent): string {
 }
 
 /**
- * The line's members from decision to applicationId (`,"decision":…,"mode":…,"issuer":…`) for
- * the last event of a frozen principal summary, and the reason and mode it was made for.
+ * The line's members from decision to mode (`,"decision":…,"mode":…`) and its identity members
+ * (`,"issuer":…,"applicationId":…`), for the last event of a frozen principal summary, and the
+ * reason and mode they were made for. A traceId goes between the two.
  */
-const lineMiddles = new WeakMap<PrincipalSummary, { readonly reason: ReasonCode; readonly decision: string; readonly status: number; readonly mode: string | undefined; readonly text: string }>();
+interface LineMembers {
+  readonly reason: ReasonCode;
+  readonly decision: string;
+  readonly status: number;
+  readonly mode: string | undefined;
+  readonly head: string;
+  readonly identity: string;
+}
 
-function lineMiddle(e: DecisionEvent, principal: PrincipalSummary | undefined): string {
+const lineMembersMemo = new WeakMap<PrincipalSummary, LineMembers>();
+
+function lineMembers(e: DecisionEvent, principal: PrincipalSummary | undefined): LineMembers {
   // Memoised only when the event's identity members are the frozen summary's (as the Pdp makes them).
   const memoised =
     principal !== undefined &&
@@ -155,16 +165,23 @@ function lineMiddle(e: DecisionEvent, principal: PrincipalSummary | undefined): 
     principal.objectId === e.objectId &&
     principal.applicationId === e.applicationId;
   if (memoised) {
-    const memo = lineMiddles.get(principal);
-    if (memo !== undefined && memo.reason === e.reason && memo.decision === e.decision && memo.status === e.status && memo.mode === e.mode) return memo.text;
+    const memo = lineMembersMemo.get(principal);
+    if (memo !== undefined && memo.reason === e.reason && memo.decision === e.decision && memo.status === e.status && memo.mode === e.mode) return memo;
   }
   const identity = identityMembers(e);
-  const text = [lineHead(e), e.mode !== undefined ? `,"mode":${jsonString(e.mode)}` : '', identity !== '' ? `,${identity}` : ''].join('');
-  if (memoised) lineMiddles.set(principal, { reason: e.reason, decision: e.decision, status: e.status, mode: e.mode, text });
-  return text;
+  const members: LineMembers = {
+    reason: e.reason,
+    decision: e.decision,
+    status: e.status,
+    mode: e.mode,
+    head: e.mode !== undefined ? [lineHead(e), ',"mode":', jsonString(e.mode)].join('') : lineHead(e),
+    identity: identity !== '' ? [',', identity].join('') : '',
+  };
+  if (memoised) lineMembersMemo.set(principal, members);
+  return members;
 }
 
-/** `","time":"…"` of the last time written: the Pdp's times repeat within a millisecond. */
+/** `,"time":"…"` of the last time written: the Pdp's times repeat within a millisecond. */
 let lastTime = '';
 let lastTimeText = '';
 
@@ -178,23 +195,19 @@ function timeMember(time: string): string {
 
 /**
  * `{"type":"decision", …event}` as one JSON line, for an event as the Pdp makes it (members in
- * DecisionEvent's order). `principal` is the summary the event's identity members were read from
- * (the Pdp passes the decision's): when it is frozen and its members are the event's, the members
- * from decision to applicationId are made once per summary, reason and mode.
+ * DecisionEvent's order, traceId after mode). `principal` is the summary the event's identity
+ * members were read from (the Pdp passes the decision's): when it is frozen and its members are the
+ * event's, the members from decision to applicationId are made once per summary, reason and mode.
  */
 export function decisionLine(e: DecisionEvent, principal?: PrincipalSummary): string {
+  const m = lineMembers(e, principal);
+  const trace = e.traceId !== undefined ? `,"traceId":${jsonString(e.traceId)}` : '';
   const cacheHit = e.cacheHit ? ',"cacheHit":true' : ',"cacheHit":false';
   const narrowed = e.narrowedBy !== undefined ? `,"narrowedBy":${JSON.stringify(e.narrowedBy)}` : '';
-  // traceId sits between mode and the identity members, which the memoised middle joins.
-  if (e.traceId !== undefined) {
-    const identity = identityMembers(e);
-    return `{"type":"decision","decisionId":${jsonString(e.decisionId)}${timeMember(e.time)}${lineHead(e)}${e.mode !== undefined ? `,"mode":${jsonString(e.mode)}` : ''},"traceId":${jsonString(e.traceId)}${identity !== '' ? `,${identity}` : ''},"method":${jsonString(e.method)},"path":${jsonString(e.path)},"durationMs":${jsonNumber(e.durationMs)}${cacheHit}${narrowed}}`;
-  }
-  const middle = lineMiddle(e, principal);
   // The common line: nothing to escape, so the quotes are part of the fixed pieces (fewer pieces to join).
   if (!NEEDS_ESCAPE.test(e.decisionId) && !NEEDS_ESCAPE.test(e.method) && !NEEDS_ESCAPE.test(e.path))
-    return `{"type":"decision","decisionId":"${e.decisionId}"${timeMember(e.time)}${middle},"method":"${e.method}","path":"${e.path}","durationMs":${jsonNumber(e.durationMs)}${cacheHit}${narrowed}}`;
-  return `{"type":"decision","decisionId":${jsonString(e.decisionId)}${timeMember(e.time)}${middle},"method":${jsonString(e.method)},"path":${jsonString(e.path)},"durationMs":${jsonNumber(e.durationMs)}${cacheHit}${narrowed}}`;
+    return `{"type":"decision","decisionId":"${e.decisionId}"${timeMember(e.time)}${m.head}${trace}${m.identity},"method":"${e.method}","path":"${e.path}","durationMs":${jsonNumber(e.durationMs)}${cacheHit}${narrowed}}`;
+  return `{"type":"decision","decisionId":${jsonString(e.decisionId)}${timeMember(e.time)}${m.head}${trace}${m.identity},"method":${jsonString(e.method)},"path":${jsonString(e.path)},"durationMs":${jsonNumber(e.durationMs)}${cacheHit}${narrowed}}`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -212,7 +225,7 @@ export interface AnswerOptions {
 
 /** JSON mode's answer: always 200 (the caller reads the decision), the contract's JSON body. */
 export function jsonAnswer(d: Decision, admin: boolean): PdpHttpResponse {
-  return { status: 200, headers: { 'content-type': JSON_CONTENT_TYPE, 'cache-control': 'no-store', 'x-decision-id': d.decisionId }, body: decisionJson(d, admin) };
+  return jsonText(200, decisionJson(d, admin), { 'x-decision-id': d.decisionId });
 }
 
 /** The answer carries the traceparent the decision continued, so the gateway's log line can name the trace. */

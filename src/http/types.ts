@@ -31,11 +31,9 @@ export function json(status: number, value: unknown, headers: Record<string, str
   return jsonText(status, JSON.stringify(value), headers);
 }
 
-export const JSON_CONTENT_TYPE = 'application/json; charset=utf-8';
-
 /** An answer whose JSON text is already made (src/http/answer.ts). */
 export function jsonText(status: number, body: string, headers: Record<string, string> = {}): PdpHttpResponse {
-  const all: Record<string, string> = { 'content-type': JSON_CONTENT_TYPE, 'cache-control': 'no-store' };
+  const all: Record<string, string> = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' };
   for (const name in headers) all[name] = headers[name]!;
   return { status, headers: all, body };
 }
